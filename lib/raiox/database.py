@@ -1,0 +1,113 @@
+"""Connections to PostgreSQL: where the database is (configured or embedded) and the pooled access to it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from raiox.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[dict[str, Any]]
+
+_embedded_servers: dict[Path, Any] = {}
+_embedded_lock = threading.Lock()
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The database lacks the pgvector extension or Raiox tables: run `raiox db migrate`."""
+
+
+def embedded_database_url(pgdata: Path) -> str:
+    """Start (or reuse) the pgserver-embedded PostgreSQL whose data lives in `pgdata`; return its URL."""
+    pgdata = pgdata.resolve()
+    with _embedded_lock:
+        server = _embedded_servers.get(pgdata)
+        if server is None:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                try:
+                    import pgserver
+                except ImportError as exc:  # pragma: no cover - depends on the install
+                    raise RuntimeError(
+                        "DATABASE_URL is unset and the embedded PostgreSQL is not installed: "
+                        "set DATABASE_URL or install raiox[local]"
+                    ) from exc
+                server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            _embedded_servers[pgdata] = server
+            log.info("embedded PostgreSQL running with data in %s", pgdata)
+        return str(server.get_uri())
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL when set, else the embedded server under $RAIOX_HOME/pg."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return embedded_database_url(settings.raiox_home / "pg")
+
+
+def connect(url: str, **kwargs: Any) -> Connection:
+    """One plain connection with dict rows (no pgvector adapter: usable before migrations ran)."""
+    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseNotMigrated("pgvector is not installed in this database: run `raiox db migrate`") from exc
+    conn.commit()
+
+
+class Database:
+    """A connection pool with pgvector registered on every connection."""
+
+    def __init__(self, url: str, *, max_size: int = 5, min_size: int = 0) -> None:
+        self.url = url
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row},
+            configure=_configure,
+            check=ConnectionPool.check_connection,  # drop connections a database restart broke
+            open=False,
+            name="raiox",
+        )
+        self.pool.open()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(database_url(settings), max_size=settings.database_pool_max)
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A pooled connection inside one transaction: committed on success, rolled back on error."""
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

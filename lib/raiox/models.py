@@ -1,0 +1,83 @@
+"""Typed records that cross module boundaries: rows read from the database and their lifecycles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CaseStatus(StrEnum):
+    """received -> embedding -> ready -> approved | rejected -> notified; failed on the way (see schema)."""
+
+    RECEIVED = "received"
+    EMBEDDING = "embedding"
+    READY = "ready"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    NOTIFIED = "notified"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    EMBED = "embed"
+    NOTIFY = "notify"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class Implant(Record):
+    id: int
+    manufacturer: str
+    system: str
+    implant_type: str | None = None
+    connection: str | None = None
+    notes: str | None = None
+
+
+class Neighbor(Record):
+    """One reference image near a query embedding; similarity is cosine similarity (1 - `<=>`)."""
+
+    reference_image_id: int
+    implant_id: int
+    storage_key: str
+    similarity: float
+
+
+class Case(Record):
+    id: int
+    submission_id: str
+    form_id: str | None = None
+    source: str
+    submitter_name: str | None = None
+    submitter_email: str | None = None
+    client_id: str | None = None
+    status: CaseStatus
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Job(Record):
+    id: int
+    kind: JobKind
+    case_id: int | None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    lease_owner: str | None = None
+    leased_until: datetime | None = None
+    last_error: str | None = None

@@ -1,0 +1,1 @@
+"""All SQL Raiox runs, one module per aggregate: migrations, catalog, cases, jobs."""

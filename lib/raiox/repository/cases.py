@@ -1,0 +1,109 @@
+"""SQL for cases and their images: creation (idempotent on submission id), lookups and status changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from raiox.database import Connection
+from raiox.models import Case, CaseStatus
+
+_CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
+                   status, error, created_at, updated_at"""
+
+
+def create_case(
+    conn: Connection,
+    *,
+    submission_id: str,
+    form_id: str | None = None,
+    source: str = "jotform",
+    submitter_name: str | None = None,
+    submitter_email: str | None = None,
+    client_id: str | None = None,
+    raw_payload: dict[str, Any] | None = None,
+) -> tuple[Case, bool]:
+    """Create the case, or return the one that already has this submission id; returns (case, created).
+
+    Two transactions racing on the same submission id both end with the same single case: the loser's
+    INSERT waits for the winner's commit, then does nothing and reads the winner's row.
+    """
+    row = conn.execute(
+        f"""
+        INSERT INTO cases (submission_id, form_id, source, submitter_name, submitter_email, client_id,
+                           raw_payload)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (submission_id) DO NOTHING
+        RETURNING {_CASE_COLUMNS}
+        """,
+        (submission_id, form_id, source, submitter_name, submitter_email, client_id,
+         Jsonb(raw_payload or {})),
+    ).fetchone()
+    if row is not None:
+        return Case.model_validate(row), True
+    existing = case_by_submission_id(conn, submission_id)
+    assert existing is not None
+    return existing, False
+
+
+def case_by_submission_id(conn: Connection, submission_id: str) -> Case | None:
+    row = conn.execute(
+        f"SELECT {_CASE_COLUMNS} FROM cases WHERE submission_id = %s", (submission_id,)
+    ).fetchone()
+    return Case.model_validate(row) if row else None
+
+
+def get_case(conn: Connection, case_id: int) -> Case | None:
+    row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s", (case_id,)).fetchone()
+    return Case.model_validate(row) if row else None
+
+
+def set_case_status(conn: Connection, case_id: int, status: CaseStatus, *, error: str | None = None) -> Case:
+    """Move a case along its lifecycle; the database refuses transitions the lifecycle does not allow."""
+    row = conn.execute(
+        f"UPDATE cases SET status = %s, error = %s WHERE id = %s RETURNING {_CASE_COLUMNS}",
+        (status, error, case_id),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no case {case_id}")
+    return Case.model_validate(row)
+
+
+def add_case_image(
+    conn: Connection,
+    *,
+    case_id: int,
+    position: int,
+    storage_key: str | None,
+    sha256: str | None = None,
+    size_bytes: int | None = None,
+    content_type: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    source_url: str | None = None,
+    error: str | None = None,
+) -> int:
+    """Record one X-ray of a case: stored, or failed with its error when it could not be fetched."""
+    row = conn.execute(
+        """
+        INSERT INTO case_images (case_id, position, source_url, storage_key, sha256, size_bytes,
+                                 content_type, width, height, status, error)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        RETURNING id
+        """,
+        (case_id, position, source_url, storage_key, sha256, size_bytes, content_type, width, height,
+         "failed" if error else "stored", error),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def record_audit(
+    conn: Connection, *, actor: str, action: str, case_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (actor, action, case_id, details) VALUES (%s, %s, %s, %s)",
+        (actor, action, case_id, Jsonb(details or {})),
+    )

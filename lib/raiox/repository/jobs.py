@@ -1,0 +1,106 @@
+"""SQL for the durable jobs table: enqueue, claim with FOR UPDATE SKIP LOCKED, finish, retry or fail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from raiox.database import Connection
+from raiox.models import Job, JobKind
+
+_JOB_COLUMNS = """id, kind, case_id, payload, status, attempts, max_attempts, run_after, lease_owner,
+                  leased_until, last_error"""
+
+
+def enqueue(
+    conn: Connection,
+    kind: JobKind,
+    *,
+    case_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    max_attempts: int = 5,
+) -> Job:
+    """Add a job, unless the case already has a live (pending or running) job of this kind: then return it."""
+    row = conn.execute(
+        f"""
+        INSERT INTO jobs (kind, case_id, payload, max_attempts) VALUES (%s, %s, %s, %s)
+        ON CONFLICT (kind, case_id) WHERE status IN ('pending', 'running') DO NOTHING
+        RETURNING {_JOB_COLUMNS}
+        """,
+        (kind, case_id, Jsonb(payload or {}), max_attempts),
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            f"""SELECT {_JOB_COLUMNS} FROM jobs
+                 WHERE kind = %s AND case_id = %s AND status IN ('pending', 'running')""",
+            (kind, case_id),
+        ).fetchone()
+    assert row is not None
+    return Job.model_validate(row)
+
+
+def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
+    """Lease up to `limit` due jobs to `worker`. Due: pending and run_after passed, or running with an
+    expired lease (its worker died). Concurrent claimers never get the same job (SKIP LOCKED)."""
+    rows = conn.execute(
+        """
+        WITH due AS (
+            SELECT id FROM jobs
+             WHERE kind = %(kind)s
+               AND ((status = 'pending' AND run_after <= now())
+                    OR (status = 'running' AND leased_until <= now()))
+             ORDER BY run_after, id
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = %(worker)s,
+                        leased_until = now() + %(lease)s, updated_at = now()
+          FROM due WHERE jobs.id = due.id
+        RETURNING jobs.*
+        """,
+        {"kind": kind, "limit": limit, "worker": worker, "lease": lease},
+    ).fetchall()
+    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+
+
+def complete(conn: Connection, job_id: int, *, worker: str, result: dict[str, Any] | None = None) -> bool:
+    """Mark a job done. False when the worker no longer holds it (its lease expired and it was taken over)."""
+    row = conn.execute(
+        """
+        UPDATE jobs SET status = 'done', result = %s, lease_owner = NULL, leased_until = NULL,
+                        last_error = NULL, finished_at = now(), updated_at = now()
+         WHERE id = %s AND status = 'running' AND lease_owner = %s
+        RETURNING id
+        """,
+        (Jsonb(result) if result is not None else None, job_id, worker),
+    ).fetchone()
+    return row is not None
+
+
+def fail(
+    conn: Connection, job_id: int, *, worker: str, error: str, retry_in: timedelta | None
+) -> str | None:
+    """Record a failed attempt: back to pending after `retry_in`, or failed for good when `retry_in` is None
+    or the attempts are used up. Returns the new status, or None when the worker no longer holds the job."""
+    row = conn.execute(
+        """
+        UPDATE jobs
+           SET status = CASE WHEN %(retry_in)s::interval IS NULL OR attempts >= max_attempts
+                             THEN 'failed' ELSE 'pending' END,
+               run_after = now() + coalesce(%(retry_in)s::interval, '0'::interval),
+               finished_at = CASE WHEN %(retry_in)s::interval IS NULL OR attempts >= max_attempts
+                                  THEN now() END,
+               last_error = %(error)s, lease_owner = NULL, leased_until = NULL, updated_at = now()
+         WHERE id = %(id)s AND status = 'running' AND lease_owner = %(worker)s
+        RETURNING status
+        """,
+        {"retry_in": retry_in, "error": error[:2000], "id": job_id, "worker": worker},
+    ).fetchone()
+    return str(row["status"]) if row else None
+
+
+def get_job(conn: Connection, job_id: int) -> Job | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    return Job.model_validate(row) if row else None

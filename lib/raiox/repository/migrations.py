@@ -1,0 +1,62 @@
+"""SQL for the migration ledger and the advisory lock that serialises migrators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raiox.database import Connection
+
+# Any constant works; this one spells "raiox" in ASCII so it is recognisable in pg_locks.
+MIGRATION_LOCK_ID = 0x7261696F78
+
+
+def lock(conn: Connection) -> None:
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+
+
+def unlock(conn: Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+
+
+def create_ledger(conn: Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            checksum   text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
+def ledger_exists(conn: Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS present").fetchone()
+    return bool(row and row["present"])
+
+
+def applied(conn: Connection) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+    ).fetchall()
+
+
+def record(conn: Connection, version: int, name: str, checksum: str) -> None:
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+        (version, name, checksum),
+    )
+
+
+def server_info(conn: Connection) -> dict[str, Any]:
+    """PostgreSQL version, pgvector version (None when not installed) and the current database name."""
+    row = conn.execute(
+        """
+        SELECT current_setting('server_version') AS postgres,
+               (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector,
+               current_database() AS database
+        """
+    ).fetchone()
+    assert row is not None
+    return row
