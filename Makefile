@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/raiox db status
 
 test: $(STAMP)
+	$(BIN)/ruff check lib tests functions
 	$(BIN)/python -m pytest
 
 clean:

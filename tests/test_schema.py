@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-import psycopg
 import pytest
 from psycopg import errors
 
@@ -120,46 +118,3 @@ def test_implant_names_are_unique_ignoring_case(db: Database) -> None:
         again = catalog.upsert_implant(conn, " ACME ", "tapered", notes="re-imported")
     assert again.id == first
     assert again.notes == "re-imported" and again.connection == "conical"
-
-
-def _unit_vectors(count: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(count, 512)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-@pytest.fixture
-def populated_references(db: Database) -> np.ndarray:
-    vectors = _unit_vectors(3000, seed=7)
-    with db.transaction() as conn:
-        implant_id = catalog.upsert_implant(conn, "Acme", "Tapered").id
-        with conn.cursor().copy(
-            "COPY reference_images (implant_id, storage_key, sha256, model_id, embedding) FROM STDIN"
-        ) as copy:
-            for number, vector in enumerate(vectors):
-                sha = f"{number:064x}"
-                copy.write_row((implant_id, f"references/{sha[:2]}/{sha}.png", sha, "test-model",
-                                "[" + ",".join(f"{x:.6f}" for x in vector) + "]"))
-        conn.execute("ANALYZE reference_images")
-    return vectors
-
-
-def _plan(conn: psycopg.Connection, sql: str, params: dict) -> str:
-    rows = conn.execute("EXPLAIN " + sql, params).fetchall()
-    return "\n".join(row["QUERY PLAN"] for row in rows)
-
-
-def test_top_k_query_uses_the_hnsw_cosine_index(db: Database, populated_references: np.ndarray) -> None:
-    query = populated_references[42]
-    params = {"query": query, "model_id": "test-model", "limit": 3}
-    with db.transaction() as conn:
-        plan = _plan(conn, catalog.NEAREST_REFERENCES_SQL, params)
-        assert "reference_images_embedding_hnsw" in plan, plan
-        # The control: ordering by an expression of the distance cannot use the index.
-        by_expression = catalog.NEAREST_REFERENCES_SQL.replace(
-            "ORDER BY embedding <=> %(query)s", "ORDER BY 1 - (embedding <=> %(query)s) DESC")
-        assert "reference_images_embedding_hnsw" not in _plan(conn, by_expression, params)
-        nearest = catalog.nearest_references(conn, query, "test-model", 3)
-        assert len(nearest) == 3
-        assert nearest[0].similarity == pytest.approx(1.0, abs=1e-4)
-        assert [n.similarity for n in nearest] == sorted((n.similarity for n in nearest), reverse=True)
-        assert catalog.nearest_references(conn, query, "other-model", 3) == []

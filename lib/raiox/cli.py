@@ -9,6 +9,14 @@ import sys
 import click
 
 from raiox import migrations
+from raiox.commands.embedding import (
+    bench_embed_command,
+    bench_match_command,
+    catalog_group,
+    match_command,
+    worker_command,
+)
+from raiox.commands.intake import bench_webhook, simulate_webhook
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
 from raiox.settings import get_settings, redact_url
@@ -69,6 +77,21 @@ def db_status(as_json: bool) -> None:
     click.echo(f"applied:    {', '.join(report['applied']) or 'none'}")
     click.echo(f"pending:    {', '.join(report['pending']) or 'none'}")
     click.echo(f"storage:    {report['storage']}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; each reports its baseline from the same run. Add --json for one JSON line."""
+
+
+# Commands defined beside their pipeline step, registered here (one line each).
+main.add_command(catalog_group)
+main.add_command(match_command)
+main.add_command(worker_command)
+bench.add_command(bench_embed_command)
+bench.add_command(bench_match_command)
+main.add_command(simulate_webhook)
+bench.add_command(bench_webhook)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ def embedded_database_url(pgdata: Path) -> str:
         return str(server.get_uri())
 
 
+def stop_embedded_database(pgdata: Path) -> None:
+    """Stop the embedded server of `pgdata` if this process started it (before its folder is deleted)."""
+    with _embedded_lock:
+        server = _embedded_servers.pop(pgdata.resolve(), None)
+    if server is not None:
+        server.cleanup()
+
+
 def database_url(settings: Settings) -> str:
     """DATABASE_URL when set, else the embedded server under $RAIOX_HOME/pg."""
     if settings.database_url is not None:
@@ -74,13 +82,14 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 class Database:
     """A connection pool with pgvector registered on every connection."""
 
-    def __init__(self, url: str, *, max_size: int = 5, min_size: int = 0) -> None:
+    def __init__(self, url: str, *, max_size: int = 5, min_size: int = 0, timeout: float = 10.0) -> None:
         self.url = url
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"row_factory": dict_row},
+            timeout=timeout,  # how long a caller waits for a connection before PoolTimeout (a 503)
+            kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(timeout))},
             configure=_configure,
             check=ConnectionPool.check_connection,  # drop connections a database restart broke
             open=False,
@@ -90,7 +99,8 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(database_url(settings), max_size=settings.database_pool_max)
+        return cls(database_url(settings), max_size=settings.database_pool_max,
+                   timeout=settings.database_timeout_seconds)
 
     @property
     def display_url(self) -> str:

@@ -46,15 +46,6 @@ class Implant(Record):
     notes: str | None = None
 
 
-class Neighbor(Record):
-    """One reference image near a query embedding; similarity is cosine similarity (1 - `<=>`)."""
-
-    reference_image_id: int
-    implant_id: int
-    storage_key: str
-    similarity: float
-
-
 class Case(Record):
     id: int
     submission_id: str

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         description="PostgreSQL with pgvector. Unset: an embedded server (pgserver) under $RAIOX_HOME/pg.",
     )
     database_pool_max: int = Field(default=5, ge=1, description="Largest number of pooled connections.")
+    database_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait for a database connection before answering 503."
+    )
     raiox_storage: str | None = Field(
         default=None,
         description="`file:///path` (default `$RAIOX_HOME/objects`) or `s3://bucket[/prefix]` for Spaces.",
@@ -48,6 +51,72 @@ class Settings(BaseSettings):
     )
     raiox_url_expiry_seconds: int = Field(
         default=900, ge=1, le=604800, description="Lifetime of presigned X-ray and reference image URLs."
+    )
+    raiox_max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest image accepted, in pixels (decompression-bomb guard)."
+    )
+    # Encoder and matching (embed)
+    raiox_clip_model: str = Field(default="ViT-B-32", description="open_clip model name (512-d output).")
+    raiox_clip_pretrained: str = Field(
+        default="laion2b_s34b_b79k", description="open_clip pretrained tag, or a path to a checkpoint file."
+    )
+    raiox_device: str = Field(default="auto", description="`auto` (CUDA when present), `cpu` or `cuda[:n]`.")
+    raiox_embed_batch_size: int = Field(default=32, ge=1, description="Images per encoder forward pass.")
+    raiox_top_k: int = Field(default=3, ge=1, le=20, description="Implant systems proposed per X-ray.")
+    raiox_hnsw_ef_search: int = Field(
+        default=100, ge=10, le=1000,
+        description="HNSW candidate list per query; also how many references are aggregated per match.",
+    )
+    embed_jobs_per_call: int = Field(default=16, ge=1, description="Embed jobs claimed per batch.")
+    embed_lease_seconds: int = Field(
+        default=300, ge=10, description="How long a claimed embed job is held before another worker may take it."
+    )
+    embed_max_attempts: int = Field(default=5, ge=1, description="Attempts before an embed job and its case fail.")
+
+    # Intake (webhook)
+    webhook_token: SecretStr | None = Field(
+        default=None,
+        description="Secret the webhook URL carries as `?token=`. Unset: the webhook answers 503 to "
+        "everything, except with RAIOX_ENV=dev where it accepts calls without a token.",
+    )
+    jotform_form_ids: str = Field(
+        default="", description="Comma-separated Jotform form ids the webhook accepts; empty: any form."
+    )
+    jotform_xray_field: str | None = Field(
+        default=None,
+        description="rawRequest key of the X-ray upload answer (e.g. `xrayImage`); unset: every list of "
+        "upload URLs in the submission.",
+    )
+    jotform_name_field: str | None = Field(
+        default=None,
+        description="rawRequest key of the client's name answer (e.g. `q3_name`); unset: the first "
+        "full-name answer.",
+    )
+    jotform_api_key: SecretStr | None = Field(
+        default=None,
+        description="Jotform API key, sent as `apiKey` only to Jotform hosts (forms whose uploads need login).",
+    )
+    fetch_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated extra hosts (and their subdomains) images may be fetched from, beside "
+        "Jotform's upload hosts and the Spaces endpoint.",
+    )
+    fetch_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="Largest image download.")
+    fetch_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Connect and read timeout of an image download; also its overall "
+        "deadline, so a server that drips bytes cannot hold the webhook longer.",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=26 * 1024 * 1024, ge=1, description="Largest request body the webhook reads (413 above)."
+    )
+    webhook_max_images: int = Field(default=10, ge=1, description="Most X-rays taken from one submission.")
+    embed_url: str | None = Field(
+        default=None, description="URL the webhook pokes after a commit so embed starts at once; unset: no poke."
+    )
+    embed_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the embed function requires (and the webhook sends with its poke). Unset: "
+        "embed answers 503, except with RAIOX_ENV=dev where it accepts calls without a token.",
     )
 
     @field_validator("raiox_storage")

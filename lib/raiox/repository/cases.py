@@ -107,3 +107,49 @@ def record_audit(
         "INSERT INTO audit_log (actor, action, case_id, details) VALUES (%s, %s, %s, %s)",
         (actor, action, case_id, Jsonb(details or {})),
     )
+
+
+def images_of_cases(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT id, case_id, position, storage_key, status, model_id FROM case_images
+            WHERE case_id = ANY(%s) ORDER BY case_id, position""",
+        (case_ids,),
+    ).fetchall()
+
+
+def save_image_embedding(conn: Connection, image_id: int, model_id: str, embedding: Any) -> None:
+    conn.execute(
+        """UPDATE case_images SET status = 'embedded', error = NULL, model_id = %s, embedding = %s,
+                  embedded_at = now() WHERE id = %s""",
+        (model_id, embedding, image_id),
+    )
+
+
+def mark_image_failed(conn: Connection, image_id: int, error: str) -> None:
+    conn.execute("UPDATE case_images SET status = 'failed', error = %s WHERE id = %s", (error[:2000], image_id))
+
+
+def replace_match_results(conn: Connection, image_id: int, model_id: str, results: list[dict[str, Any]]) -> None:
+    """The image's top-k under this model, replacing any earlier ones (so a re-run leaves one set)."""
+    conn.execute("DELETE FROM match_results WHERE case_image_id = %s AND model_id = %s", (image_id, model_id))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """INSERT INTO match_results (case_image_id, model_id, rank, implant_id, reference_image_id, similarity)
+               VALUES (%s, %s, %s, %s, %s, %s)""",
+            [(image_id, model_id, r["rank"], r["implant_id"], r["reference_image_id"], r["similarity"])
+             for r in results],
+        )
+
+
+def match_results_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT case_images.id AS case_image_id, case_images.position, match_results.rank,
+                  match_results.similarity, match_results.model_id, implants.id AS implant_id,
+                  implants.manufacturer, implants.system, match_results.reference_image_id
+             FROM match_results
+             JOIN case_images ON case_images.id = match_results.case_image_id
+             JOIN implants ON implants.id = match_results.implant_id
+            WHERE case_images.case_id = %s
+            ORDER BY case_images.position, match_results.model_id, match_results.rank""",
+        (case_id,),
+    ).fetchall()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from raiox.database import Connection
-from raiox.models import Implant, Neighbor
+from raiox.models import Implant
 
 
 def upsert_implant(
@@ -73,17 +75,64 @@ def add_reference_image(
     return int(row["id"]), bool(row["created"])
 
 
-# The shape the HNSW index serves: ORDER BY the bare `<=>` operator with a LIMIT (see PLATFORM.md).
-NEAREST_REFERENCES_SQL = """
-    SELECT id AS reference_image_id, implant_id, storage_key,
-           1 - (embedding <=> %(query)s) AS similarity
-      FROM reference_images
-     WHERE model_id = %(model_id)s
-     ORDER BY embedding <=> %(query)s
-     LIMIT %(limit)s
+# One statement: the HNSW scan yields `candidates` nearest references (bare `<=>` + LIMIT, so the index
+# is used), then each implant keeps its best reference and the k best implants are returned.
+TOP_IMPLANTS_SQL = """
+    WITH nearest AS (
+        SELECT id, implant_id, storage_key, embedding <=> %(query)s AS distance
+          FROM reference_images
+         WHERE model_id = %(model_id)s
+         ORDER BY embedding <=> %(query)s
+         LIMIT %(candidates)s
+    ), best AS (
+        SELECT DISTINCT ON (implant_id) implant_id, id, storage_key, distance
+          FROM nearest
+         ORDER BY implant_id, distance, id
+    )
+    SELECT best.implant_id, best.id AS reference_image_id, best.storage_key,
+           1 - best.distance AS similarity, implants.manufacturer, implants.system
+      FROM best JOIN implants ON implants.id = best.implant_id
+     ORDER BY best.distance, best.implant_id
+     LIMIT %(k)s
 """
 
 
-def nearest_references(conn: Connection, query: np.ndarray, model_id: str, limit: int) -> list[Neighbor]:
-    rows = conn.execute(NEAREST_REFERENCES_SQL, {"query": query, "model_id": model_id, "limit": limit})
-    return [Neighbor.model_validate(row) for row in rows]
+def set_ef_search(conn: Connection, ef_search: int) -> None:
+    """hnsw.ef_search for the current transaction only."""
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+
+
+def top_implants(
+    conn: Connection, query: np.ndarray, model_id: str, *, k: int, candidates: int
+) -> list[dict[str, Any]]:
+    return conn.execute(
+        TOP_IMPLANTS_SQL, {"query": query, "model_id": model_id, "k": k, "candidates": candidates}
+    ).fetchall()
+
+
+def implant_count(conn: Connection, model_id: str) -> int:
+    """Implants that have at least one reference embedded by this model."""
+    row = conn.execute(
+        "SELECT count(DISTINCT implant_id) AS n FROM reference_images WHERE model_id = %s", (model_id,)
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def catalog_summary(conn: Connection) -> list[dict[str, Any]]:
+    """Every implant with its reference count per model id."""
+    return conn.execute(
+        """
+        SELECT implants.id, implants.manufacturer, implants.system, implants.implant_type,
+               implants.connection, reference_images.model_id, count(reference_images.id) AS references
+          FROM implants LEFT JOIN reference_images ON reference_images.implant_id = implants.id
+         GROUP BY implants.id, reference_images.model_id
+         ORDER BY lower(implants.manufacturer), lower(implants.system), reference_images.model_id
+        """
+    ).fetchall()
+
+
+def existing_reference_shas(conn: Connection, implant_id: int, model_id: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT sha256 FROM reference_images WHERE implant_id = %s AND model_id = %s", (implant_id, model_id)
+    )
+    return {row["sha256"] for row in rows}

@@ -1,0 +1,13 @@
+"""functions-framework entry of the embed function (the GPU container runs this)."""
+
+from typing import Any
+
+import functions_framework
+
+from raiox.embed_api import handle
+from raiox.web import flask_entry
+
+
+@functions_framework.http
+def embed(request: Any) -> Any:
+    return flask_entry(handle, request)

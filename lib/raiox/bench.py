@@ -1,0 +1,203 @@
+"""Benchmarks of the embed step, each with its baseline measured in the same run: encoding and matching."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from psycopg.conninfo import make_conninfo
+
+from raiox import migrations
+from raiox.database import Database, connect, embedded_database_url, stop_embedded_database
+from raiox.encoder import Encoder
+from raiox.repository import catalog
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def synthetic_film(seed: int, size: tuple[int, int] = (1024, 1280)) -> bytes:
+    """A periapical-sized greyscale JPEG (dark noisy film, bright post); bytes to time, not to match."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    film = rng.normal(70, 15, size=(height, width))
+    left = int(rng.integers(width // 4, width // 2))
+    film[height // 5: height * 4 // 5, left:left + width // 8] = 235
+    out = io.BytesIO()
+    Image.fromarray(np.clip(film, 0, 255).astype(np.uint8), mode="L").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _rate(count: int, run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - start)
+
+
+def bench_embed(encoder: Encoder, *, images: int = 64, single: int = 16,
+                batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)) -> dict[str, Any]:
+    """Images/s one at a time (the source manual's way), through the batched pipeline, and model-only."""
+    films = [synthetic_film(seed) for seed in range(images)]
+    encoder.encode(films[: encoder.batch_size])  # warm-up: first-call allocations, thread pools
+    one_at_a_time = _rate(single, lambda: [encoder.encode_one(f) for f in films[:single]])
+    pipeline = _rate(images, lambda: encoder.encode(films))
+    preprocess = _rate(images, lambda: [encoder.prepare(f) for f in films])
+
+    import torch
+
+    tensors = torch.stack([encoder.prepare(f) for f in films])
+    model_only = {}
+    for size in batch_sizes:
+        batches = [tensors[i:i + size] for i in range(0, len(tensors), size)]
+        model_only[size] = _rate(len(tensors), lambda b=batches: [encoder.encode_tensors(x) for x in b])
+    best_size = max(model_only, key=lambda s: model_only[s])
+    return {
+        "benchmark": "embed",
+        "model_id": encoder.model_id,
+        "device": encoder.device,
+        "film_size": [1024, 1280],
+        "images": images,
+        "pipeline_batch_size": encoder.batch_size,
+        "one_at_a_time_images_per_s": round(one_at_a_time, 2),
+        "pipeline_images_per_s": round(pipeline, 2),
+        "preprocess_only_images_per_s": round(preprocess, 2),
+        "model_only_images_per_s": {str(k): round(v, 2) for k, v in model_only.items()},
+        "model_only_best_batch_size": best_size,
+        "pipeline_vs_model_only": round(pipeline / model_only[best_size], 3),
+        "pipeline_vs_one_at_a_time": round(pipeline / one_at_a_time, 2),
+        "machine": machine(),
+    }
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_catalog(count: int, per_implant: int, rng: np.random.Generator,
+                      structured: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(implant centres, references) for `count` references, `per_implant` around each centre.
+
+    structured: like real image embeddings, everything shares one "dental X-ray" direction, systems of a
+    manufacturer sit near each other, references near their system. Unstructured: centres uniform on the
+    sphere, the worst case for HNSW (every other implant is about equally far)."""
+    implants = count // per_implant
+    if structured:
+        common = _unit(rng.normal(size=512))
+        makers = _unit(common + 0.8 * _unit(rng.normal(size=(max(1, implants // 20), 512))))
+        centres = _unit(makers[rng.integers(0, len(makers), implants)] + 0.5 * _unit(rng.normal(size=(implants, 512))))
+    else:
+        centres = _unit(rng.normal(size=(implants, 512)))
+    noise = rng.normal(scale=0.3 / np.sqrt(512), size=(implants, per_implant, 512))
+    return centres, _unit(centres[:, None, :] + noise)
+
+
+def _load_references(db: Database, references: np.ndarray) -> None:
+    """Bulk-load (implants, per_implant, 512) references, without the HNSW index (built afterwards)."""
+    with db.transaction() as conn:
+        conn.execute("DROP INDEX IF EXISTS reference_images_embedding_hnsw")
+        conn.execute("INSERT INTO implants (manufacturer, system) "
+                     "SELECT 'Bench', 'System ' || n FROM generate_series(1, %s) AS n", (len(references),))
+        first_id = conn.execute("SELECT min(id) AS id FROM implants").fetchone()["id"]
+        with conn.cursor().copy("COPY reference_images (implant_id, storage_key, sha256, model_id, embedding) "
+                                "FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["bigint", "text", "text", "text", "vector"])
+            for number, refs in enumerate(references):
+                for ref_number, ref in enumerate(refs):
+                    sha = f"{number:032x}{ref_number:032x}"
+                    copy.write_row((first_id + number, f"references/{sha[:2]}/{sha}.png", sha, "bench", ref))
+
+
+def _build_index(url: str) -> float:
+    start = time.perf_counter()
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        conn.execute("CREATE INDEX reference_images_embedding_hnsw ON reference_images "
+                     "USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ANALYZE reference_images")
+    return time.perf_counter() - start
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 3),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3)}
+
+
+def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 200, k: int = 3,
+                ef_search: int = 100, per_implant: int = 10, structured: bool = True,
+                seed: int = 0) -> dict[str, Any]:
+    """Top-k latency and recall@k of the HNSW statement against the exact scan, on a scratch database."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="raiox-bench-") as scratch:
+        pgdata = Path(scratch) / "pg"
+        admin_url = embedded_database_url(pgdata)
+        try:
+            results = [_bench_match_size(admin_url, size, queries=queries, k=k, ef_search=ef_search,
+                                         per_implant=per_implant, structured=structured, rng=rng)
+                       for size in sizes]
+        finally:
+            stop_embedded_database(pgdata)
+    return {"benchmark": "match", "data": "structured" if structured else "uniform", "k": k,
+            "ef_search": ef_search, "queries": queries, "references_per_implant": per_implant, "results": results,
+            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()}}
+
+
+def _bench_match_size(admin_url: str, size: int, *, queries: int, k: int, ef_search: int, per_implant: int,
+                      structured: bool, rng: np.random.Generator) -> dict[str, Any]:
+    name = f"bench_{size}"
+    with connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = make_conninfo(admin_url, dbname=name)
+    migrations.migrate(url)
+    with Database(url, max_size=1) as db:
+        centres, references = synthetic_catalog(size, per_implant, rng, structured)
+        _load_references(db, references)
+        build_seconds = _build_index(url)
+        # A query is a new film of a catalogued implant: its centre plus more noise than the references.
+        targets = rng.integers(0, len(centres), size=queries)
+        probes = _unit(centres[targets] + rng.normal(scale=0.4 / np.sqrt(512), size=(queries, 512)))
+        timings: dict[str, list[float]] = {"hnsw": [], "exact": []}
+        hits = 0
+        with db.transaction() as conn:
+            catalog.set_ef_search(conn, ef_search)
+            for probe in probes:  # warm the index pages and the plan
+                catalog.top_implants(conn, probe, "bench", k=k, candidates=ef_search)
+            for probe in probes:
+                start = time.perf_counter()
+                approx = catalog.top_implants(conn, probe, "bench", k=k, candidates=ef_search)
+                timings["hnsw"].append(time.perf_counter() - start)
+                conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
+                start = time.perf_counter()
+                exact = catalog.top_implants(conn, probe, "bench", k=k, candidates=2**31 - 1)
+                timings["exact"].append(time.perf_counter() - start)
+                conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
+                hits += len({r["implant_id"] for r in approx} & {r["implant_id"] for r in exact})
+    hnsw, exact = _percentiles(timings["hnsw"]), _percentiles(timings["exact"])
+    return {
+        "references": size,
+        "implants": len(centres),
+        "index_build_s": round(build_seconds, 1),
+        "hnsw": hnsw,
+        "exact": exact,
+        f"recall_at_{k}": round(hits / (queries * k), 4),
+        "exact_over_hnsw_p50": round(exact["p50_ms"] / hnsw["p50_ms"], 1),
+    }

@@ -1,0 +1,322 @@
+"""Intake tools: `raiox simulate-webhook` (a Jotform-shaped POST, X-rays served locally) and `raiox bench webhook`."""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+import numpy as np
+import requests
+from PIL import Image
+from urllib3 import encode_multipart_formdata
+
+import raiox
+
+WEBHOOK_SOURCE = Path(raiox.__file__).resolve().parents[2] / "functions" / "webhook" / "webhook_http.py"
+
+
+# Jotform-shaped payloads ----------------------------------------------------------------------------
+
+
+def jotform_fields(
+    *,
+    form_id: str,
+    submission_id: str,
+    upload_urls: Sequence[str],
+    upload_field: str = "xrayImage",
+    name: tuple[str, str] = ("Ana", "Souza"),
+    email: str = "clinic@example.com",
+    webhook_url: str = "",
+) -> dict[str, str]:
+    """The text fields Jotform's webhook POSTs (see shared/PLATFORM.md), with `rawRequest` as a JSON string."""
+    raw_request = {
+        "slug": f"submit/{form_id}",
+        "path": f"/submit/{form_id}",
+        "submitSource": "form",
+        "buildDate": str(int(time.time() * 1000)),
+        "uploadServerUrl": "https://upload.jotform.com/upload",
+        "q3_name": {"first": name[0], "last": name[1]},
+        "q4_email": email,
+        "q6_notes": "Implant placed abroad, brand unknown, needs a new abutment",
+        upload_field: list(upload_urls),
+        "temp_upload": {f"q5_{upload_field}": [url.rsplit("/", 1)[-1] for url in upload_urls]},
+        "event_id": f"{int(time.time() * 1000)}_{form_id}_sim",
+    }
+    return {
+        "action": "",
+        "webhookURL": webhook_url,
+        "username": "simulator",
+        "formID": form_id,
+        "type": "WEB",
+        "customParams": "",
+        "product": "false",
+        "formTitle": "Implant identification",
+        "customTitle": "",
+        "submissionID": submission_id,
+        "event": "",
+        "documentID": "",
+        "teamID": "",
+        "subject": "",
+        "isSilent": "false",
+        "customBody": "",
+        "rawRequest": json.dumps(raw_request),
+        "fromTable": "",
+        "appID": "",
+        # Lossy on purpose: a comma in a value breaks it, which is why intake never reads it.
+        "pretty": f"Name:{name[0]} {name[1]}, E-mail:{email}, X-ray:{', '.join(upload_urls)}",
+        "unread": "1",
+        "parent": "",
+        "ip": "127.0.0.1",
+    }
+
+
+def multipart(fields: Mapping[str, str]) -> tuple[bytes, str]:
+    """A multipart/form-data body of text fields, as Jotform sends it; returns (body, content type)."""
+    return encode_multipart_formdata(dict(fields))
+
+
+def new_submission_id() -> str:
+    """A Jotform-like numeric submission id."""
+    return str(secrets.randbelow(9 * 10**18) + 10**18)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's default of 5 drops connections from 16 concurrent clients
+
+
+@contextmanager
+def serve_files(files: Mapping[str, bytes]) -> Iterator[str]:
+    """Serve `files` (path → bytes) over HTTP on a free 127.0.0.1 port; yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            data = files.get(self.path.split("?", 1)[0])
+            if data is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def with_token(url: str, token: str | None) -> str:
+    if not token:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
+
+
+# simulate-webhook -----------------------------------------------------------------------------------
+
+
+@click.command("simulate-webhook")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", required=True, help="The webhook, e.g. http://127.0.0.1:8080/webhook (no token in it).")
+@click.option("--submission-id", default=None, help="Jotform submission id; default: a new random one.")
+@click.option("--form-id", default="251234567890123", show_default=True, help="Jotform form id.")
+@click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
+def simulate_webhook(images: tuple[Path, ...], url: str, submission_id: str | None, form_id: str,
+                     token: str | None) -> None:
+    """POST a Jotform-shaped webhook for IMAGE…, serving the files from a local HTTP server meanwhile.
+
+    The webhook must accept loopback http URLs (RAIOX_ENV=dev)."""
+    submission_id = submission_id or new_submission_id()
+    paths = {f"/uploads/simulator/{form_id}/{submission_id}/{quote(image.name)}": image.read_bytes()
+             for image in images}
+    with serve_files(paths) as base:
+        fields = jotform_fields(form_id=form_id, submission_id=submission_id,
+                                upload_urls=[base + path for path in paths], webhook_url=url)
+        body, content_type = multipart(fields)
+        try:
+            response = requests.post(with_token(url, token), data=body, headers={"Content-Type": content_type},
+                                     timeout=120)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot reach the webhook: {type(exc).__name__}") from None
+    click.echo(f"submission {submission_id}: HTTP {response.status_code}")
+    click.echo(response.text)
+    if response.status_code >= 400:
+        raise SystemExit(1)
+
+
+# bench webhook --------------------------------------------------------------------------------------
+
+
+def sample_xray(width: int = 1024, height: int = 768) -> bytes:
+    """A synthetic greyscale radiograph-sized JPEG (noise over a gradient; ~400 kB)."""
+    rng = np.random.default_rng(7)
+    gradient = np.linspace(40, 200, width)[None, :] + np.zeros((height, 1))
+    pixels = np.clip(gradient + rng.normal(0, 25, (height, width)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+class _XrayVariants(Mapping[str, bytes]):
+    """Every path answers the sample X-ray with the path appended after its end marker: still a valid JPEG,
+    but different bytes per submission, so each new case really writes its object."""
+
+    def __init__(self, xray: bytes) -> None:
+        self.xray = xray
+
+    def __getitem__(self, path: str) -> bytes:
+        return self.xray + path.encode()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def _measure(send: Any, payloads: list[Any], concurrency: int) -> dict[str, Any]:
+    local = threading.local()
+
+    def one(payload: Any) -> tuple[float, int]:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        started = time.perf_counter()
+        status = send(local.session, payload)
+        return time.perf_counter() - started, status
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(one, payloads))
+    elapsed = time.perf_counter() - started
+    latencies = [seconds * 1000 for seconds, _ in results]
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "statuses": dict(sorted(Counter(str(status) for _, status in results).items())),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(_percentile(latencies, 99), 2),
+        "throughput_rps": round(len(results) / elapsed, 1),
+    }
+
+
+def _quiet_handler() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass  # werkzeug's access log prints the full URL, and the webhook's carries the token
+
+    return Quiet
+
+
+def _isolated_environment() -> Path:
+    """A throw-away RAIOX_HOME with the embedded database and local objects; dev mode, a fresh token."""
+    home = Path(tempfile.mkdtemp(prefix="raiox-bench-"))
+    atexit.register(shutil.rmtree, home, True)  # registered first, so it runs after pgserver stops
+    for name in list(os.environ):
+        if name.startswith(("RAIOX_", "DATABASE_", "SPACES_", "WEBHOOK_", "JOTFORM_", "FETCH_", "EMBED_")):
+            del os.environ[name]
+    os.environ.update({"RAIOX_HOME": str(home), "RAIOX_ENV": "dev", "WEBHOOK_TOKEN": secrets.token_urlsafe(24)})
+    os.chdir(home)  # no stray .env
+    return home
+
+
+@click.command("webhook")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+@click.option("--requests", "count", default=100, show_default=True, type=click.IntRange(1),
+              help="Requests per scenario and concurrency.")
+def bench_webhook(as_json: bool, count: int) -> None:
+    """Ack latency of the webhook (functions-framework on loopback, embedded database, local objects).
+
+    Scenarios: `refused` (wrong token: the HTTP stack alone, the baseline), `new` (download, decode, store,
+    one transaction) and `duplicate` (the repeat fast path), each with 1 and 16 concurrent clients."""
+    import functions_framework
+    from werkzeug.serving import make_server
+
+    from raiox import migrations
+    from raiox.database import database_url
+    from raiox.services import reset_services
+    from raiox.settings import get_settings
+
+    if not WEBHOOK_SOURCE.is_file():
+        raise click.ClickException(f"{WEBHOOK_SOURCE} not found: run from a checkout of the repository")
+    _isolated_environment()
+    reset_services()
+    logging.getLogger("raiox").setLevel(logging.ERROR)  # the `refused` scenario would log 2 × N warnings
+    settings = get_settings()
+    migrations.migrate(database_url(settings))
+    app = functions_framework.create_app(target="webhook", source=str(WEBHOOK_SOURCE))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    base_url = f"http://127.0.0.1:{server.server_port}/"
+    form_id = "251234567890123"
+    results: list[dict[str, Any]] = []
+    xray = sample_xray()
+    try:
+        with serve_files(_XrayVariants(xray)) as files:
+
+            def send(session: requests.Session, payload: tuple[str, bytes, str]) -> int:
+                url, body, content_type = payload
+                return session.post(url, data=body, headers={"Content-Type": content_type}, timeout=60).status_code
+
+            def payloads(ids: list[str], url: str) -> list[tuple[str, bytes, str]]:
+                bodies = [multipart(jotform_fields(form_id=form_id, submission_id=i,
+                                                   upload_urls=[f"{files}/uploads/bench/{i}.jpg"]))
+                          for i in ids]
+                return [(url, body, content_type) for body, content_type in bodies]
+
+            _measure(send, payloads([new_submission_id() for _ in range(5)], with_token(base_url, token)), 1)
+            for concurrency in (1, 16):
+                ids = [new_submission_id() for _ in range(count)]
+                scenarios = {
+                    "refused": payloads(ids, with_token(base_url, "wrong-token")),
+                    "new": payloads(ids, with_token(base_url, token)),
+                    "duplicate": payloads(ids, with_token(base_url, token)),
+                }
+                for scenario, batch in scenarios.items():
+                    results.append({"scenario": scenario, **_measure(send, batch, concurrency)})
+    finally:
+        server.shutdown()
+        reset_services()
+    report = {"bench": "webhook", "server": "functions-framework (werkzeug, threaded) on loopback",
+              "database_pool_max": settings.database_pool_max, "image_bytes": len(xray),
+              "results": results}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{'scenario':<10} {'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}  statuses")
+    for row in results:
+        click.echo(f"{row['scenario']:<10} {row['concurrency']:>7} {row['requests']:>8} {row['p50_ms']:>8} "
+                   f"{row['p99_ms']:>8} {row['throughput_rps']:>7}  {row['statuses']}")

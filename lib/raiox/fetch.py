@@ -1,0 +1,265 @@
+"""Downloading an image from a URL a caller gave us, without letting the URL reach what it should not (SSRF).
+
+Every hop (the first request and each redirect) is checked before it is made: https only, host on the
+allow-list, and every address the host resolves to public. The connection then goes to the address that
+was checked (TLS still verifies the certificate for the host name), so a second DNS answer cannot swap in
+an internal address. Timeouts bound each wait and an overall deadline bounds the whole download; the byte
+cap is enforced while streaming. `dev` mode (RAIOX_ENV=dev) also admits hosts that resolve only to loopback,
+over http or https, for the simulator; link-local and metadata addresses are refused in every mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import certifi
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SSLError
+
+from raiox.settings import Settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+# Jotform serves uploads from its own domains (www., eu., hipaa. …); only these ever see JOTFORM_API_KEY.
+JOTFORM_DOMAINS = ("jotform.com", "jotformeu.com")
+_ALWAYS_REFUSED = (
+    ipaddress.ip_network("169.254.0.0/16"),  # link-local, cloud metadata (169.254.169.254)
+    ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IPv6 metadata
+)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CHUNK = 64 * 1024
+
+
+class FetchError(Exception):
+    """An image URL that could not be downloaded; `status` is the HTTP status intake answers with."""
+
+    status = 422
+
+
+class UnsafeURL(FetchError):
+    """The URL (or a redirect) points somewhere we refuse to go: scheme, host or address."""
+
+
+class FetchTooLarge(FetchError):
+    """The download exceeded the byte cap."""
+
+    status = 413
+
+
+class FetchTimeout(FetchError):
+    """The server was too slow: connect or read timeout, or the overall deadline passed."""
+
+
+class FetchFailed(FetchError):
+    """The server could not be reached or did not answer with the file."""
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as a list of its non-empty, trimmed items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where downloads may go and how long and large they may be."""
+
+    allowed_hosts: tuple[str, ...] = JOTFORM_DOMAINS  # each admits itself and its subdomains
+    dev: bool = False
+    max_bytes: int = 25 * 1024 * 1024
+    timeout: float = 10.0
+    max_redirects: int = 5
+    jotform_api_key: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None  # None: certifi's CA bundle
+    resolve: Resolver = field(default=_resolve, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchPolicy:
+        hosts = [*JOTFORM_DOMAINS, *split_list(settings.fetch_allowed_hosts)]
+        if settings.spaces_endpoint and (spaces := urlsplit(settings.spaces_endpoint).hostname):
+            hosts.append(spaces)  # also admits virtual-hosted buckets and the CDN under it
+        return cls(
+            allowed_hosts=tuple(dict.fromkeys(host.lower().strip(".") for host in hosts)),
+            dev=settings.raiox_env == "dev",
+            max_bytes=settings.fetch_max_bytes,
+            timeout=settings.fetch_timeout_seconds,
+            jotform_api_key=settings.jotform_api_key.get_secret_value() if settings.jotform_api_key else None,
+        )
+
+
+def host_matches(host: str, domains: Sequence[str]) -> bool:
+    return any(host == domain or host.endswith("." + domain) for domain in domains)
+
+
+def _address(text: str) -> IPAddress:
+    ip = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class _Hop:
+    scheme: str
+    host: str
+    port: int
+    addresses: list[IPAddress]
+    target: str  # path and query sent in the request line
+    host_header: str
+
+
+def check_url(url: str, policy: FetchPolicy) -> _Hop:
+    """Refuse (UnsafeURL) a URL this policy does not allow; return where to connect for it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeURL(f"{scheme or 'scheme-less'} URLs are not fetched")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise UnsafeURL("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeURL("URLs with credentials are not fetched")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise UnsafeURL("the URL has an invalid port") from None
+    allowed = host_matches(host, policy.allowed_hosts)
+    if not allowed and not policy.dev:  # refuse before any DNS lookup
+        raise UnsafeURL(f"host {host} is not on the allow-list")
+    try:
+        addresses = [_address(a) for a in policy.resolve(host, port)]
+    except (OSError, UnicodeError, ValueError):
+        raise FetchFailed(f"cannot resolve host {host}") from None
+    if not addresses:
+        raise FetchFailed(f"cannot resolve host {host}")
+    for ip in addresses:
+        if any(ip in network for network in _ALWAYS_REFUSED):
+            raise UnsafeURL(f"host {host} resolves to a link-local or metadata address")
+    if not (policy.dev and all(ip.is_loopback for ip in addresses)):
+        if not allowed:
+            raise UnsafeURL(f"host {host} is not on the allow-list")
+        if scheme != "https":
+            raise UnsafeURL("only https URLs are fetched")
+        if not all(ip.is_global for ip in addresses):
+            raise UnsafeURL(f"host {host} resolves to a private or reserved address")
+    query = parts.query
+    if policy.jotform_api_key and scheme == "https" and host_matches(host, JOTFORM_DOMAINS):
+        # Jotform's API reads the key from `apiKey`; uploads that need login accept it the same way.
+        query = "&".join(filter(None, [query, urlencode({"apiKey": policy.jotform_api_key})]))
+    name = f"[{host}]" if ":" in host else host
+    default_port = 443 if scheme == "https" else 80
+    return _Hop(
+        scheme=scheme,
+        host=host,
+        port=port,
+        addresses=addresses,
+        target=(parts.path or "/") + (f"?{query}" if query else ""),
+        host_header=name if port == default_port else f"{name}:{port}",
+    )
+
+
+def _pool(hop: _Hop, address: IPAddress, policy: FetchPolicy) -> urllib3.HTTPConnectionPool:
+    if hop.scheme == "https":
+        return urllib3.HTTPSConnectionPool(
+            str(address), hop.port, maxsize=1, retries=False,
+            cert_reqs="CERT_REQUIRED", ca_certs=policy.ca_bundle or certifi.where(),
+            server_hostname=hop.host, assert_hostname=hop.host,  # SNI and certificate check use the name
+        )
+    return urllib3.HTTPConnectionPool(str(address), hop.port, maxsize=1, retries=False)
+
+
+def _open(
+    hop: _Hop, policy: FetchPolicy, deadline: float
+) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+    """Request `hop` from the first of its checked addresses that accepts a connection."""
+    error: Exception | None = None
+    for address in hop.addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        pool = _pool(hop, address, policy)
+        wait = min(policy.timeout, remaining)
+        try:
+            response = pool.urlopen(
+                "GET", hop.target,
+                headers={"Host": hop.host_header, "User-Agent": "raiox-intake", "Accept-Encoding": "identity"},
+                redirect=False, retries=False, preload_content=False, decode_content=False,
+                assert_same_host=False, timeout=urllib3.Timeout(connect=wait, read=wait),
+            )
+            return pool, response
+        except (NewConnectionError, ConnectTimeoutError) as exc:
+            pool.close()
+            error = exc
+        except BaseException:
+            pool.close()
+            raise
+    if isinstance(error, NewConnectionError):  # refused or unreachable (a subclass of the timeout error)
+        raise FetchFailed(f"cannot connect to {hop.host}")
+    raise FetchTimeout(f"connecting to {hop.host} timed out")
+
+
+def _read_body(response: urllib3.BaseHTTPResponse, host: str, policy: FetchPolicy, deadline: float) -> bytes:
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > policy.max_bytes:
+        raise FetchTooLarge(f"the file from {host} is larger than {policy.max_bytes} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchTimeout(f"downloading from {host} took longer than {policy.timeout:g} s")
+        sock = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:  # a server that drips bytes must not outlive the deadline
+            sock.settimeout(min(policy.timeout, remaining))
+        chunk = response.read1(_CHUNK, decode_content=False)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > policy.max_bytes:
+            raise FetchTooLarge(f"the file from {host} is larger than {policy.max_bytes} bytes")
+        chunks.append(chunk)
+
+
+def fetch(url: str, policy: FetchPolicy) -> bytes:
+    """The bytes at `url`, following up to `policy.max_redirects` redirects, each one checked.
+
+    Raises UnsafeURL, FetchTooLarge, FetchTimeout or FetchFailed (all FetchError)."""
+    deadline = time.monotonic() + policy.timeout
+    current = url
+    for _ in range(policy.max_redirects + 1):
+        hop = check_url(current, policy)
+        try:
+            pool, response = _open(hop, policy, deadline)
+            try:
+                if response.status in _REDIRECTS:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise FetchFailed(f"{hop.host} answered a redirect without a Location")
+                    current = urljoin(current, location)
+                    continue
+                if response.status != 200:
+                    raise FetchFailed(f"{hop.host} answered HTTP {response.status}")
+                return _read_body(response, hop.host, policy, deadline)
+            finally:
+                response.release_conn()
+                pool.close()
+        except (ReadTimeoutError, TimeoutError):
+            raise FetchTimeout(f"{hop.host} did not answer within {policy.timeout:g} s") from None
+        except Urllib3SSLError:
+            raise FetchFailed(f"TLS with {hop.host} failed (certificate not valid for the host?)") from None
+        except (Urllib3Error, OSError) as exc:
+            raise FetchFailed(f"downloading from {hop.host} failed: {type(exc).__name__}") from None
+    raise FetchFailed(f"more than {policy.max_redirects} redirects")

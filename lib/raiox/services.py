@@ -1,0 +1,75 @@
+"""The long-lived things a warm process reuses across calls: settings, database pool, object store, encoder."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from raiox.database import Database
+from raiox.settings import Settings, get_settings
+from raiox.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from raiox.encoder import Encoder
+
+T = TypeVar("T")
+
+
+class Services:
+    """Created once per process (see `get_services`); each part is built on first use, once."""
+
+    def __init__(self, settings: Settings, **ready: Any) -> None:
+        """`ready` hands over parts built elsewhere (e.g. `encoder=` loaded once for many tests)."""
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = dict(ready)
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        if name not in self._built:
+            with self._lock:
+                if name not in self._built:
+                    self._built[name] = build()
+        return self._built[name]  # type: ignore[no-any-return]
+
+    @property
+    def db(self) -> Database:
+        return self._once("db", lambda: Database.from_settings(self.settings))
+
+    @property
+    def store(self) -> ObjectStore:
+        return self._once("store", lambda: open_store(self.settings))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The open_clip encoder, loaded on first use (only the embed function and CLI need torch)."""
+        from raiox.encoder import Encoder
+
+        return self._once("encoder", lambda: Encoder.from_settings(self.settings))
+
+    def close(self) -> None:
+        if "db" in self._built:
+            self._built.pop("db").close()
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def get_services() -> Services:
+    """The process-wide services, built from the environment on first call."""
+    global _services
+    with _services_lock:
+        if _services is None:
+            _services = Services(get_settings())
+        return _services
+
+
+def reset_services() -> None:
+    """Close and forget the process-wide services, so the next `get_services` reads the environment again."""
+    global _services
+    with _services_lock:
+        if _services is not None:
+            _services.close()
+        _services = None
+        get_settings.cache_clear()
