@@ -143,3 +143,22 @@ def test_a_dead_workers_job_is_taken_over_after_its_lease(catalogued: Services) 
     assert state["case"].status == CaseStatus.READY and state["job"]["attempts"] == 2
     with catalogued.db.transaction() as conn:
         assert not jobs.complete(conn, job.id, worker="dead")  # its late finish is refused
+
+
+def test_a_batch_that_cannot_be_encoded_retries_every_job(catalogued: Services) -> None:
+    case_ids = [submit_case(catalogued, f"oom-{n}", [make_xray(30 + n)]) for n in range(2)]
+
+    class OutOfMemory:
+        model_id = catalogued.encoder.model_id
+
+        def encode(self, images: list[bytes]) -> None:
+            raise RuntimeError("CUDA out of memory")
+
+    catalogued._built["encoder"] = OutOfMemory()
+    report = run_embed_jobs(catalogued)
+    assert (report.claimed, report.retried, report.ready) == (2, 2, 0)
+    for case_id in case_ids:
+        state = case_state(catalogued, case_id)
+        assert state["job"]["status"] == "pending" and "out of memory" in state["job"]["last_error"]
+        assert state["case"].status == CaseStatus.EMBEDDING
+        assert state["job"]["lease_owner"] is None

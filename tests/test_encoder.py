@@ -108,3 +108,15 @@ def test_type_is_sniffed_from_bytes() -> None:
     with pytest.raises(UnsupportedImage):
         inspect_image(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
     assert inspect_image(make_xray(6, fmt="JPEG")).kind.extension == ".jpg"
+
+
+def test_preparation_matches_open_clips_own_preprocessing(tiny_encoder: Encoder) -> None:
+    """prepare() + normalising on the device must feed the model what open_clip's transform would."""
+    data = make_xray(8, size=(300, 180))
+    ours = torch.from_numpy(tiny_encoder.prepare(data))[None].permute(0, 3, 1, 2).float()
+    ours = (ours - tiny_encoder._mean) / tiny_encoder._std
+    theirs = tiny_encoder.preprocess(load_radiograph(data, draft_size=tiny_encoder.image_size))[None]
+    assert ours.shape == theirs.shape == (1, 3, 64, 64)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    direct = tiny_encoder.encode_tensors(torch.from_numpy(tiny_encoder.prepare(data)[None]))[0]
+    assert np.allclose(tiny_encoder.encode_one(data), direct, atol=1e-6)

@@ -98,4 +98,4 @@ def test_status_names_a_database_without_pgvector(empty_db_url: str) -> None:
     out = subprocess.run([sys.executable, "-m", "raiox.cli", "db", "status"], env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert "not installed (run: raiox db migrate)" in out
-    assert "pending:    0001_initial" in out
+    assert "pending:    0001_initial, 0002_hnsw_graph_quality" in out

@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 EMBEDDING_DIM = 512  # the schema's vector(512)
 
 
+def _split_preprocess(preprocess: Any) -> tuple[Any, tuple[float, ...], tuple[float, ...]]:
+    """open_clip's transform split into its PIL steps (resize, pad, mode) and Normalize's mean and std."""
+    from torchvision.transforms import Compose, Normalize
+
+    steps = list(preprocess.transforms)
+    normalize = steps[-1]
+    if not isinstance(normalize, Normalize) or "ToTensor" not in type(steps[-2]).__name__:
+        raise EncoderUnavailable(f"unexpected open_clip preprocessing {preprocess}: expected … ToTensor, Normalize")
+    return Compose(steps[:-2]), tuple(normalize.mean), tuple(normalize.std)
+
+
 class EncoderUnavailable(RuntimeError):
     """The configured model or its weights cannot be loaded; the message names the setting to change."""
 
@@ -61,6 +72,11 @@ class Encoder:
                  batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.model = model
         self.preprocess = preprocess
+        import torch  # here, not at module level: importing raiox must not pull torch into every function
+
+        self._pixel_ops, mean, std = _split_preprocess(preprocess)
+        self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.model_name = model_name
         self.model_id = model_id
         self.device = device
@@ -68,8 +84,8 @@ class Encoder:
         self.max_pixels = max_pixels
         self.image_size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
                               else model.visual.image_size)
-        # Decoding runs beside the model (PIL releases the GIL); a GPU box has the cores to spare.
-        self._decode_pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2),
+        # Decoding runs beside the model on every core (PIL releases the GIL): on a GPU box it is the bottleneck.
+        self._decode_pool = ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 2),
                                                thread_name_prefix="raiox-decode")
 
     @classmethod
@@ -126,17 +142,19 @@ class Encoder:
             max_pixels=settings.raiox_max_image_pixels,
         )
 
-    def prepare(self, data: bytes) -> Any:
-        """Bytes → the model's input tensor (decode, orient, window, letterbox, normalise)."""
+    def prepare(self, data: bytes) -> np.ndarray:
+        """Bytes → letterboxed uint8 pixels (H, W, 3): decode, orient, window, resize. Pure PIL and numpy, so
+        it runs on decode threads without touching torch's thread pool; normalising happens per batch."""
         image = load_radiograph(data, max_pixels=self.max_pixels, draft_size=self.image_size)
-        return self.preprocess(image)
+        return np.array(self._pixel_ops(image), dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
     def encode_tensors(self, batch: Any) -> np.ndarray:
-        """A stacked input batch → (n, 512) float32, each row of unit length."""
+        """A stacked uint8 batch (n, H, W, 3) → (n, 512) float32, each row of unit length."""
         import torch
 
         with torch.inference_mode():
-            batch = batch.to(self.device, non_blocking=True)
+            batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            batch = (batch - self._mean) / self._std  # open_clip's Normalize, done on the device
             if self.device.startswith("cuda"):
                 with torch.autocast("cuda", dtype=torch.float16):
                     features = self.model.encode_image(batch)
@@ -153,8 +171,6 @@ class Encoder:
 
     def encode(self, images: Sequence[bytes]) -> EncodedBatch:
         """Encode many images in batches; decoding of the next batch overlaps the model's current one."""
-        import torch
-
         embeddings: dict[int, np.ndarray] = {}
         errors: dict[int, ImageError] = {}
         chunks = [range(start, min(start + self.batch_size, len(images)))
@@ -167,7 +183,9 @@ class Encoder:
             good = [(i, t) for i, t in zip(chunk, prepared, strict=True) if not isinstance(t, ImageError)]
             errors.update((i, t) for i, t in zip(chunk, prepared, strict=True) if isinstance(t, ImageError))
             if good:
-                vectors = self.encode_tensors(torch.stack([tensor for _, tensor in good]))
+                import torch
+
+                vectors = self.encode_tensors(torch.from_numpy(np.stack([pixels for _, pixels in good])))
                 embeddings.update((i, vector) for (i, _), vector in zip(good, vectors, strict=True))
         return EncodedBatch(embeddings, errors)
 

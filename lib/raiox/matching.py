@@ -8,17 +8,19 @@ import random
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from raiox.database import Connection
-from raiox.encoder import Encoder
 from raiox.models import CaseStatus, Job, JobKind
 from raiox.repository import cases, catalog, jobs
 from raiox.services import Services
 from raiox.storage import ObjectNotFound, StorageError
+
+if TYPE_CHECKING:
+    from raiox.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class Candidate(BaseModel):
 
 
 def find_candidates(
-    conn: Connection, embedding: np.ndarray, model_id: str, *, k: int = 3, ef_search: int = 100
+    conn: Connection, embedding: np.ndarray, model_id: str, *, k: int = 3, ef_search: int = 64
 ) -> list[Candidate]:
     """The k most similar implant systems (never two slots for one implant), compared only within model_id.
 
@@ -96,11 +98,15 @@ class EmbedReport:
         self.errors.extend(other.errors)
 
 
+ImageRows = list[dict[str, Any]]
+
+
 class LostLease(RuntimeError):
     """The job was taken over by another worker while this one worked on it."""
 
 
-def _claim(services: Services, worker: str) -> tuple[list[Job], dict[int, list[dict[str, Any]]], dict[int, str]]:
+def _claim(services: Services, worker: str) -> tuple[list[Job], dict[int, ImageRows], dict[int, str]]:
+    """Lease due embed jobs and move their cases to `embedding`: (jobs, images by case, case status by job)."""
     settings = services.settings
     with services.db.transaction() as conn:
         claimed = jobs.claim(conn, JobKind.EMBED, worker=worker, limit=settings.embed_jobs_per_call,
@@ -113,13 +119,13 @@ def _claim(services: Services, worker: str) -> tuple[list[Job], dict[int, list[d
                 status = cases.set_case_status(conn, case.id, CaseStatus.EMBEDDING).status
             statuses[job.id] = str(status)
         images = cases.images_of_cases(conn, [job.case_id for job in claimed if job.case_id is not None])
-    by_case: dict[int, list[dict[str, Any]]] = {}
+    by_case: dict[int, ImageRows] = {}
     for image in images:
         by_case.setdefault(image["case_id"], []).append(image)
     return claimed, by_case, statuses
 
 
-def _finish_job(services: Services, encoder: Encoder, job: Job, worker: str, images: list[dict[str, Any]],
+def _finish_job(services: Services, encoder: Encoder, job: Job, worker: str, images: ImageRows,
                 outcome: dict[int, np.ndarray | str]) -> str:
     """Write one job's embeddings and results and move its case, all in one transaction; returns the outcome."""
     settings = services.settings
@@ -164,27 +170,11 @@ def _retry_or_fail(services: Services, job: Job, worker: str, error: str) -> str
         return status or "lost"
 
 
-def run_embed_batch(services: Services, *, worker: str | None = None) -> EmbedReport:
-    """Claim one batch of due embed jobs, encode all their images in one pass, write results per job."""
-    encoder = services.encoder
-    worker = worker or default_worker_name()
-    report = EmbedReport()
-    claimed, images_by_case, statuses = _claim(services, worker)
-    report.claimed = len(claimed)
-    Images = list[dict[str, Any]]
-    work: list[tuple[Job, Images, Images]] = []  # (job, all its case's images, those to embed now)
-    for job in claimed:
-        if statuses[job.id] != CaseStatus.EMBEDDING:
-            # Finished already (ready or beyond) or gone: re-running it changes nothing.
-            with services.db.transaction() as conn:
-                jobs.complete(conn, job.id, worker=worker, result={"skipped": statuses[job.id]})
-            report.skipped += 1
-            continue
-        todo = [i for i in images_by_case.get(job.case_id, [])
-                if i["status"] == "stored" or (i["status"] == "embedded" and i["model_id"] != encoder.model_id)]
-        work.append((job, images_by_case.get(job.case_id, []), todo))
-
-    # Load every image of the batch; a store outage retries the job later, a missing object fails the image.
+def _load_and_encode(
+    services: Services, encoder: Encoder, work: list[tuple[Job, ImageRows, ImageRows]]
+) -> tuple[dict[int, np.ndarray | str], dict[int, str]]:
+    """Read and encode every image of the batch at once: (image id → embedding or error, job id → trouble).
+    A store outage retries its job later; a missing object or an undecodable image fails that image."""
     outcome: dict[int, np.ndarray | str] = {}
     blobs: list[tuple[int, bytes]] = []
     storage_trouble: dict[int, str] = {}
@@ -198,10 +188,35 @@ def run_embed_batch(services: Services, *, worker: str | None = None) -> EmbedRe
                 storage_trouble[job.id] = str(exc)
     encoded = encoder.encode([data for _, data in blobs])
     for position, (image_id, _) in enumerate(blobs):
-        if position in encoded.errors:
-            outcome[image_id] = str(encoded.errors[position])
-        else:
-            outcome[image_id] = encoded.embeddings[position]
+        error = encoded.errors.get(position)
+        outcome[image_id] = str(error) if error is not None else encoded.embeddings[position]
+    return outcome, storage_trouble
+
+
+def run_embed_batch(services: Services, *, worker: str | None = None) -> EmbedReport:
+    """Claim one batch of due embed jobs, encode all their images in one pass, write results per job."""
+    encoder = services.encoder
+    worker = worker or default_worker_name()
+    report = EmbedReport()
+    claimed, images_by_case, statuses = _claim(services, worker)
+    report.claimed = len(claimed)
+    work: list[tuple[Job, ImageRows, ImageRows]] = []  # (job, all its case's images, those to embed now)
+    for job in claimed:
+        if statuses[job.id] != CaseStatus.EMBEDDING:
+            # Finished already (ready or beyond) or gone: re-running it changes nothing.
+            with services.db.transaction() as conn:
+                jobs.complete(conn, job.id, worker=worker, result={"skipped": statuses[job.id]})
+            report.skipped += 1
+            continue
+        todo = [i for i in images_by_case.get(job.case_id, [])
+                if i["status"] == "stored" or (i["status"] == "embedded" and i["model_id"] != encoder.model_id)]
+        work.append((job, images_by_case.get(job.case_id, []), todo))
+
+    try:
+        outcome, storage_trouble = _load_and_encode(services, encoder, work)
+    except Exception as exc:  # e.g. out of GPU memory: every job of the batch retries later
+        log.exception("embed batch of %d job(s) failed", len(work))
+        outcome, storage_trouble = {}, {job.id: f"{type(exc).__name__}: {exc}" for job, _, _ in work}
 
     for job, images, todo in work:
         try:

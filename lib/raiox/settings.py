@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     raiox_embed_batch_size: int = Field(default=32, ge=1, description="Images per encoder forward pass.")
     raiox_top_k: int = Field(default=3, ge=1, le=20, description="Implant systems proposed per X-ray.")
     raiox_hnsw_ef_search: int = Field(
-        default=100, ge=10, le=1000,
+        default=64, ge=10, le=1000,
         description="HNSW candidate list per query; also how many references are aggregated per match.",
     )
     embed_jobs_per_call: int = Field(default=16, ge=1, description="Embed jobs claimed per batch.")

@@ -147,7 +147,7 @@ def bench_embed_command(as_json: bool, model: str, pretrained: str | None, image
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sizes", default="10000,100000", show_default=True, help="Reference counts to test.")
 @click.option("--queries", default=200, show_default=True)
-@click.option("--ef-search", default=100, show_default=True)
+@click.option("--ef-search", default=64, show_default=True)
 @click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
 def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool) -> None:
     """Top-3 latency and recall@3, HNSW vs exact scan, on a scratch embedded database."""

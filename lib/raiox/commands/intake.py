@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import logging
 import os
 import secrets
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -23,12 +21,11 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-import numpy as np
 import requests
-from PIL import Image
 from urllib3 import encode_multipart_formdata
 
 import raiox
+from raiox.bench import latency_summary, synthetic_film
 
 WEBHOOK_SOURCE = Path(raiox.__file__).resolve().parents[2] / "functions" / "webhook" / "webhook_http.py"
 
@@ -173,16 +170,6 @@ def simulate_webhook(images: tuple[Path, ...], url: str, submission_id: str | No
 # bench webhook --------------------------------------------------------------------------------------
 
 
-def sample_xray(width: int = 1024, height: int = 768) -> bytes:
-    """A synthetic greyscale radiograph-sized JPEG (noise over a gradient; ~400 kB)."""
-    rng = np.random.default_rng(7)
-    gradient = np.linspace(40, 200, width)[None, :] + np.zeros((height, 1))
-    pixels = np.clip(gradient + rng.normal(0, 25, (height, width)), 0, 255).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(out, format="JPEG", quality=90)
-    return out.getvalue()
-
-
 class _XrayVariants(Mapping[str, bytes]):
     """Every path answers the sample X-ray with the path appended after its end marker: still a valid JPEG,
     but different bytes per submission, so each new case really writes its object."""
@@ -200,11 +187,6 @@ class _XrayVariants(Mapping[str, bytes]):
         return 0
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
 def _measure(send: Any, payloads: list[Any], concurrency: int) -> dict[str, Any]:
     local = threading.local()
 
@@ -219,13 +201,11 @@ def _measure(send: Any, payloads: list[Any], concurrency: int) -> dict[str, Any]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         results = list(pool.map(one, payloads))
     elapsed = time.perf_counter() - started
-    latencies = [seconds * 1000 for seconds, _ in results]
     return {
         "concurrency": concurrency,
         "requests": len(results),
         "statuses": dict(sorted(Counter(str(status) for _, status in results).items())),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(_percentile(latencies, 99), 2),
+        **latency_summary([seconds for seconds, _ in results]),
         "throughput_rps": round(len(results) / elapsed, 1),
     }
 
@@ -283,7 +263,7 @@ def bench_webhook(as_json: bool, count: int) -> None:
     base_url = f"http://127.0.0.1:{server.server_port}/"
     form_id = "251234567890123"
     results: list[dict[str, Any]] = []
-    xray = sample_xray()
+    xray = synthetic_film(0)
     try:
         with serve_files(_XrayVariants(xray)) as files:
 
