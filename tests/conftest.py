@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -274,3 +275,36 @@ def serve_function(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     yield serve
     for server in servers:
         server.shutdown()
+
+
+@pytest.fixture
+def dev_server(db_url: str, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder,  # type: ignore[no-untyped-def]
+               monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """`raiox dev` in a thread on a free port: this test's database, local objects, the tiny encoder.
+
+    Yields (base_url, services); the process-wide services are the dev server's."""
+    import threading
+
+    from raiox.commands.local import configure_local, free_port
+    from raiox.devserver import start_dev_server
+    from raiox.services import get_services, reset_services
+
+    port = free_port()
+    for name, value in {"DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"),
+                        "RAIOX_CLIP_MODEL": "raiox-tiny-vit", "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint)}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("RAIOX_ENV", "RAIOX_PUBLIC_URL", "EMBED_URL", "EMBED_TOKEN", "WEBHOOK_TOKEN", "RAIOX_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    configure_local("127.0.0.1", port)
+    for name in ("RAIOX_ENV", "RAIOX_PUBLIC_URL", "EMBED_URL"):
+        monkeypatch.setenv(name, os.environ[name])  # so monkeypatch restores them afterwards
+    services = get_services()
+    services._built["encoder"] = tiny_encoder  # same weights the environment names, loaded once per session
+    server = start_dev_server(services, "127.0.0.1", port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", services
+    server.shutdown()
+    server.server_close()
+    reset_services()

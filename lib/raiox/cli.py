@@ -17,6 +17,7 @@ from raiox.commands.embedding import (
     worker_command,
 )
 from raiox.commands.intake import bench_webhook, simulate_webhook
+from raiox.commands.local import dev_command
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
 from raiox.settings import get_settings, redact_url
@@ -92,6 +93,7 @@ bench.add_command(bench_embed_command)
 bench.add_command(bench_match_command)
 main.add_command(simulate_webhook)
 bench.add_command(bench_webhook)
+main.add_command(dev_command)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from urllib3 import encode_multipart_formdata
 
 import raiox
 from raiox.bench import latency_summary, synthetic_film
+from raiox.devserver import QuietRequestHandler
 
 WEBHOOK_SOURCE = Path(raiox.__file__).resolve().parents[2] / "functions" / "webhook" / "webhook_http.py"
 
@@ -210,16 +211,6 @@ def _measure(send: Any, payloads: list[Any], concurrency: int) -> dict[str, Any]
     }
 
 
-def _quiet_handler() -> type:
-    from werkzeug.serving import WSGIRequestHandler
-
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass  # werkzeug's access log prints the full URL, and the webhook's carries the token
-
-    return Quiet
-
-
 def _isolated_environment() -> Path:
     """A throw-away RAIOX_HOME with the embedded database and local objects; dev mode, a fresh token."""
     home = Path(tempfile.mkdtemp(prefix="raiox-bench-"))
@@ -257,7 +248,7 @@ def bench_webhook(as_json: bool, count: int) -> None:
     settings = get_settings()
     migrations.migrate(database_url(settings))
     app = functions_framework.create_app(target="webhook", source=str(WEBHOOK_SOURCE))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler())
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     base_url = f"http://127.0.0.1:{server.server_port}/"
