@@ -9,6 +9,7 @@ import sys
 import click
 
 from raiox import migrations
+from raiox.commands.deploy import deploy_group
 from raiox.commands.embedding import (
     bench_embed_command,
     bench_match_command,
@@ -94,6 +95,7 @@ bench.add_command(bench_match_command)
 main.add_command(simulate_webhook)
 bench.add_command(bench_webhook)
 main.add_command(dev_command)
+main.add_command(deploy_group)
 
 
 if __name__ == "__main__":
