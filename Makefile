@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raiox-installed
 
-.PHONY: demo test env clean
+.PHONY: demo test env clean chromium
 
 # torch and torchvision are pinned to the builds this machine (and CI) has on local disk.
 $(STAMP): pyproject.toml
@@ -16,12 +16,15 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/raiox db migrate
-	$(BIN)/raiox db status
+	$(BIN)/raiox demo --json
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check lib tests functions
 	$(BIN)/python -m pytest
+
+# The admin page's browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 clean:
 	rm -rf $(VENV) .raiox .pytest_cache

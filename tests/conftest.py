@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -294,11 +293,10 @@ def dev_server(db_url: str, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder,
                         "RAIOX_CLIP_MODEL": "raiox-tiny-vit", "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint)}.items():
         monkeypatch.setenv(name, value)
     for name in ("RAIOX_ENV", "RAIOX_PUBLIC_URL", "EMBED_URL", "EMBED_TOKEN", "WEBHOOK_TOKEN", "RAIOX_STORAGE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # records the original, so what configure_local sets is undone too
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     configure_local("127.0.0.1", port)
-    for name in ("RAIOX_ENV", "RAIOX_PUBLIC_URL", "EMBED_URL"):
-        monkeypatch.setenv(name, os.environ[name])  # so monkeypatch restores them afterwards
     services = get_services()
     services._built["encoder"] = tiny_encoder  # same weights the environment names, loaded once per session
     server = start_dev_server(services, "127.0.0.1", port)

@@ -101,15 +101,15 @@ def test_decision_rules(db: Database) -> None:
     implant_id = _implant(db)
     insert = "INSERT INTO review_decisions (case_id, decision, implant_id, reviewer, reason) VALUES (%s,%s,%s,%s,%s)"
     with pytest.raises(errors.CheckViolation), db.transaction() as conn:
-        conn.execute(insert, (case_id, "approved", None, "brenda", None))  # approval names an implant
+        conn.execute(insert, (case_id, "approved", None, "schema.reviewer", None))  # approval names an implant
     with pytest.raises(errors.CheckViolation), db.transaction() as conn:
-        conn.execute(insert, (case_id, "rejected", None, "brenda", " "))  # rejection needs a reason
+        conn.execute(insert, (case_id, "rejected", None, "schema.reviewer", " "))  # rejection needs a reason
     with pytest.raises(errors.ForeignKeyViolation), db.transaction() as conn:
-        conn.execute(insert, (case_id, "approved", implant_id + 1000, "brenda", None))
+        conn.execute(insert, (case_id, "approved", implant_id + 1000, "schema.reviewer", None))
     with db.transaction() as conn:
-        conn.execute(insert, (case_id, "approved", implant_id, "brenda", None))
+        conn.execute(insert, (case_id, "approved", implant_id, "schema.reviewer", None))
     with pytest.raises(errors.UniqueViolation), db.transaction() as conn:
-        conn.execute(insert, (case_id, "rejected", None, "brenda", "blurry"))  # decided once
+        conn.execute(insert, (case_id, "rejected", None, "schema.reviewer", "blurry"))  # decided once
 
 
 def test_implant_names_are_unique_ignoring_case(db: Database) -> None:

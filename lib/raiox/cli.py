@@ -18,7 +18,8 @@ from raiox.commands.embedding import (
     worker_command,
 )
 from raiox.commands.intake import bench_webhook, simulate_webhook
-from raiox.commands.local import dev_command
+from raiox.commands.local import demo_command, dev_command
+from raiox.commands.review import reviewer_group
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
 from raiox.settings import get_settings, redact_url
@@ -95,6 +96,8 @@ bench.add_command(bench_match_command)
 main.add_command(simulate_webhook)
 bench.add_command(bench_webhook)
 main.add_command(dev_command)
+main.add_command(demo_command)
+main.add_command(reviewer_group)
 main.add_command(deploy_group)
 
 

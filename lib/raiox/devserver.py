@@ -24,6 +24,8 @@ ADMIN_DIR = Path(__file__).resolve().parents[2] / "admin"
 FUNCTIONS: dict[str, str] = {
     "webhook": "raiox.intake:webhook_handler",
     "embed": "raiox.embed_api:handle",
+    "notify": "raiox.notify_api:handle",
+    "approve": "raiox.review_api:handle",
 }
 
 

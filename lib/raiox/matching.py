@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import random
-import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from raiox.database import Connection
+from raiox.jobloop import LostLease, default_worker_name, retry_delay
 from raiox.models import CaseStatus, Job, JobKind
 from raiox.repository import cases, catalog, jobs
 from raiox.services import Services
@@ -73,15 +71,6 @@ def match_image(services: Services, data: bytes) -> list[Candidate]:
 # The embed job loop -----------------------------------------------------------------------------
 
 
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff with full jitter: up to 5 s, 10 s, 20 s … capped at 10 minutes."""
-    return timedelta(seconds=random.uniform(0.5, 1.0) * min(600.0, 5.0 * 2 ** (attempts - 1)))
-
-
 @dataclass
 class EmbedReport:
     claimed: int = 0
@@ -99,10 +88,6 @@ class EmbedReport:
 
 
 ImageRows = list[dict[str, Any]]
-
-
-class LostLease(RuntimeError):
-    """The job was taken over by another worker while this one worked on it."""
 
 
 def _claim(services: Services, worker: str) -> tuple[list[Job], dict[int, ImageRows], dict[int, str]]:

@@ -119,6 +119,67 @@ class Settings(BaseSettings):
         "embed answers 503, except with RAIOX_ENV=dev where it accepts calls without a token.",
     )
 
+    # Review (approve)
+    review_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs reviewer tokens. Unset: approve answers 503 (except health), except with "
+        "RAIOX_ENV=dev where a key is derived from the local signing key.",
+    )
+    review_token_ttl_seconds: int = Field(
+        default=8 * 3600, ge=60, le=7 * 86400, description="Lifetime of a reviewer's sign-in token."
+    )
+    admin_origin: str | None = Field(
+        default=None,
+        description="Comma-separated origins (scheme://host[:port]) of the admin page that may call approve "
+        "from a browser (CORS); unset: same-origin only.",
+    )
+    learn_from_approvals: bool = Field(
+        default=True, description="An approved case's X-rays become new references of the chosen implant."
+    )
+    review_login_max_failures: int = Field(
+        default=5, ge=1, description="Wrong passwords for one reviewer name within the window before 429."
+    )
+    review_login_window_seconds: int = Field(
+        default=900, ge=1, description="Window of the sign-in rate limit, in seconds."
+    )
+    notify_url: str | None = Field(
+        default=None, description="URL approve pokes after a decision so notify starts at once; unset: no poke."
+    )
+    notify_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the notify function requires (and approve sends with its poke).",
+    )
+
+    # Delivery (notify)
+    jotform_api_base: str = Field(
+        default="https://api.jotform.com",
+        description="Jotform REST API base: https://api.jotform.com (US), https://eu-api.jotform.com (EU) or "
+        "https://hipaa-api.jotform.com (HIPAA).",
+    )
+    jotform_result_fields: str = Field(
+        default="",
+        description="Which question ids of the form receive the decision, e.g. `system=12,manufacturer=13,"
+        "similarity=14,reviewer=15,decision=16,note=17`; empty: nothing is written back to Jotform.",
+    )
+    notify_webhook_url: str | None = Field(
+        default=None, description="Optional URL that also receives each decision as a signed JSON document."
+    )
+    notify_webhook_secret: SecretStr | None = Field(
+        default=None, description="Key of the HMAC-SHA256 signature sent with each NOTIFY_WEBHOOK_URL delivery."
+    )
+    notify_max_attempts: int = Field(
+        default=10, ge=1, description="Delivery attempts of a decision before its notify job fails."
+    )
+    notify_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Connect and read timeout of each delivery request."
+    )
+    notify_jobs_per_call: int = Field(
+        default=10, ge=1, description="Most notify jobs one call of the notify function (or sweep round) runs."
+    )
+    notify_lease_seconds: int = Field(
+        default=120, ge=10, description="How long a claimed notify job is held before another worker may take it."
+    )
+
     @field_validator("raiox_storage")
     @classmethod
     def _known_storage_scheme(cls, value: str | None) -> str | None:

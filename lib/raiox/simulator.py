@@ -3,13 +3,18 @@ playing its upload host. Used by `raiox simulate-webhook`, the demo, the benchma
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -116,3 +121,60 @@ def with_token(url: str, token: str | None) -> str:
     if not token:
         return url
     return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
+
+
+_RAIOX_VARIABLES = ("RAIOX_", "DATABASE_", "SPACES_", "WEBHOOK_", "JOTFORM_", "FETCH_", "EMBED_", "NOTIFY_",
+                    "REVIEW_", "ADMIN_")
+
+
+def isolated_environment(prefix: str, home: Path | None = None) -> Path:
+    """Point this process at a throw-away RAIOX_HOME (embedded database, local objects), in dev mode with a
+    fresh webhook token, ignoring every Raiox setting inherited from the shell or a .env; returns the home."""
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix=prefix))
+        atexit.register(shutil.rmtree, home, True)  # registered first, so it runs after pgserver stops
+    home.mkdir(parents=True, exist_ok=True)
+    for name in list(os.environ):
+        if name.startswith(_RAIOX_VARIABLES):
+            del os.environ[name]
+    os.environ.update({"RAIOX_HOME": str(home), "RAIOX_ENV": "dev", "WEBHOOK_TOKEN": secrets.token_urlsafe(24)})
+    os.chdir(home)  # no stray .env
+    return home
+
+
+class JotformApiStandIn:
+    """A local HTTP server playing Jotform's REST API: answers `POST /submission/<id>` like Jotform and
+    records each request's path, headers and form fields. Use as a context manager; `.url` is the base."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        recorded = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                from urllib.parse import parse_qsl
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                recorded.append({"path": self.path, "headers": dict(self.headers.items()),
+                                 "fields": dict(parse_qsl(body, keep_blank_values=True))})
+                answer = json.dumps({"responseCode": 200, "message": "success", "content": {},
+                                     "limit-left": 9999}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> JotformApiStandIn:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -11,9 +11,11 @@ import click
 from raiox.catalog_import import ManifestError, import_manifest
 from raiox.encoder import Encoder, EncoderUnavailable
 from raiox.imaging import ImageError
-from raiox.matching import default_worker_name, match_image, run_embed_jobs
+from raiox.jobloop import default_worker_name
+from raiox.matching import match_image
 from raiox.repository import catalog
 from raiox.services import get_services
+from raiox.sweep import sweep
 
 
 def _encoder_or_exit() -> Encoder:
@@ -89,22 +91,23 @@ def match_command(image: Path, as_json: bool) -> None:
 
 
 @click.command("worker")
-@click.option("--once", is_flag=True, help="Run until no embed job is due, then exit.")
+@click.option("--once", is_flag=True, help="Run until no embed or notify job is due, then exit.")
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between looks when idle.")
 def worker_command(once: bool, poll: float) -> None:
-    """Run due embed jobs continuously (for a long-lived GPU container)."""
+    """Run due embed and notify jobs continuously (for a long-lived GPU container): the sweeper."""
     services = get_services()
     encoder = _encoder_or_exit()
     name = default_worker_name()
     click.echo(f"worker {name} with {encoder.model_id} on {encoder.device}", err=True)
     try:
         while True:
-            report = run_embed_jobs(services, worker=name)
+            report = sweep(services, worker=name, embed_here=True)
             if report.claimed:
-                click.echo(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.__dict__}))
-            if once:
+                click.echo(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.as_dict()}))
+            elif once:
                 return
-            time.sleep(poll)
+            else:
+                time.sleep(poll)
     except KeyboardInterrupt:
         click.echo("worker stopped", err=True)
 

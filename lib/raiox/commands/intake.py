@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import os
-import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -24,7 +19,14 @@ import requests
 import raiox
 from raiox.bench import latency_summary, synthetic_film
 from raiox.devserver import QuietRequestHandler
-from raiox.simulator import jotform_fields, multipart, new_submission_id, serve_files, with_token
+from raiox.simulator import (
+    isolated_environment,
+    jotform_fields,
+    multipart,
+    new_submission_id,
+    serve_files,
+    with_token,
+)
 
 WEBHOOK_SOURCE = Path(raiox.__file__).resolve().parents[2] / "functions" / "webhook" / "webhook_http.py"
 
@@ -104,18 +106,6 @@ def _measure(send: Any, payloads: list[Any], concurrency: int) -> dict[str, Any]
     }
 
 
-def _isolated_environment() -> Path:
-    """A throw-away RAIOX_HOME with the embedded database and local objects; dev mode, a fresh token."""
-    home = Path(tempfile.mkdtemp(prefix="raiox-bench-"))
-    atexit.register(shutil.rmtree, home, True)  # registered first, so it runs after pgserver stops
-    for name in list(os.environ):
-        if name.startswith(("RAIOX_", "DATABASE_", "SPACES_", "WEBHOOK_", "JOTFORM_", "FETCH_", "EMBED_")):
-            del os.environ[name]
-    os.environ.update({"RAIOX_HOME": str(home), "RAIOX_ENV": "dev", "WEBHOOK_TOKEN": secrets.token_urlsafe(24)})
-    os.chdir(home)  # no stray .env
-    return home
-
-
 @click.command("webhook")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 @click.option("--requests", "count", default=100, show_default=True, type=click.IntRange(1),
@@ -135,7 +125,7 @@ def bench_webhook(as_json: bool, count: int) -> None:
 
     if not WEBHOOK_SOURCE.is_file():
         raise click.ClickException(f"{WEBHOOK_SOURCE} not found: run from a checkout of the repository")
-    _isolated_environment()
+    isolated_environment("raiox-bench-")
     reset_services()
     logging.getLogger("raiox").setLevel(logging.ERROR)  # the `refused` scenario would log 2 × N warnings
     settings = get_settings()

@@ -1,15 +1,17 @@
-"""Commands for running Raiox on one machine: the one-port dev server."""
+"""Commands for running Raiox on one machine: the one-port dev server and the demo."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import click
 
 from raiox import migrations
 from raiox.database import database_url
 from raiox.devserver import BASE_PATH, FUNCTIONS, start_dev_server
+from raiox.review import ensure_local_reviewer
 from raiox.services import get_services, reset_services
 
 
@@ -40,6 +42,9 @@ def dev_command(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     click.echo(f"Raiox dev server on {base} (RAIOX_ENV={services.settings.raiox_env})")
     click.echo(f"  admin page   {base}/admin/")
+    if services.settings.raiox_env == "dev":
+        reviewer, password = ensure_local_reviewer(services)
+        click.echo(f"  sign in as   {reviewer} / {password}  (new password on every start)")
     for name in FUNCTIONS:
         click.echo(f"  {name:<12} {base}{BASE_PATH}/{name}")
     click.echo("Ctrl-C stops it.")
@@ -50,3 +55,32 @@ def dev_command(host: str, port: int) -> None:
     finally:
         server.server_close()
         reset_services()
+
+
+@click.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: cases, ready, approved, notified, "
+              "top1_accuracy, top3_accuracy, seconds.")
+@click.option("--cases", "count", default=12, show_default=True, type=click.IntRange(1, 200))
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the demo's database, objects and catalog here (default: a temporary folder).")
+def demo_command(as_json: bool, count: int, home: Path | None) -> None:
+    """The whole pipeline offline on embedded defaults: catalog, webhook, embed, review, notify."""
+    import json
+
+    from raiox.demo import run_demo
+    from raiox.simulator import isolated_environment
+
+    home = isolated_environment("raiox-demo-", home.resolve() if home else None)
+    click.echo(f"demo home: {home}")
+    report = run_demo(home, count=count, say=click.echo)
+    click.echo(f"\nencoder {report.model_id} (untrained)")
+    tops = [", ".join(f"{c['system']} ({c['similarity']:.3f})" for c in case.candidates[:3]) or case.status
+            for case in report.cases]
+    width = max(len("top-3 (similarity)"), *(len(top) for top in tops))
+    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'decision':<21} notified")
+    for case, top in zip(report.cases, tops, strict=True):
+        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<21} "
+                   f"{'yes' if case.delivered else 'no'}")
+    summary = report.summary()
+    click.echo(f"Jotform API stand-in received {report.jotform_writes} submission edit(s)")
+    click.echo(json.dumps(summary) if as_json else ", ".join(f"{k}: {v}" for k, v in summary.items()))

@@ -101,6 +101,18 @@ def fail(
     return str(row["status"]) if row else None
 
 
+def due_count(conn: Connection, kind: JobKind) -> int:
+    """How many jobs of `kind` a claim would take now (pending and due, or running with an expired lease)."""
+    row = conn.execute(
+        """SELECT count(*) AS n FROM jobs
+            WHERE kind = %s AND ((status = 'pending' AND run_after <= now())
+                                 OR (status = 'running' AND leased_until <= now()))""",
+        (kind,),
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
 def get_job(conn: Connection, job_id: int) -> Job | None:
     row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
     return Job.model_validate(row) if row else None

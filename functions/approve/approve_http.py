@@ -1,0 +1,13 @@
+"""functions-framework entry of the approve function (local runs and containers)."""
+
+from typing import Any
+
+import functions_framework
+
+from raiox.review_api import handle
+from raiox.web import flask_entry
+
+
+@functions_framework.http
+def approve(request: Any) -> Any:
+    return flask_entry(handle, request)
