@@ -205,3 +205,173 @@ def _bench_match_size(admin_url: str, size: int, *, queries: int, k: int, ef_sea
         f"recall_at_{k}": round(hits / (queries * k), 4),
         "exact_over_hnsw_p50": round(exact["p50_ms"] / hnsw["p50_ms"], 1),
     }
+
+
+# Pipeline benchmarks (`raiox bench pipeline`): webhook-to-ready and embed cold start ---------------------
+
+
+def write_random_checkpoint(model: str, path: Path, *, seed: int = 0) -> Path:
+    """A seeded random-init checkpoint of open_clip `model` (speed only), for processes that need weights."""
+    import open_clip
+    import torch
+
+    from raiox.encoder import _register_model_configs
+
+    _register_model_configs()
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model(model).state_dict(), path)
+    return path
+
+
+def _raiox_process(args: list[str], env: dict[str, str], log: Path) -> Any:
+    import subprocess
+    import sys
+
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "raiox.cli", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_process(process: Any) -> None:
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
+
+
+def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def bench_pipeline(*, submissions: int = 20, warmup: int = 2, model: str = "raiox-tiny-vit",
+                   pretrained: str | None = None, cold_runs: int = 3, warm_runs: int = 10) -> dict[str, Any]:
+    """Webhook-to-`ready` time through `raiox dev` (its webhook pokes its embed) plus a `raiox worker`, one
+    submission at a time, against the webhook ack alone (the baseline); and embed cold start: a fresh
+    `raiox match IMAGE --json` process against a warm in-process match. Throw-away embedded database."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import requests
+
+    from raiox.catalog_import import import_manifest
+    from raiox.database import database_url
+    from raiox.devserver import BASE_PATH
+    from raiox.matching import match_image
+    from raiox.repository import cases
+    from raiox.services import get_services, reset_services
+    from raiox.settings import get_settings
+    from raiox.simulator import isolated_environment, jotform_fields, multipart, serve_files, with_token
+
+    home = isolated_environment("raiox-bench-pipeline-")
+    checkpoint = pretrained or str(write_random_checkpoint(model, home / "random-weights.pt"))
+    os.environ.update({"RAIOX_CLIP_MODEL": model, "RAIOX_CLIP_PRETRAINED": checkpoint})
+    reset_services()
+    settings = get_settings()
+    url = database_url(settings)
+    migrations.migrate(url)
+    os.environ["DATABASE_URL"] = url  # the child processes share this process's embedded server
+    reset_services()
+    services = get_services()
+    refs = home / "refs"
+    refs.mkdir()
+    for seed in range(5):
+        (refs / f"{seed}.jpg").write_bytes(synthetic_film(1000 + seed, (512, 640)))
+    (home / "catalog.csv").write_text("manufacturer,system,images\n" + "".join(
+        f"Bench,S{seed},refs/{seed}.jpg\n" for seed in range(5)))
+    import_manifest(services, home / "catalog.csv", progress=False)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ)
+    token = env["WEBHOOK_TOKEN"]
+    dev = _raiox_process(["dev", "--port", str(port)], env, home / "dev.log")
+    worker = _raiox_process(["worker", "--poll", "0.2"], env, home / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    films = [synthetic_film(seed) for seed in range(warmup + submissions)]
+    ack: list[float] = []
+    ready: list[float] = []
+    try:
+        def up() -> bool:
+            if dev.poll() is not None or worker.poll() is not None:
+                raise RuntimeError(f"raiox dev or worker exited; see {home}")
+            try:
+                return requests.get(f"{base}{BASE_PATH}/embed/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        _wait(up, 120, "raiox dev")
+        _wait(lambda: "worker " in (home / "worker.log").read_text(), 120, "raiox worker")
+        files = {f"/uploads/bench/{n}.jpg": film for n, film in enumerate(films)}
+        with serve_files(files) as file_base, requests.Session() as session:
+            for n in range(len(films)):
+                body, content_type = multipart(jotform_fields(
+                    form_id="251234567890123", submission_id=str(8_000_000_000_000_000_000 + n),
+                    upload_urls=[f"{file_base}/uploads/bench/{n}.jpg"]))
+                started = time.perf_counter()
+                answer = session.post(with_token(f"{base}{BASE_PATH}/webhook", token), data=body,
+                                      headers={"Content-Type": content_type}, timeout=60)
+                acked = time.perf_counter()
+                if answer.status_code != 202:
+                    raise RuntimeError(f"webhook answered {answer.status_code}: {answer.text}")
+                case_id = answer.json()["case_id"]
+
+                def is_ready(case_id: int = case_id) -> bool:
+                    with services.db.transaction() as conn:
+                        case = cases.get_case(conn, case_id)
+                    return case is not None and case.status == "ready"
+
+                _wait(is_ready, 60, f"case {case_id} to be ready")
+                if n >= warmup:  # the first ones load the dev server's encoder
+                    ack.append(acked - started)
+                    ready.append(time.perf_counter() - started)
+    finally:
+        _stop_process(worker)
+        _stop_process(dev)
+
+    image = home / "film.jpg"
+    image.write_bytes(films[0])
+    cold: list[float] = []
+    for _ in range(cold_runs):
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "raiox.cli", "match", str(image), "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        cold.append(time.perf_counter() - started)
+        if run.returncode != 0 or not json.loads(run.stdout)["candidates"]:
+            raise RuntimeError(f"raiox match failed: {run.stderr[-2000:]}")
+    match_image(services, films[0])  # warm-up
+    warm = []
+    for _ in range(warm_runs):
+        started = time.perf_counter()
+        match_image(services, films[0])
+        warm.append(time.perf_counter() - started)
+    encoder = services.encoder
+    reset_services()
+    stop_embedded_database(home / "pg")
+    ack_summary, ready_summary = latency_summary(ack), latency_summary(ready)
+    cold_s, warm_ms = statistics.median(cold), latency_summary(warm)["p50_ms"]
+    return {
+        "benchmark": "pipeline",
+        "model_id": encoder.model_id,
+        "device": encoder.device,
+        "film_size": [1024, 1280],
+        "webhook_to_ready": {"submissions": len(ready), "server": "raiox dev + raiox worker --poll 0.2",
+                             "ack": ack_summary, "ready": ready_summary,
+                             "ready_over_ack_p50": round(ready_summary["p50_ms"] / ack_summary["p50_ms"], 1)},
+        "cold_start": {"runs": cold_runs, "process_to_first_result_s": round(cold_s, 2),
+                       "warm_match_p50_ms": warm_ms,
+                       "cold_over_warm": round(cold_s * 1000 / warm_ms, 1)},
+        "machine": machine(),
+    }

@@ -156,3 +156,25 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
             bar.update(len(chunk))
     log.info("imported %s: %s", path.name, report)
     return report
+
+
+def reembed_catalog(services: Services, *, progress: bool = True) -> int:
+    """Embed every stored reference image under the current encoder's model id (after training a new
+    model): references gain rows for the new model, the old model's rows stay. Returns the rows added."""
+    encoder = services.encoder
+    with services.db.transaction() as conn:
+        missing = catalog.references_missing_model(conn, encoder.model_id)
+    added = 0
+    with tqdm(total=len(missing), desc="re-embedding", unit="image", disable=not progress) as bar:
+        for start in range(0, len(missing), encoder.batch_size):
+            chunk = missing[start:start + encoder.batch_size]
+            encoded = encoder.encode([services.store.get(row["storage_key"]) for row in chunk])
+            with services.db.transaction() as conn:
+                for position, row in enumerate(chunk):
+                    if position in encoded.embeddings:
+                        added += catalog.add_reference_image(
+                            conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
+                            model_id=encoder.model_id, embedding=encoded.embeddings[position], source=row["source"],
+                            source_case_id=row["source_case_id"])[1]
+            bar.update(len(chunk))
+    return added

@@ -19,6 +19,8 @@ from raiox.commands.embedding import (
 )
 from raiox.commands.intake import bench_webhook, simulate_webhook
 from raiox.commands.local import demo_command, dev_command
+from raiox.commands.pipeline_bench import bench_pipeline_command
+from raiox.commands.quality import eval_command, train_command
 from raiox.commands.review import reviewer_group
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
@@ -95,8 +97,11 @@ bench.add_command(bench_embed_command)
 bench.add_command(bench_match_command)
 main.add_command(simulate_webhook)
 bench.add_command(bench_webhook)
+bench.add_command(bench_pipeline_command)
 main.add_command(dev_command)
 main.add_command(demo_command)
+main.add_command(eval_command)
+main.add_command(train_command)
 main.add_command(reviewer_group)
 main.add_command(deploy_group)
 

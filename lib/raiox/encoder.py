@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from raiox.imaging import DEFAULT_MAX_PIXELS, ImageError, load_radiograph
+from raiox.imaging import DEFAULT_MAX_PIXELS, ImageError, crop_to_implant, load_radiograph
 from raiox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ def _register_model_configs() -> None:
     open_clip.add_model_config(Path(str(resources.files("raiox") / "model_configs")))
 
 
+def checkpoint_sidecar(checkpoint: Path) -> Path:
+    """`<checkpoint>.json`: how `raiox train` prepared films for this checkpoint (e.g. crop_to_implant)."""
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
 def weights_digest(state_dict: dict[str, Any]) -> str:
     """sha256 over parameter names and bytes: the same weights give the same digest wherever they load."""
     import torch
@@ -69,8 +75,9 @@ class Encoder:
     """An open_clip image tower ready for inference; a process keeps one (`Services.encoder`)."""
 
     def __init__(self, model: Any, preprocess: Any, *, model_name: str, model_id: str, device: str,
-                 batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> None:
         self.model = model
+        self.crop = crop
         self.preprocess = preprocess
         import torch  # here, not at module level: importing raiox must not pull torch into every function
 
@@ -90,7 +97,7 @@ class Encoder:
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, *, device: str = "auto", batch_size: int = 32,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoder:
+             max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> Encoder:
         """`pretrained` is an open_clip tag (e.g. laion2b_s34b_b79k) or a checkpoint path; None means
         random weights, which only benchmarks may ask for (their model id says `random`)."""
         import open_clip
@@ -98,6 +105,9 @@ class Encoder:
 
         _register_model_configs()
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        sidecar = checkpoint_sidecar(Path(pretrained)) if pretrained else None
+        if sidecar is not None and sidecar.is_file():
+            crop = bool(json.loads(sidecar.read_text()).get("crop_to_implant", crop))  # trained that way
         if model_name not in open_clip.list_models():
             raise EncoderUnavailable(
                 f"unknown open_clip model {model_name!r}: set RAIOX_CLIP_MODEL to one of open_clip.list_models()"
@@ -105,32 +115,40 @@ class Encoder:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # QuickGELU notes and the like
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    model_name,
-                    pretrained=pretrained,
-                    require_pretrained=pretrained is not None,
-                    device="cpu",
-                    # Letterbox instead of centre-crop: an implant near the film's edge must stay in view.
-                    image_resize_mode="longest",
-                )
+                model = open_clip.create_model(model_name, pretrained=pretrained,
+                                               require_pretrained=pretrained is not None, device="cpu")
         except Exception as exc:
             raise EncoderUnavailable(
                 f"cannot load weights {pretrained!r} for open_clip model {model_name!r} "
                 f"({type(exc).__name__}: {exc}); set RAIOX_CLIP_PRETRAINED to a pretrained tag that can be "
                 "downloaded here or to a local checkpoint file"
             ) from exc
+        return cls.from_model(model, model_name=model_name, random_weights=pretrained is None, device=device,
+                              batch_size=batch_size, max_pixels=max_pixels, crop=crop)
+
+    @classmethod
+    def from_model(cls, model: Any, *, model_name: str, random_weights: bool = False, device: str = "cpu",
+                   batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> Encoder:
+        """Wrap an open_clip model. Its id names the architecture, a hash of the weights and whether films are
+        cropped to the implant first, since each of these changes the embeddings."""
+        import open_clip
+
         output_dim = getattr(model.visual, "output_dim", None)
         if output_dim != EMBEDDING_DIM:
             raise EncoderUnavailable(
                 f"open_clip model {model_name!r} embeds to {output_dim} dimensions, the catalog stores "
                 f"{EMBEDDING_DIM}: set RAIOX_CLIP_MODEL to a {EMBEDDING_DIM}-d model such as ViT-B-32"
             )
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        # Letterbox instead of centre-crop: an implant near the film's edge must stay in view.
+        preprocess = open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                               resize_mode="longest", interpolation=cfg["interpolation"])
         digest = weights_digest(model.state_dict())[:16]
-        model_id = f"{model_name}@{digest}" if pretrained is not None else f"{model_name}@random-{digest}"
+        model_id = f"{model_name}@{'random-' if random_weights else ''}{digest}{'+crop' if crop else ''}"
         model.eval().to(device)
-        log.info("loaded open_clip %s (weights %s) on %s as %s", model_name, pretrained, device, model_id)
+        log.info("open_clip %s on %s as %s", model_name, device, model_id)
         return cls(model, preprocess, model_name=model_name, model_id=model_id, device=device,
-                   batch_size=batch_size, max_pixels=max_pixels)
+                   batch_size=batch_size, max_pixels=max_pixels, crop=crop)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
@@ -140,21 +158,33 @@ class Encoder:
             device=settings.raiox_device,
             batch_size=settings.raiox_embed_batch_size,
             max_pixels=settings.raiox_max_image_pixels,
+            crop=settings.raiox_crop_to_implant,
         )
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Bytes → letterboxed uint8 pixels (H, W, 3): decode, orient, window, resize. Pure PIL and numpy, so
         it runs on decode threads without touching torch's thread pool; normalising happens per batch."""
         image = load_radiograph(data, max_pixels=self.max_pixels, draft_size=self.image_size)
+        if self.crop:
+            image = crop_to_implant(image)
         return np.array(self._pixel_ops(image), dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+    def normalise(self, pixels: Any) -> Any:
+        """uint8 (n, H, W, 3) → the model's float input (n, 3, H, W), normalised on the device as open_clip's
+        Normalize would."""
+        batch = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return (batch - self._mean) / self._std
+
+    def prepare_many(self, images: Sequence[bytes]) -> list[np.ndarray]:
+        """prepare() over the decode threads; raises the first ImageError."""
+        return list(self._decode_pool.map(self.prepare, images))
 
     def encode_tensors(self, batch: Any) -> np.ndarray:
         """A stacked uint8 batch (n, H, W, 3) → (n, 512) float32, each row of unit length."""
         import torch
 
         with torch.inference_mode():
-            batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            batch = (batch - self._mean) / self._std  # open_clip's Normalize, done on the device
+            batch = self.normalise(batch)
             if self.device.startswith("cuda"):
                 with torch.autocast("cuda", dtype=torch.float16):
                     features = self.model.encode_image(batch)

@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.datastructures import FileStorage
 
 from raiox.fetch import FetchError, FetchPolicy, fetch, split_list
 from raiox.imaging import ImageError, ImageInfo, inspect_image
+from raiox.jobloop import poke
 from raiox.jotform import JotformPayloadError, is_webhook, parse_webhook, valid_id
 from raiox.models import CaseStatus, JobKind
 from raiox.repository import cases, jobs
@@ -250,24 +250,7 @@ def _record(submission: Submission, outcomes: list[_Outcome], services: Services
 
 def poke_embed(settings: Settings, case_id: int) -> threading.Thread | None:
     """Ask embed to start now, in the background; if this fails the job still waits in the table."""
-    if not settings.embed_url:
-        return None
-    url = settings.embed_url
-    headers = {"Authorization": f"Bearer {settings.embed_token.get_secret_value()}"} if settings.embed_token else {}
-
-    def poke() -> None:
-        try:
-            response = requests.post(url, json={"case_id": case_id}, headers=headers, timeout=(2, 5))
-            if response.status_code >= 400:
-                log.warning("embed poke for case %d answered HTTP %d; the job waits for the sweeper",
-                            case_id, response.status_code)
-        except requests.RequestException as exc:  # the URL is not logged: it may carry credentials
-            log.warning("embed poke for case %d failed (%s); the job waits for the sweeper",
-                        case_id, type(exc).__name__)
-
-    thread = threading.Thread(target=poke, name=f"embed-poke-{case_id}", daemon=True)
-    thread.start()
-    return thread
+    return poke(settings.embed_url, settings.embed_token, {"case_id": case_id}, what=f"embed poke for case {case_id}")
 
 
 # The handler ----------------------------------------------------------------------------------------

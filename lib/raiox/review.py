@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raiox.jobloop import poke
 from raiox.models import CaseStatus, JobKind, JobStatus
 from raiox.repository import cases, catalog, jobs
 from raiox.repository import review as sql
@@ -450,21 +450,5 @@ def redeliver(services: Services, reviewer: Reviewer, case_id: int) -> dict[str,
 
 def poke_notify(settings: Settings, case_id: int) -> threading.Thread | None:
     """Ask notify to deliver now, in the background; if this fails the job still waits in the table."""
-    if not settings.notify_url:
-        return None
-    url = settings.notify_url
-    headers = {"Authorization": f"Bearer {settings.notify_token.get_secret_value()}"} if settings.notify_token else {}
-
-    def poke() -> None:
-        try:
-            response = requests.post(url, json={"case_id": case_id}, headers=headers, timeout=(2, 5))
-            if response.status_code >= 400:
-                log.warning("notify poke for case %d answered HTTP %d; the job waits for the sweeper",
-                            case_id, response.status_code)
-        except requests.RequestException as exc:  # the URL is not logged: it may carry credentials
-            log.warning("notify poke for case %d failed (%s); the job waits for the sweeper",
-                        case_id, type(exc).__name__)
-
-    thread = threading.Thread(target=poke, name=f"notify-poke-{case_id}", daemon=True)
-    thread.start()
-    return thread
+    return poke(settings.notify_url, settings.notify_token, {"case_id": case_id},
+                what=f"notify poke for case {case_id}")

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     )
     raiox_device: str = Field(default="auto", description="`auto` (CUDA when present), `cpu` or `cuda[:n]`.")
     raiox_embed_batch_size: int = Field(default=32, ge=1, description="Images per encoder forward pass.")
+    raiox_crop_to_implant: bool = Field(
+        default=False,
+        description="Crop each film to its most radiopaque object (the implant) before encoding; part of the "
+        "model id, so references and queries always agree.",
+    )
     raiox_top_k: int = Field(default=3, ge=1, le=20, description="Implant systems proposed per X-ray.")
     raiox_hnsw_ef_search: int = Field(
         default=64, ge=10, le=1000,

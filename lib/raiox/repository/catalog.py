@@ -136,3 +136,17 @@ def existing_reference_shas(conn: Connection, implant_id: int, model_id: str) ->
         "SELECT sha256 FROM reference_images WHERE implant_id = %s AND model_id = %s", (implant_id, model_id)
     )
     return {row["sha256"] for row in rows}
+
+
+def references_missing_model(conn: Connection, model_id: str) -> list[dict[str, Any]]:
+    """One row per stored reference image that has no embedding under `model_id` yet."""
+    return conn.execute(
+        """
+        SELECT DISTINCT ON (implant_id, sha256) implant_id, storage_key, sha256, source, source_case_id
+          FROM reference_images AS r
+         WHERE NOT EXISTS (SELECT 1 FROM reference_images AS o
+                            WHERE o.implant_id = r.implant_id AND o.sha256 = r.sha256 AND o.model_id = %s)
+         ORDER BY implant_id, sha256, id
+        """,
+        (model_id,),
+    ).fetchall()

@@ -1,0 +1,214 @@
+"""Identification quality: rendered evaluation sets, `raiox eval` (top-1/top-3) and `raiox train` (metric
+learning of an open_clip image tower on rendered films of a catalog's systems)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raiox.encoder import Encoder, checkpoint_sidecar
+from raiox.render import ImplantDesign, demo_catalog, render
+from raiox.services import Services
+
+log = logging.getLogger(__name__)
+
+# Render seeds in three disjoint ranges: references (system number * 100 + view), training films, and
+# evaluation queries, which no reference or training film ever uses.
+REFERENCE_SEEDS = range(0, 3)
+TRAIN_SEEDS = range(1_000_000, 4_000_000)
+EVAL_SEEDS = range(5_000_000, 6_000_000)
+
+_MAKERS = ("Demo Aurora Dental", "Demo Kestrel Implants", "Demo Lumen Bio", "Demo Meridian Oral",
+           "Demo Quartz Medical", "Demo Sable Systems")
+
+
+def generated_catalog(count: int = 48, seed: int = 7) -> list[ImplantDesign]:
+    """The twelve hand-made demo systems plus generated fictional ones, `count` in all (for eval at scale)."""
+    rng = np.random.default_rng(seed)
+    designs = list(demo_catalog())[:count]
+    while len(designs) < count:
+        number = len(designs)
+        designs.append(ImplantDesign(
+            manufacturer=_MAKERS[number % len(_MAKERS)],
+            system=f"Gen {number:02d}",
+            length_mm=float(rng.choice([6.5, 8.0, 10.0, 11.5, 13.0, 15.0])),
+            diameter_mm=float(rng.choice([3.3, 3.75, 4.1, 4.5, 5.0, 5.5])),
+            taper=float(rng.choice([0.0, 0.15, 0.3, 0.45])),
+            thread_pitch_mm=float(rng.choice([0.6, 0.8, 1.0, 1.25])),
+            thread_depth_mm=float(rng.choice([0.25, 0.35, 0.45])),
+            thread_profile=str(rng.choice(["v", "square", "buttress"])),  # type: ignore[arg-type]
+            collar_mm=float(rng.choice([0.4, 0.8, 1.5, 2.5])),
+            microthreads=bool(rng.random() < 0.3),
+            apex=str(rng.choice(["flat", "round", "pointed"])),  # type: ignore[arg-type]
+            apex_vent=bool(rng.random() < 0.4),
+            connection=str(rng.choice(["internal-hex", "conical", "external-hex"])),  # type: ignore[arg-type]
+        ))
+    return designs
+
+
+def catalog_by_name(name: str) -> list[ImplantDesign]:
+    """`demo` (12 systems) or `eval48`-style `eval<N>` (N systems: the demo ones plus generated ones)."""
+    if name == "demo":
+        return demo_catalog()
+    if name.startswith("eval") and name[4:].isdigit():
+        return generated_catalog(int(name[4:]))
+    raise ValueError(f"unknown rendered catalog {name!r}: use `demo` or `eval<N>`, e.g. eval48")
+
+
+@dataclass
+class EvalReport:
+    model_id: str
+    systems: int
+    queries: int
+    top1: float
+    top3: float
+    low_confidence_rate: float
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # truth → predicted top-1 → count
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def rank_systems(query: np.ndarray, references: np.ndarray, labels: Sequence[str]) -> list[tuple[str, float]]:
+    """Systems by their best reference's cosine similarity, best first (what the SQL statement computes)."""
+    similarity = references @ query
+    best: dict[str, float] = {}
+    for label, value in zip(labels, similarity.tolist(), strict=True):
+        if value > best.get(label, -2.0):
+            best[label] = value
+    return sorted(best.items(), key=lambda item: -item[1])
+
+
+def evaluate(encoder: Encoder, designs: Sequence[ImplantDesign], *, queries_per_system: int = 5,
+             references_per_system: int = len(REFERENCE_SEEDS), low_margin: float = 0.02) -> EvalReport:
+    """Top-1/top-3 over rendered queries (seeds unseen in training and references) of every system.
+    A result is low-confidence when its top similarity leads the second by less than `low_margin`."""
+    started = time.monotonic()
+    ref_films, ref_labels = [], []
+    for number, design in enumerate(designs):
+        for view in range(references_per_system):
+            ref_films.append(render(design, seed=number * 100 + REFERENCE_SEEDS[view]))
+            ref_labels.append(design.system)
+    encoded = encoder.encode(ref_films)
+    references = np.stack([encoded.embeddings[i] for i in range(len(ref_films))])
+    query_films, truths = [], []
+    for number, design in enumerate(designs):
+        for q in range(queries_per_system):
+            query_films.append(render(design, seed=EVAL_SEEDS[number * queries_per_system + q]))
+            truths.append(design.system)
+    queried = encoder.encode(query_films)
+    top1 = top3 = low = 0
+    confusion: dict[str, Counter[str]] = {}
+    for position, truth in enumerate(truths):
+        ranked = rank_systems(queried.embeddings[position], references, ref_labels)
+        top1 += ranked[0][0] == truth
+        top3 += truth in [label for label, _ in ranked[:3]]
+        low += len(ranked) > 1 and ranked[0][1] - ranked[1][1] < low_margin
+        confusion.setdefault(truth, Counter())[ranked[0][0]] += 1
+    total = len(truths)
+    return EvalReport(encoder.model_id, len(designs), total, top1 / total, top3 / total, low / total,
+                      {truth: dict(counts) for truth, counts in confusion.items()}, time.monotonic() - started)
+
+
+def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.02) -> EvalReport:
+    """Top-1/top-3 of a labelled folder (`<system>/<film>`) against the database's catalog, through the
+    production matching query; system names compare without regard to case."""
+    from raiox.matching import match_image
+
+    started = time.monotonic()
+    films = sorted(path for path in folder.glob("*/*") if path.is_file())
+    top1 = top3 = low = 0
+    confusion: dict[str, Counter[str]] = {}
+    for path in films:
+        truth = path.parent.name
+        ranked = match_image(services, path.read_bytes())
+        names = [c.system.lower() for c in ranked]
+        top1 += bool(names) and names[0] == truth.lower()
+        top3 += truth.lower() in names[:3]
+        low += len(ranked) > 1 and ranked[0].similarity - ranked[1].similarity < low_margin
+        confusion.setdefault(truth, Counter())[ranked[0].system if ranked else "-"] += 1
+    total = max(1, len(films))
+    return EvalReport(services.encoder.model_id, len(confusion), len(films), top1 / total, top3 / total,
+                      low / total, {t: dict(c) for t, c in confusion.items()}, time.monotonic() - started)
+
+
+# Training ---------------------------------------------------------------------------------------
+
+
+def _training_films(designs: Sequence[ImplantDesign], per_system: int, encoder: Encoder,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Prepared uint8 pixels (n, H, W, 3) and class indices of freshly rendered films (unseen seeds)."""
+    seeds = rng.choice(len(TRAIN_SEEDS), size=len(designs) * per_system, replace=False)
+    films, labels = [], []
+    for index, seed in enumerate(seeds):
+        films.append(render(designs[index % len(designs)], seed=TRAIN_SEEDS[int(seed)],
+                            bits=16 if index % 5 == 0 else 8))
+        labels.append(index % len(designs))
+    return np.stack(list(encoder.prepare_many(films))), np.asarray(labels)
+
+
+def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretrained: str | None = None,
+          minutes: float = 10.0, films_per_system: int = 48, batch_size: int = 48, seed: int = 0,
+          crop: bool = True, progress: bool = True) -> Path:
+    """Metric learning (cosine-softmax with a margin, CosFace) of the image tower on rendered films, with
+    fresh renders each round as augmentation; stops after `minutes`. Writes a checkpoint Encoder.load takes."""
+    import open_clip
+    import torch
+    from tqdm import tqdm
+
+    from raiox.encoder import _register_model_configs
+
+    _register_model_configs()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if pretrained is None:
+        model = open_clip.create_model(model_name)
+    else:
+        model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
+    encoder = Encoder.from_model(model, model_name=model_name, device="cpu", crop=crop)
+    visual = model.visual.train()
+    classes = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(designs), 512), dim=-1))
+    optimizer = torch.optim.AdamW([{"params": visual.parameters()}, {"params": [classes]}], lr=2e-3,
+                                  weight_decay=1e-4)
+    scale, margin = 16.0, 0.2
+    deadline = time.monotonic() + minutes * 60
+    steps = 0
+    with tqdm(total=int(minutes * 60), desc="training", unit="s", disable=not progress) as bar:
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            pixels, labels = _training_films(designs, max(1, films_per_system // 8), encoder, rng)
+            order = rng.permutation(len(labels))
+            for start in range(0, len(order), batch_size):
+                chosen = order[start:start + batch_size]
+                batch = encoder.normalise(torch.from_numpy(pixels[chosen]))
+                target = torch.from_numpy(labels[chosen])
+                features = torch.nn.functional.normalize(visual(batch), dim=-1)
+                cosine = features @ torch.nn.functional.normalize(classes, dim=-1).T
+                logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, len(designs)))
+                loss = torch.nn.functional.cross_entropy(logits, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}", step=steps)
+                bar.n = min(bar.total, int(time.monotonic() - started))
+                bar.refresh()
+                if time.monotonic() >= deadline:
+                    break
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out)
+    # How films were prepared is part of the model: Encoder.load reads it back from this sidecar.
+    checkpoint_sidecar(out).write_text(json.dumps({"model": model_name, "crop_to_implant": crop, "steps": steps,
+                                                   "systems": [d.system for d in designs]}, indent=1))
+    log.info("trained %s for %d steps (%.1f min); wrote %s", model_name, steps, minutes, out)
+    return out

@@ -1,0 +1,395 @@
+"""Hostile input, table-driven: each kind gets its documented status and a clear error, and changes nothing.
+
+`HOSTILE` below is the one list; the "Hostile input" table in README.md mirrors it and
+`test_readme_documents_every_hostile_input` fails when the two disagree. The server is the real one-port
+`raiox dev` app in a thread, in production mode (token, form allow-list, sign-in secret), reached over HTTP;
+X-ray URLs point at an https server with a certificate for files.jotform.com whose "public" address the
+test's network routes to loopback (the `tls_files` fixture of test_intake_fetch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import io
+import json
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+from urllib3 import encode_multipart_formdata
+
+import test_intake_fetch
+from conftest import make_xray, submit_case
+from raiox import review
+from raiox.commands.local import free_port
+from raiox.devserver import BASE_PATH, start_dev_server
+from raiox.fetch import FetchPolicy
+from raiox.repository import review as review_sql
+from raiox.services import Services, get_services, reset_services
+from raiox.simulator import jotform_fields, multipart
+from reliability.conftest import _RAIOX_PREFIXES, query
+
+tls_files = test_intake_fetch.tls_files  # the fixture, used here under its own name
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "hostile-test-webhook-token"
+FORM = "251234567890123"
+REVIEWER, PASSWORD = "dr.hostile", "a long enough password"
+MAX_BODY = 1_000_000
+SQL_TEXT = "Robert'); DROP TABLE cases; -- \" \\ %s $1 ; SELECT pg_sleep(10); /*"
+
+
+@dataclass
+class Target:
+    """What a row's request needs: where to send it and the state it may refer to."""
+
+    base: str
+    files: test_intake_fetch.FileServer
+    services: Services
+    reviewer_token: str
+    received_case: int
+    store_root: Path
+
+    def upload_url(self, name: str, host: str = "files.jotform.com") -> str:
+        return self.files.url(f"/files/{name}", host=host)
+
+
+Answer = tuple[int, str]
+
+
+def _answer(response: requests.Response) -> Answer:
+    return response.status_code, response.text
+
+
+def jotform(target: Target, urls: list[str], *, token: str | None = TOKEN, form_id: str = FORM,
+            submission_id: str | None = None, **overrides: str) -> Answer:
+    fields = jotform_fields(form_id=form_id, submission_id=submission_id or str(time.time_ns()), upload_urls=urls)
+    fields.update(overrides)
+    body, content_type = multipart(fields)
+    params = {"token": token} if token is not None else {}
+    return _answer(requests.post(f"{target.base}{BASE_PATH}/webhook", params=params, data=body,
+                                 headers={"Content-Type": content_type}, timeout=60))
+
+
+def jotform_image(name: str) -> Callable[[Target], Answer]:
+    return lambda t: jotform(t, [t.upload_url(name)])
+
+
+def raw(target: Target, body: bytes, content_type: str, method: str = "POST") -> Answer:
+    return _answer(requests.request(method, f"{target.base}{BASE_PATH}/webhook", params={"token": TOKEN},
+                                    data=body, headers={"Content-Type": content_type}, timeout=60))
+
+
+def json_intake(target: Target, image_url: str) -> Answer:
+    return raw(target, json.dumps({"image_url": image_url}).encode(), "application/json")
+
+
+def upload(target: Target, data: bytes, filename: str = "film.jpg", **fields: str) -> Answer:
+    body, content_type = encode_multipart_formdata([("file", (filename, data, "image/jpeg")), *fields.items()])
+    return raw(target, body, content_type)
+
+
+def unnormalised_get(target: Target, path: str) -> Answer:
+    """GET with the path sent exactly as written (HTTP clients would resolve the `..` segments first)."""
+    host, port = target.base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def decide(target: Target, case_id: int, token: str | None, body: Any = None) -> Answer:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return _answer(requests.post(f"{target.base}{BASE_PATH}/approve/cases/{case_id}/decision",
+                                 json=body or {"action": "reject", "reason": "hostile"}, headers=headers, timeout=30))
+
+
+def reviewer_row(target: Target) -> dict[str, Any]:
+    with target.services.db.transaction() as conn:
+        row = review_sql.reviewer_by_name(conn, REVIEWER)
+    assert row is not None
+    return row
+
+
+def forged_token(target: Target) -> str:
+    return review.issue_token(b"a key the attacker made up", reviewer_row(target), 3600)[0]
+
+
+def expired_token(target: Target) -> str:
+    key = review.token_key(target.services.settings)
+    return review.issue_token(key, reviewer_row(target), 60, now=time.time() - 3600)[0]
+
+
+# Hostile images ------------------------------------------------------------------------------------
+
+
+def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width × height and carries a few bytes of pixels (a header-size bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def hostile_files() -> dict[str, bytes]:
+    jpeg, png = make_xray(1, fmt="JPEG"), make_xray(2)
+    frames = [Image.new("L", (32, 32), shade) for shade in (0, 128, 255)]
+    return {
+        "text.jpg": b"Dear lab, please find the X-ray attached. Regards",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "truncated.png": png[: len(png) // 2],
+        "bomb.png": _save(Image.new("1", (10_000, 10_000)), "PNG"),  # 100 megapixels in ~15 KB
+        "header.png": png_header_only(30_000, 30_000),
+        "xxe.svg": (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+                    b'<svg xmlns="http://www.w3.org/2000/svg"><text>&xxe;</text></svg>'),
+        "animated.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0),
+        "pages.tif": _save(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+        "cmyk.jpg": _save(Image.open(io.BytesIO(make_xray(3))).convert("CMYK"), "JPEG"),
+        "sixteen.png": make_xray(4, mode="I;16"),
+        "a.jpg": jpeg,
+    }
+
+
+# Checks of the accepted rows ----------------------------------------------------------------------
+
+
+def newest_case(target: Target) -> dict[str, Any]:
+    return query(target.services.db.url, "SELECT * FROM cases ORDER BY id DESC LIMIT 1")[0]
+
+
+def check_stored_literally(target: Target) -> None:
+    case = newest_case(target)
+    assert case["submitter_name"] == f"{SQL_TEXT} {SQL_TEXT}"
+    assert case["submitter_email"] == f"{SQL_TEXT}@example.com"
+    assert case["raw_payload"]["rawRequest"]["q6_notes"] == SQL_TEXT
+    assert case["raw_payload"]["formTitle"] == SQL_TEXT
+
+
+def check_filename_is_data(target: Target) -> None:
+    assert newest_case(target)["raw_payload"]["filenames"] == ["../../etc/passwd"]
+
+
+def check_decodes(target: Target) -> None:
+    [image] = query(target.services.db.url, "SELECT status, width, height FROM case_images WHERE case_id = %s",
+                    newest_case(target)["id"])
+    assert image["status"] == "stored" and (image["width"], image["height"]) == (160, 200)
+
+
+# The table -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hostile:
+    kind: str  # as in README.md's table
+    status: int
+    error: str  # what the answer says (a substring of it)
+    send: Callable[[Target], Answer]
+    check: Callable[[Target], None] | None = None  # accepted rows: what must have been stored
+
+    @property
+    def accepted(self) -> bool:
+        return self.status < 300
+
+
+HOSTILE: list[Hostile] = [
+    Hostile("missing webhook token", 401, "missing token", lambda t: jotform(t, [t.upload_url("a.jpg")], token=None)),
+    Hostile("wrong webhook token", 401, "wrong token", lambda t: jotform(t, [t.upload_url("a.jpg")], token="guess")),
+    Hostile("unknown form id", 403, "is not accepted here",
+            lambda t: jotform(t, [t.upload_url("a.jpg")], form_id="999999999")),
+    Hostile("GET instead of POST", 405, "use POST", lambda t: raw(t, b"", "text/plain", "GET")),
+    Hostile("malformed multipart", 400, "the form",
+            lambda t: raw(t, b"--nope\r\ngarbage\r\n--", "multipart/form-data; boundary=xyz")),
+    Hostile("multipart without a boundary", 400, "the form body is malformed",
+            lambda t: raw(t, b"a=1", "multipart/form-data")),
+    Hostile("rawRequest not JSON", 400, "rawRequest is not valid JSON",
+            lambda t: jotform(t, [], rawRequest="{'xrayImage': [")),
+    Hostile("JSON body not JSON", 400, "not valid JSON", lambda t: raw(t, b"{image_url:", "application/json")),
+    Hostile("unknown body type (XML)", 415, "send multipart/form-data",
+            lambda t: raw(t, b"<submission/>", "application/xml")),
+    Hostile("huge field (body over WEBHOOK_MAX_BODY_BYTES)", 413, "larger than",
+            lambda t: jotform(t, [t.upload_url("a.jpg")], pretty="A" * (MAX_BODY + 1))),
+    Hostile("more X-rays than WEBHOOK_MAX_IMAGES", 422, "at most 10",
+            lambda t: jotform(t, [t.upload_url(f"a.jpg?{n}") for n in range(11)])),
+    Hostile("0-byte file", 415, "the file is empty", lambda t: upload(t, b"")),
+    Hostile("text named .jpg", 415, "not a JPEG, PNG or TIFF", jotform_image("text.jpg")),
+    Hostile("truncated JPEG", 422, "cannot decode JPEG", jotform_image("truncated.jpg")),
+    Hostile("truncated PNG", 422, "cannot decode PNG", jotform_image("truncated.png")),
+    Hostile("decompression bomb (100 megapixels)", 413, "pixels", jotform_image("bomb.png")),
+    Hostile("30000×30000 header", 413, "pixels", jotform_image("header.png")),
+    Hostile("SVG with an external entity", 415, "not a JPEG, PNG or TIFF", jotform_image("xxe.svg")),
+    Hostile("animated GIF", 415, "not a JPEG, PNG or TIFF", jotform_image("animated.gif")),
+    Hostile("multi-page TIFF", 415, "multi-frame images are not accepted", jotform_image("pages.tif")),
+    Hostile("CMYK JPEG (valid)", 202, '"duplicate": false', jotform_image("cmyk.jpg"), check_decodes),
+    Hostile("16-bit PNG (valid)", 202, '"duplicate": false', jotform_image("sixteen.png"), check_decodes),
+    Hostile("URL to 127.0.0.1", 422, "not on the allow-list",
+            lambda t: jotform(t, [t.files.url("/files/a.jpg", host="127.0.0.1").replace("https", "http")])),
+    Hostile("URL to 169.254.169.254", 422, "not on the allow-list",
+            lambda t: jotform(t, ["http://169.254.169.254/latest/meta-data/iam/security-credentials/"])),
+    Hostile("URL to [::1]", 422, "not on the allow-list", lambda t: jotform(t, [t.files.url("/files/a.jpg", "[::1]")])),
+    Hostile("file:// URL", 422, "file URLs are not fetched", lambda t: json_intake(t, "file:///etc/passwd")),
+    Hostile("redirect to 127.0.0.1", 422, "not on the allow-list",
+            lambda t: jotform(t, [t.files.url(f"/redirect?to={t.files.url('/files/a.jpg', '127.0.0.1')}",
+                                              "files.jotform.com")])),
+    Hostile("redirect to a name that resolves to loopback", 422, "private or reserved address",
+            lambda t: jotform(t, [t.files.url(f"/redirect?to={t.upload_url('a.jpg', 'loopback.jotform.com')}",
+                                              "files.jotform.com")])),
+    Hostile("server that drips bytes past the timeout", 422, "longer than 1 s",
+            lambda t: jotform(t, [t.files.url("/drip", "files.jotform.com")])),
+    Hostile("SQL metacharacters in every text field", 202, '"duplicate": false',
+            lambda t: jotform(t, [t.upload_url("a.jpg")], formTitle=SQL_TEXT, username=SQL_TEXT,
+                              rawRequest=json.dumps({"q3_name": {"first": SQL_TEXT, "last": SQL_TEXT},
+                                                     "q4_email": f"{SQL_TEXT}@example.com", "q6_notes": SQL_TEXT,
+                                                     "xrayImage": [t.upload_url("a.jpg")]})),
+            check_stored_literally),
+    Hostile("SQL metacharacters in the submission id", 400, "submissionID is malformed",
+            lambda t: jotform(t, [t.upload_url("a.jpg")], submission_id="1' OR '1'='1")),
+    Hostile("path traversal in the submission id", 400, "submission_id is malformed",
+            lambda t: upload(t, make_xray(5), submission_id="../../etc/passwd")),
+    Hostile("path traversal in an upload file name", 202, '"duplicate": false',
+            lambda t: upload(t, make_xray(6), filename="../../etc/passwd"), check_filename_is_data),
+    Hostile("path traversal in an object URL", 403, "invalid object key",
+            lambda t: unnormalised_get(t, "/objects/../../signing.key?expires=9999999999&signature=x")),
+    Hostile("path traversal in an approve path", 404, "no such endpoint",
+            lambda t: unnormalised_get(t, f"{BASE_PATH}/approve/cases/../../../etc/passwd")),
+    Hostile("no reviewer token", 401, "sign in first", lambda t: decide(t, t.received_case, None)),
+    Hostile("forged reviewer token", 401, "not valid", lambda t: decide(t, t.received_case, forged_token(t))),
+    Hostile("expired reviewer token", 401, "expired", lambda t: decide(t, t.received_case, expired_token(t))),
+    Hostile("decision on a case that is not ready", 409, "ready",
+            lambda t: decide(t, t.received_case, t.reviewer_token)),
+    Hostile("decision with a malformed body", 422, "action",
+            lambda t: decide(t, t.received_case, t.reviewer_token, {"action": "delete"})),
+]
+
+
+# The server --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           tls_files: tuple[test_intake_fetch.FileServer, FetchPolicy]) -> Iterator[Target]:
+    files, tls_policy = tls_files
+    files.files.update(hostile_files())
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host in ("localhost", "loopback.jotform.com") or re.fullmatch(r"[\d.]+|[0-9a-f:]+", host):
+            return ["127.0.0.1" if not re.fullmatch(r"[\d.]+|[0-9a-f:]+", host) else host]
+        return tls_policy.resolve(host, port)
+
+    real_from_settings = FetchPolicy.from_settings
+
+    def routed(cls: type[FetchPolicy], settings: Any) -> FetchPolicy:
+        return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle)
+
+    monkeypatch.setattr(FetchPolicy, "from_settings", classmethod(routed))
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(_RAIOX_PREFIXES):
+            monkeypatch.delenv(name)
+    port = free_port()
+    store_root = tmp_path / "objects"
+    for name, value in {
+        "DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), "RAIOX_ENV": "prod",
+        "RAIOX_STORAGE": store_root.as_uri(), "RAIOX_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WEBHOOK_TOKEN": TOKEN, "JOTFORM_FORM_IDS": FORM, "REVIEW_TOKEN_SECRET": "hostile-review-secret",
+        "FETCH_ALLOWED_HOSTS": "images.example.org", "FETCH_TIMEOUT_SECONDS": "1",
+        "WEBHOOK_MAX_BODY_BYTES": str(MAX_BODY), "RAIOX_SIGNING_KEY": "hostile-signing-key",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    reset_services()
+    services = get_services()
+    server = start_dev_server(services, "127.0.0.1", port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert review.add_reviewer(services, REVIEWER, PASSWORD)
+        login = requests.post(f"{base}{BASE_PATH}/approve/login", json={"name": REVIEWER, "password": PASSWORD},
+                              timeout=30)
+        assert login.status_code == 200, login.text
+        received = submit_case(services, "hostile-received-1", [make_xray(7)])
+        yield Target(base, files, services, login.json()["token"], received, store_root)
+    finally:
+        server.shutdown()
+        server.server_close()
+        reset_services()
+
+
+TABLES = ("cases", "case_images", "jobs", "audit_log", "match_results", "review_decisions", "reference_images",
+          "implants", "reviewers")
+
+
+def snapshot(target: Target) -> dict[str, Any]:
+    """Every row of every table that a request could change, and every object in the store."""
+    state: dict[str, Any] = {
+        table: query(target.services.db.url, f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' "
+                                             f"ORDER BY t.id), '')) AS digest FROM {table} t")[0]
+        for table in TABLES}
+    state["objects"] = sorted(str(p.relative_to(target.store_root)) for p in target.store_root.rglob("*"))
+    return state
+
+
+def test_every_hostile_input_gets_its_documented_answer_and_changes_nothing(target: Target) -> None:
+    assert len({row.kind for row in HOSTILE}) == len(HOSTILE) >= 25
+    problems: list[str] = []
+    before = snapshot(target)
+    for row in HOSTILE:
+        status, text = row.send(target)
+        if status != row.status or row.error not in text:
+            problems.append(f"{row.kind}: expected {row.status} saying {row.error!r}, got {status}: {text[:300]}")
+        after = snapshot(target)
+        if row.accepted:
+            added = {table: after[table]["n"] - before[table]["n"] for table in ("cases", "case_images", "jobs")}
+            if added != {"cases": 1, "case_images": 1, "jobs": 1}:
+                problems.append(f"{row.kind}: accepted, but added {added}")
+            elif row.check is not None:
+                try:
+                    row.check(target)
+                except AssertionError as exc:
+                    problems.append(f"{row.kind}: stored wrongly: {exc}")
+            if any(after[t] != before[t] for t in ("implants", "reference_images", "reviewers", "review_decisions")):
+                problems.append(f"{row.kind}: accepted, and changed more than its case")
+        elif after != before:
+            changed = [key for key in after if after[key] != before[key]]
+            problems.append(f"{row.kind}: refused with {status}, but changed {changed}")
+        before = after
+    assert not problems, "\n".join(problems)
+    assert [p.name for p in target.store_root.rglob("passwd")] == []
+
+
+def readme_table() -> list[tuple[str, int, str]]:
+    """The rows of README.md's "Hostile input" table: (input, status, what the answer says)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Hostile input", 1)[1]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if rows and not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].isdigit():
+            rows.append((cells[0], int(cells[1]), cells[2].strip("`").replace("\\|", "|")))
+    return rows
+
+
+def test_readme_documents_every_hostile_input() -> None:
+    assert readme_table() == [(row.kind, row.status, row.error) for row in HOSTILE]
