@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from raiox import migrations
 from raiox.database import Database, connect, embedded_database_url, stop_embedded_database
-from raiox.encoder import Encoder
+from raiox.encoder import Encoder, random_checkpoint
 from raiox.repository import catalog
 
 
@@ -210,19 +210,6 @@ def _bench_match_size(admin_url: str, size: int, *, queries: int, k: int, ef_sea
 # Pipeline benchmarks (`raiox bench pipeline`): webhook-to-ready and embed cold start ---------------------
 
 
-def write_random_checkpoint(model: str, path: Path, *, seed: int = 0) -> Path:
-    """A seeded random-init checkpoint of open_clip `model` (speed only), for processes that need weights."""
-    import open_clip
-    import torch
-
-    from raiox.encoder import _register_model_configs
-
-    _register_model_configs()
-    torch.manual_seed(seed)
-    torch.save(open_clip.create_model(model).state_dict(), path)
-    return path
-
-
 def _raiox_process(args: list[str], env: dict[str, str], log: Path) -> Any:
     import subprocess
     import sys
@@ -275,7 +262,7 @@ def bench_pipeline(*, submissions: int = 20, warmup: int = 2, model: str = "raio
     from raiox.simulator import isolated_environment, jotform_fields, multipart, serve_files, with_token
 
     home = isolated_environment("raiox-bench-pipeline-")
-    checkpoint = pretrained or str(write_random_checkpoint(model, home / "random-weights.pt"))
+    checkpoint = pretrained or str(random_checkpoint(model, home / "random-weights.pt"))
     os.environ.update({"RAIOX_CLIP_MODEL": model, "RAIOX_CLIP_PRETRAINED": checkpoint})
     reset_services()
     settings = get_settings()

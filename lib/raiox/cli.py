@@ -18,7 +18,7 @@ from raiox.commands.embedding import (
     worker_command,
 )
 from raiox.commands.intake import bench_webhook, simulate_webhook
-from raiox.commands.local import demo_command, dev_command
+from raiox.commands.local import batch_test_command, demo_command, dev_command
 from raiox.commands.pipeline_bench import bench_pipeline_command
 from raiox.commands.quality import eval_command, train_command
 from raiox.commands.review import reviewer_group
@@ -100,6 +100,7 @@ bench.add_command(bench_webhook)
 bench.add_command(bench_pipeline_command)
 main.add_command(dev_command)
 main.add_command(demo_command)
+main.add_command(batch_test_command)
 main.add_command(eval_command)
 main.add_command(train_command)
 main.add_command(reviewer_group)

@@ -22,6 +22,7 @@ from raiox.catalog_import import import_manifest
 from raiox.commands.local import configure_local, free_port
 from raiox.database import database_url
 from raiox.devserver import BASE_PATH, start_dev_server
+from raiox.encoder import random_checkpoint
 from raiox.render import demo_catalog, render
 from raiox.repository import cases
 from raiox.review import add_reviewer
@@ -70,22 +71,6 @@ class DemoReport:
         }
 
 
-def untrained_checkpoint(home: Path) -> Path:
-    """A random-init checkpoint of the tiny test architecture (seeded, so every run embeds alike)."""
-    import open_clip
-    import torch
-
-    from raiox.encoder import _register_model_configs
-
-    path = home / "models" / "untrained-raiox-tiny-vit.pt"
-    if not path.exists():
-        _register_model_configs()
-        torch.manual_seed(0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(open_clip.create_model("raiox-tiny-vit").state_dict(), path)
-    return path
-
-
 def write_demo_catalog(folder: Path) -> Path:
     """Rendered reference films of the demo systems and their CSV manifest."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +106,7 @@ def run_demo(home: Path, *, count: int = 12, say: Callable[[str], None] = print)
     started = time.monotonic()
     say(UNTRAINED_NOTICE)
     os.environ["RAIOX_CLIP_MODEL"] = "raiox-tiny-vit"
-    os.environ["RAIOX_CLIP_PRETRAINED"] = str(untrained_checkpoint(home))
+    os.environ["RAIOX_CLIP_PRETRAINED"] = str(random_checkpoint("raiox-tiny-vit", home / "models" / "untrained.pt"))
     with JotformApiStandIn() as jotform:
         os.environ.update({"JOTFORM_API_BASE": jotform.url, "JOTFORM_API_KEY": secrets.token_hex(16),
                            "JOTFORM_RESULT_FIELDS": RESULT_FIELDS, "JOTFORM_FORM_IDS": DEMO_FORM_ID})

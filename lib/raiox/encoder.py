@@ -50,6 +50,26 @@ def checkpoint_sidecar(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".json")
 
 
+def random_model(model_name: str, *, seed: int = 0) -> Any:
+    """An open_clip model with seeded random weights: baselines and speed benchmarks, never a trained model."""
+    import open_clip
+    import torch
+
+    _register_model_configs()
+    torch.manual_seed(seed)
+    return open_clip.create_model(model_name)
+
+
+def random_checkpoint(model_name: str, path: Path, *, seed: int = 0) -> Path:
+    """random_model's weights written where a process that only takes a checkpoint path can load them."""
+    import torch
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(random_model(model_name, seed=seed).state_dict(), path)
+    return path
+
+
 def weights_digest(state_dict: dict[str, Any]) -> str:
     """sha256 over parameter names and bytes: the same weights give the same digest wherever they load."""
     import torch

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from raiox.encoder import Encoder, checkpoint_sidecar
+from raiox.encoder import Encoder, checkpoint_sidecar, random_model
 from raiox.render import ImplantDesign, demo_catalog, render
 from raiox.services import Services
 
@@ -168,11 +168,11 @@ def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretr
     from raiox.encoder import _register_model_configs
 
     _register_model_configs()
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if pretrained is None:
-        model = open_clip.create_model(model_name)
+        model = random_model(model_name, seed=seed)
     else:
+        torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
     encoder = Encoder.from_model(model, model_name=model_name, device="cpu", crop=crop)
     visual = model.visual.train()

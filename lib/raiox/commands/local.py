@@ -84,3 +84,28 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
     summary = report.summary()
     click.echo(f"Jotform API stand-in received {report.jotform_writes} submission edit(s)")
     click.echo(json.dumps(summary) if as_json else ", ".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+@click.command("batch-test")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", default=None, help="Send each image through this webhook (Jotform-shaped); default: match "
+              "directly against the catalog with the configured encoder, storing nothing.")
+@click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full JSON report here as well.")
+def batch_test_command(folder: Path, url: str | None, token: str | None, report_path: Path | None) -> None:
+    """Every JPEG/PNG/TIFF below FOLDER through matching or the webhook; the last line is a JSON summary.
+
+    Sub-folders named after systems (`<system>/<film>`) make it report top-1 and top-3 accuracy."""
+    import json
+
+    from raiox.batch import match_folder, report, send_folder
+
+    items = send_folder(folder, url, token) if url else match_folder(get_services(), folder)
+    document = report(items)
+    if report_path is not None:
+        report_path.write_text(json.dumps(document, indent=1))
+    for item in items:
+        best = f"{item.top3[0]['system']} ({item.top3[0]['similarity']:.3f})" if item.top3 else item.detail
+        click.echo(f"{item.status:<9} {item.seconds * 1000:7.0f} ms  {item.file}  {best}")
+    click.echo(json.dumps(document["summary"]))

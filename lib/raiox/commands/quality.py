@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from raiox.encoder import Encoder, EncoderUnavailable
+from raiox.encoder import Encoder, EncoderUnavailable, random_model
 from raiox.services import get_services, reset_services
 
 
@@ -21,13 +21,8 @@ def _configured_encoder() -> Encoder:
 
 def _untrained_like(encoder: Encoder) -> Encoder:
     """The same architecture with random weights (seed 0): the baseline every eval reports beside."""
-    import open_clip
-    import torch
-
-    torch.manual_seed(0)
-    model = open_clip.create_model(encoder.model_name)
-    return Encoder.from_model(model, model_name=encoder.model_name, random_weights=True, crop=encoder.crop,
-                              batch_size=encoder.batch_size)
+    return Encoder.from_model(random_model(encoder.model_name), model_name=encoder.model_name, random_weights=True,
+                              crop=encoder.crop, batch_size=encoder.batch_size)
 
 
 @click.command("eval")
