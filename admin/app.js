@@ -316,6 +316,10 @@ function renderCandidates(decided) {
   const chosenRank = decided && state.current.decision.chosen_rank;
   return h("div", {},
     h("h3", {class: "section-title"}, decided ? "Candidates" : "Candidates — pick the implant you see"),
+    currentImage().low_confidence
+      ? h("p", {class: "low-confidence", role: "note"},
+          "Low confidence: the best candidates are close together. Compare carefully before approving.")
+      : null,
     h("ol", {class: "candidates"}, candidates.map((candidate) => {
       const selected = decided ? candidate.rank === chosenRank : !state.override && candidate.rank === state.rank;
       return h("li", {},

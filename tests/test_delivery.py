@@ -416,7 +416,7 @@ def test_the_custom_webhook_gets_a_signed_document(notifier: Services, jotform: 
     assert document == {"event": "raiox.decision", "case_id": case_id, "submission_id": "sub-hook",
                         "form_id": None, "decision": "approved", "implant": {
                             "id": document["implant"]["id"], "manufacturer": "Maker", "system": "BLT"},
-                        "similarity": None, "reviewer": "dr.ana", "reason": None, "note": "ok"}
+                        "similarity": None, "confidence": None, "reviewer": "dr.ana", "reason": None, "note": "ok"}
     assert json.loads(second.body)["decision"] == "rejected"
     assert json.loads(second.body)["reason"] == "not an implant"
     assert WEBHOOK_SECRET.encode() not in first.body + second.body

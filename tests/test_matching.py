@@ -113,3 +113,35 @@ def test_top_k_statement_uses_the_hnsw_cosine_index(db: Database) -> None:
         by_expression = catalog.TOP_IMPLANTS_SQL.replace(
             "ORDER BY embedding <=> %(query)s", "ORDER BY 1 - (embedding <=> %(query)s) DESC")
         assert "reference_images_embedding_hnsw" not in _plan(conn, by_expression, params)
+
+
+def test_low_confidence_rule() -> None:
+    from raiox.matching import is_low_confidence
+    from raiox.settings import Settings
+
+    settings = Settings(_env_file=None, raiox_low_confidence_margin=0.05, raiox_low_confidence_similarity=0.5)
+    assert not is_low_confidence([0.9, 0.8, 0.7], settings)
+    assert is_low_confidence([0.9, 0.88], settings)  # runner-up too close
+    assert is_low_confidence([0.45], settings)  # weak best match
+    assert is_low_confidence([], settings)
+
+
+def test_case_detail_and_result_carry_the_confidence(catalogued) -> None:  # type: ignore[no-untyped-def]
+    from conftest import make_xray, submit_case
+    from raiox import review
+    from raiox.delivery import load_result
+    from raiox.matching import run_embed_jobs
+
+    case_id = submit_case(catalogued, "conf-1", [make_xray(12)])
+    run_embed_jobs(catalogued)
+    catalogued.settings.raiox_low_confidence_margin = 0.0  # nothing is close enough to flag
+    assert review.case_detail(catalogued, case_id)["images"][0]["low_confidence"] is False
+    catalogued.settings.raiox_low_confidence_margin = 2.0  # everything is
+    assert review.case_detail(catalogued, case_id)["images"][0]["low_confidence"] is True
+    with catalogued.db.transaction() as conn:
+        implant_id = conn.execute("SELECT id FROM implants WHERE system = 'S12'").fetchone()["id"]
+        conn.execute("UPDATE cases SET status = 'approved' WHERE id = %s", (case_id,))
+        conn.execute("INSERT INTO review_decisions (case_id, decision, implant_id, reviewer) "
+                     "VALUES (%s, 'approved', %s, 'conf.reviewer')", (case_id, implant_id))
+        document, _ = load_result(conn, case_id, catalogued.settings)
+    assert document.confidence == "low" and document.field_values()["confidence"] == "low"

@@ -94,3 +94,16 @@ def test_eval_command_reports_the_untrained_baseline_beside(tiny_checkpoint: Pat
     results = json.loads(run.stdout)["results"]
     assert [r["systems"] for r in results] == [3, 3]
     assert "random-" in results[1]["model_id"] and "random-" not in results[0]["model_id"]
+
+
+def test_approvals_effect_adds_references_to_the_weakest_systems(tiny_encoder: Encoder) -> None:
+    from raiox.quality import APPROVAL_SEEDS, approvals_effect
+
+    assert not set(APPROVAL_SEEDS) & set(EVAL_SEEDS) and not set(APPROVAL_SEEDS) & set(TRAIN_SEEDS)
+    designs = generated_catalog(8)
+    base = evaluate(tiny_encoder, designs, queries_per_system=2)
+    per_system = {t: row.get(t, 0) / sum(row.values()) for t, row in base.confusion.items()}
+    effect = approvals_effect(tiny_encoder, designs, base, approvals=2, queries_per_system=2)
+    assert len(effect["systems"]) == 2 and all(per_system[s] <= min(
+        per_system[o] for o in per_system if o not in effect["systems"]) for s in effect["systems"])
+    assert set(effect) == {"systems", "approvals_per_system", "before", "after"}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from raiox.database import Connection
 from raiox.jobloop import LostLease, default_worker_name, retry_delay
 from raiox.jotform_api import JotformClient, JotformError, parse_result_fields
+from raiox.matching import is_low_confidence
 from raiox.models import Job, JobKind, JobStatus
 from raiox.repository import cases, jobs
 from raiox.repository import delivery as delivery_sql
@@ -61,6 +62,7 @@ class ResultDocument(BaseModel):
     decision: Literal["approved", "rejected"]
     implant: ChosenImplant | None
     similarity: float | None  # of the chosen implant, when it was among the case's candidates
+    confidence: Literal["low", "normal"] | None  # the machine's ranking, before the reviewer decided
     reviewer: str
     reason: str | None
     note: str | None
@@ -74,6 +76,7 @@ class ResultDocument(BaseModel):
             "manufacturer": implant.manufacturer if implant else "",
             "implant": f"{implant.manufacturer} {implant.system}" if implant else "",
             "similarity": f"{self.similarity:.3f}" if self.similarity is not None else "",
+            "confidence": self.confidence or "",
             "decision": self.decision,
             "reviewer": self.reviewer,
             "reason": self.reason or "",
@@ -82,17 +85,19 @@ class ResultDocument(BaseModel):
         }
 
 
-def load_result(conn: Connection, case_id: int) -> tuple[ResultDocument, str] | None:
+def load_result(conn: Connection, case_id: int, settings: Settings) -> tuple[ResultDocument, str] | None:
     """The case's result document and the case's source (`jotform`, `json`, `upload`); None if undecided."""
     row = delivery_sql.decision_of_case(conn, case_id)
     if row is None:
         return None
+    ranking = [float(r["similarity"]) for r in cases.match_results_of_case(conn, case_id) if r["position"] == 0]
     implant = (ChosenImplant(id=row["implant_id"], manufacturer=row["manufacturer"], system=row["system"])
                if row["implant_id"] is not None else None)
     document = ResultDocument(
         case_id=row["case_id"], submission_id=row["submission_id"], form_id=row["form_id"],
         decision=row["decision"], implant=implant,
         similarity=round(float(row["similarity"]), 4) if row["similarity"] is not None else None,
+        confidence=("low" if is_low_confidence(ranking, settings) else "normal") if ranking else None,
         reviewer=row["reviewer"], reason=row["reason"], note=row["note"],
         decided_at=row["decided_at"].astimezone(UTC),
     )
@@ -253,7 +258,7 @@ def run_notify_jobs(services: Services, *, worker: str | None = None, limit: int
                 if not claimed:
                     break
                 job = claimed[0]
-                loaded = load_result(conn, job.case_id) if job.case_id is not None else None
+                loaded = load_result(conn, job.case_id, services.settings) if job.case_id is not None else None
             report.claimed += 1
             outcome, error = _run_one(services, session, job, worker, loaded)
             if outcome == "notified":

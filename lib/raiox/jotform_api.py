@@ -10,8 +10,8 @@ import requests
 from pydantic import BaseModel, SecretStr
 
 # What JOTFORM_RESULT_FIELDS may name; each key's value is described in README.md ("Delivery").
-RESULT_KEYS = ("system", "manufacturer", "implant", "similarity", "decision", "reviewer", "reason", "note",
-               "decided_at")
+RESULT_KEYS = ("system", "manufacturer", "implant", "similarity", "confidence", "decision", "reviewer", "reason",
+               "note", "decided_at")
 _PAIR = re.compile(r"^\s*([a-z_]+)\s*=\s*(\d+)\s*$")
 _RATE_LIMITED = "api-limit exceeded"
 

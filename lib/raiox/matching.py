@@ -15,6 +15,7 @@ from raiox.jobloop import LostLease, default_worker_name, retry_delay
 from raiox.models import CaseStatus, Job, JobKind
 from raiox.repository import cases, catalog, jobs
 from raiox.services import Services
+from raiox.settings import Settings
 from raiox.storage import ObjectNotFound, StorageError
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ def find_candidates(
                   reference_image_id=row["reference_image_id"], reference_storage_key=row["storage_key"])
         for rank, row in enumerate(rows, start=1)
     ]
+
+
+def is_low_confidence(similarities: list[float], settings: Settings) -> bool:
+    """Whether a ranking (best first) deserves a careful look: a weak best match, or a runner-up too close."""
+    if not similarities:
+        return True
+    margin = similarities[0] - similarities[1] if len(similarities) > 1 else 1.0
+    return (similarities[0] < settings.raiox_low_confidence_similarity
+            or margin < settings.raiox_low_confidence_margin)
 
 
 def match_image(services: Services, data: bytes) -> list[Candidate]:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # evaluation queries, which no reference or training film ever uses.
 REFERENCE_SEEDS = range(0, 3)
 TRAIN_SEEDS = range(1_000_000, 4_000_000)
+APPROVAL_SEEDS = range(4_000_000, 5_000_000)  # films standing in for approved cases (learning from approvals)
 EVAL_SEEDS = range(5_000_000, 6_000_000)
 
 _MAKERS = ("Demo Aurora Dental", "Demo Kestrel Implants", "Demo Lumen Bio", "Demo Meridian Oral",
@@ -72,6 +73,10 @@ class EvalReport:
     top3: float
     low_confidence_rate: float
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # truth → predicted top-1 → count
+    # Calibration: the margin below which 80 % of wrong top-1 answers fall (RAIOX_LOW_CONFIDENCE_MARGIN),
+    # and the share of all answers it would flag.
+    suggested_low_confidence_margin: float = 0.0
+    flagged_at_suggested_margin: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,34 +94,62 @@ def rank_systems(query: np.ndarray, references: np.ndarray, labels: Sequence[str
 
 
 def evaluate(encoder: Encoder, designs: Sequence[ImplantDesign], *, queries_per_system: int = 5,
-             references_per_system: int = len(REFERENCE_SEEDS), low_margin: float = 0.02) -> EvalReport:
-    """Top-1/top-3 over rendered queries (seeds unseen in training and references) of every system.
-    A result is low-confidence when its top similarity leads the second by less than `low_margin`."""
+             references_per_system: int = len(REFERENCE_SEEDS), low_margin: float = 0.02,
+             query_systems: set[str] | None = None, approvals: dict[str, int] | None = None) -> EvalReport:
+    """Top-1/top-3 over rendered queries (seeds unseen in training and references) of every system, or of
+    `query_systems` only. `approvals` adds, per system, that many films as extra references, as approved
+    cases become references in production. A result is low-confidence when its top similarity leads the
+    second by less than `low_margin`."""
     started = time.monotonic()
     ref_films, ref_labels = [], []
     for number, design in enumerate(designs):
-        for view in range(references_per_system):
-            ref_films.append(render(design, seed=number * 100 + REFERENCE_SEEDS[view]))
-            ref_labels.append(design.system)
+        seeds = [number * 100 + seed for seed in REFERENCE_SEEDS[:references_per_system]]
+        seeds += [APPROVAL_SEEDS[number * 100 + n] for n in range((approvals or {}).get(design.system, 0))]
+        ref_films += [render(design, seed=seed) for seed in seeds]
+        ref_labels += [design.system] * len(seeds)
     encoded = encoder.encode(ref_films)
     references = np.stack([encoded.embeddings[i] for i in range(len(ref_films))])
     query_films, truths = [], []
     for number, design in enumerate(designs):
+        if query_systems is not None and design.system not in query_systems:
+            continue
         for q in range(queries_per_system):
             query_films.append(render(design, seed=EVAL_SEEDS[number * queries_per_system + q]))
             truths.append(design.system)
     queried = encoder.encode(query_films)
     top1 = top3 = low = 0
     confusion: dict[str, Counter[str]] = {}
+    margins, wrong_margins = [], []
     for position, truth in enumerate(truths):
         ranked = rank_systems(queried.embeddings[position], references, ref_labels)
+        margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else 1.0
+        margins.append(margin)
         top1 += ranked[0][0] == truth
         top3 += truth in [label for label, _ in ranked[:3]]
-        low += len(ranked) > 1 and ranked[0][1] - ranked[1][1] < low_margin
+        low += margin < low_margin
+        if ranked[0][0] != truth:
+            wrong_margins.append(margin)
         confusion.setdefault(truth, Counter())[ranked[0][0]] += 1
     total = len(truths)
+    suggested = float(np.percentile(wrong_margins, 80)) if wrong_margins else 0.0
     return EvalReport(encoder.model_id, len(designs), total, top1 / total, top3 / total, low / total,
-                      {truth: dict(counts) for truth, counts in confusion.items()}, time.monotonic() - started)
+                      {truth: dict(counts) for truth, counts in confusion.items()},
+                      suggested, float(np.mean(np.asarray(margins) < suggested)),
+                      seconds=time.monotonic() - started)
+
+
+def approvals_effect(encoder: Encoder, designs: Sequence[ImplantDesign], base: EvalReport, *,
+                     approvals: int = 3, queries_per_system: int = 5) -> dict[str, Any]:
+    """Learning from approvals, measured: the quarter of systems with the lowest top-1 in `base` get
+    `approvals` approved films each as extra references; their queries are evaluated before and after."""
+    per_system = {truth: row.get(truth, 0) / sum(row.values()) for truth, row in base.confusion.items()}
+    weakest = set(sorted(per_system, key=lambda s: (per_system[s], s))[:max(1, len(per_system) // 4)])
+    before = evaluate(encoder, designs, queries_per_system=queries_per_system, query_systems=weakest)
+    after = evaluate(encoder, designs, queries_per_system=queries_per_system, query_systems=weakest,
+                     approvals={system: approvals for system in weakest})
+    return {"systems": sorted(weakest), "approvals_per_system": approvals,
+            "before": {"top1": round(before.top1, 4), "top3": round(before.top3, 4)},
+            "after": {"top1": round(after.top1, 4), "top3": round(after.top3, 4)}}
 
 
 def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.02) -> EvalReport:
@@ -138,7 +171,7 @@ def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.0
         confusion.setdefault(truth, Counter())[ranked[0].system if ranked else "-"] += 1
     total = max(1, len(films))
     return EvalReport(services.encoder.model_id, len(confusion), len(films), top1 / total, top3 / total,
-                      low / total, {t: dict(c) for t, c in confusion.items()}, time.monotonic() - started)
+                      low / total, {t: dict(c) for t, c in confusion.items()}, seconds=time.monotonic() - started)
 
 
 # Training ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raiox.jobloop import poke
+from raiox.matching import is_low_confidence
 from raiox.models import CaseStatus, JobKind, JobStatus
 from raiox.repository import cases, catalog, jobs
 from raiox.repository import review as sql
@@ -335,6 +336,8 @@ def case_detail(services: Services, case_id: int) -> dict[str, Any]:
             "width": image["width"], "height": image["height"],
             "url": store.presigned_url(image["storage_key"], expiry) if image["storage_key"] else None,
             "candidates": by_image.get(image["id"], []),
+            "low_confidence": bool(by_image.get(image["id"])) and is_low_confidence(
+                [c["similarity"] for c in by_image[image["id"]]], services.settings),
         } for image in images],
         "decision": _decision_view(decided),
         "delivery": delivery_state(case["status"], delivery),

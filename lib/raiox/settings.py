@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         default=64, ge=10, le=1000,
         description="HNSW candidate list per query; also how many references are aggregated per match.",
     )
+    raiox_low_confidence_margin: float = Field(
+        default=0.02, ge=0, le=2,
+        description="A match is low-confidence when its top similarity leads the second by less than this; "
+        "calibrate per model with `raiox eval`, which suggests a value.",
+    )
+    raiox_low_confidence_similarity: float = Field(
+        default=0.0, ge=-1, le=1, description="…or when its top similarity is below this (0: off).",
+    )
     embed_jobs_per_call: int = Field(default=16, ge=1, description="Embed jobs claimed per batch.")
     embed_lease_seconds: int = Field(
         default=300, ge=10, description="How long a claimed embed job is held before another worker may take it."

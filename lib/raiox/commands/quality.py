@@ -35,11 +35,16 @@ def _untrained_like(encoder: Encoder) -> Encoder:
               "database through the production query.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate the untrained architecture in the same run.")
-def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None, baseline: bool) -> None:
+@click.option("--approvals", default=0, show_default=True,
+              help="Also measure learning from approvals: this many approved films become references of the "
+              "weakest quarter of systems, whose accuracy is shown before and after.")
+def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None, baseline: bool,
+                 approvals: int) -> None:
     """Top-1 and top-3 accuracy of the configured encoder (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED)."""
-    from raiox.quality import catalog_by_name, evaluate, evaluate_folder
+    from raiox.quality import approvals_effect, catalog_by_name, evaluate, evaluate_folder
 
     encoder = _configured_encoder()
+    learning = None
     if folder is not None:
         reports = [evaluate_folder(get_services(), folder)]
     else:
@@ -48,18 +53,28 @@ def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
         reports = [evaluate(encoder, designs, queries_per_system=queries)]
+        if approvals:
+            learning = approvals_effect(encoder, designs, reports[0], approvals=approvals, queries_per_system=queries)
         if baseline:
             reports.append(evaluate(_untrained_like(encoder), designs, queries_per_system=queries))
     if as_json:
-        click.echo(json.dumps({"results": [r.as_dict() for r in reports]}))
+        click.echo(json.dumps({"results": [r.as_dict() for r in reports],
+                               **({"learning_from_approvals": learning} if learning else {})}))
         return
     for report in reports:
         click.echo(f"{report.model_id}: {report.systems} systems, {report.queries} queries — top-1 "
-                   f"{report.top1:.1%}, top-3 {report.top3:.1%}, low confidence {report.low_confidence_rate:.1%}")
+                   f"{report.top1:.1%}, top-3 {report.top3:.1%}, low confidence {report.low_confidence_rate:.1%}; "
+                   f"RAIOX_LOW_CONFIDENCE_MARGIN={report.suggested_low_confidence_margin:.4f} would flag "
+                   f"{report.flagged_at_suggested_margin:.1%} of answers and 80% of the wrong ones")
         mistakes = {truth: {p: n for p, n in row.items() if p != truth} for truth, row in report.confusion.items()}
         worst = sorted(((sum(m.values()), t, m) for t, m in mistakes.items() if m), reverse=True)[:5]
         for count, truth, predicted in worst:
             click.echo(f"    {truth}: {count} wrong top-1 ({', '.join(f'{p} x{n}' for p, n in predicted.items())})")
+    if learning:
+        click.echo(f"learning from approvals ({learning['approvals_per_system']} per system, "
+                   f"{len(learning['systems'])} weakest systems): top-1 {learning['before']['top1']:.1%} -> "
+                   f"{learning['after']['top1']:.1%}, top-3 {learning['before']['top3']:.1%} -> "
+                   f"{learning['after']['top3']:.1%}")
 
 
 @click.command("train")
