@@ -70,7 +70,7 @@ def test_folder_eval_goes_through_the_database(catalogued, tmp_path: Path) -> No
 
 def test_training_writes_a_loadable_checkpoint_that_remembers_cropping(tmp_path: Path, catalogued) -> None:  # type: ignore[no-untyped-def]
     out = train("raiox-tiny-vit", generated_catalog(3), tmp_path / "model.pt", minutes=0.02,
-                films_per_system=8, batch_size=8, progress=False)
+                films_per_system=4, batch_size=8, device="cpu", progress=False)
     sidecar = json.loads(checkpoint_sidecar(out).read_text())
     assert sidecar["crop_to_implant"] is True and sidecar["steps"] >= 1
     trained = Encoder.load("raiox-tiny-vit", str(out), device="cpu")  # crop=False asked, sidecar wins

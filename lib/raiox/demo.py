@@ -32,10 +32,25 @@ from raiox.simulator import JotformApiStandIn, jotform_fields, multipart, new_su
 DEMO_FORM_ID = "240000000000001"
 RESULT_FIELDS = "system=12,manufacturer=13,similarity=14,reviewer=15,decision=16,note=17"
 REFERENCES_PER_SYSTEM = 3
+# The committed demo encoder, made by the command in README.md ("Demo encoder"); absent, the demo says so and
+# runs an untrained architecture instead.
+DEMO_ENCODER = Path(__file__).resolve().parent / "model_weights" / "demo-encoder.pt"
+DEMO_MODEL = "raiox-small-rn"
+TRAINED_NOTICE = (
+    "The demo's encoder was trained here on rendered films of these fictional systems (`raiox train --catalog "
+    "demo`); the accuracy below is on renders it never saw. Rendered films are not real films."
+)
 UNTRAINED_NOTICE = (
     "The demo's encoder is UNTRAINED (random weights of a tiny open_clip architecture, made here because no "
     "weights can be downloaded): its similarities and top-3 are meaningless, and so is the accuracy below."
 )
+
+
+def demo_encoder(home: Path) -> tuple[str, Path, str]:
+    """(model name, checkpoint, notice): the committed demo encoder, else an untrained stand-in."""
+    if DEMO_ENCODER.is_file():
+        return DEMO_MODEL, DEMO_ENCODER, TRAINED_NOTICE
+    return "raiox-tiny-vit", random_checkpoint("raiox-tiny-vit", home / "models" / "untrained.pt"), UNTRAINED_NOTICE
 
 
 @dataclass
@@ -104,9 +119,10 @@ def _statuses(services: Services, case_ids: list[int]) -> dict[int, str]:
 def run_demo(home: Path, *, count: int = 12, say: Callable[[str], None] = print) -> DemoReport:
     """Run the pipeline in `home` (which must be an isolated RAIOX_HOME: see simulator.isolated_environment)."""
     started = time.monotonic()
-    say(UNTRAINED_NOTICE)
-    os.environ["RAIOX_CLIP_MODEL"] = "raiox-tiny-vit"
-    os.environ["RAIOX_CLIP_PRETRAINED"] = str(random_checkpoint("raiox-tiny-vit", home / "models" / "untrained.pt"))
+    model, checkpoint, notice = demo_encoder(home)
+    say(notice)
+    os.environ["RAIOX_CLIP_MODEL"] = model
+    os.environ["RAIOX_CLIP_PRETRAINED"] = str(checkpoint)
     with JotformApiStandIn() as jotform:
         os.environ.update({"JOTFORM_API_BASE": jotform.url, "JOTFORM_API_KEY": secrets.token_hex(16),
                            "JOTFORM_RESULT_FIELDS": RESULT_FIELDS, "JOTFORM_FORM_IDS": DEMO_FORM_ID})

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 # Not needed inside a function: command line, local server, benchmarks, catalog tools, the encoder (torch).
 _LEFT_OUT = ("commands", "cli.py", "devserver.py", "bench.py", "catalog_import.py", "encoder.py",
-             "model_configs", "__pycache__")
+             "model_configs", "model_weights", "demo.py", "quality.py", "render.py", "batch.py", "__pycache__")
 FUNCTION_LIMIT_BYTES = 48 * 1024 * 1024
 
 

@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,23 +178,31 @@ def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.0
 # Training ---------------------------------------------------------------------------------------
 
 
-def _training_films(designs: Sequence[ImplantDesign], per_system: int, encoder: Encoder,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Prepared uint8 pixels (n, H, W, 3) and class indices of freshly rendered films (unseen seeds)."""
+def _render_training_film(design: ImplantDesign, seed: int) -> bytes:
+    """One training film; every fifth in 16 bits, as sensors deliver them (top level: pickled to workers)."""
+    return render(design, seed=seed, bits=16 if seed % 5 == 0 else 8)
+
+
+def _submit_round(pool: Executor, designs: Sequence[ImplantDesign], per_system: int,
+                  rng: np.random.Generator) -> tuple[list[Future[bytes]], np.ndarray]:
+    """Start rendering one round of fresh films (unseen seeds) on the worker processes."""
     seeds = rng.choice(len(TRAIN_SEEDS), size=len(designs) * per_system, replace=False)
-    films, labels = [], []
-    for index, seed in enumerate(seeds):
-        films.append(render(designs[index % len(designs)], seed=TRAIN_SEEDS[int(seed)],
-                            bits=16 if index % 5 == 0 else 8))
-        labels.append(index % len(designs))
-    return np.stack(list(encoder.prepare_many(films))), np.asarray(labels)
+    labels = np.arange(len(seeds)) % len(designs)
+    futures = [pool.submit(_render_training_film, designs[label], TRAIN_SEEDS[int(seed)])
+               for label, seed in zip(labels, seeds, strict=True)]
+    return futures, labels
 
 
 def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretrained: str | None = None,
-          minutes: float = 10.0, films_per_system: int = 48, batch_size: int = 48, seed: int = 0,
-          crop: bool = True, progress: bool = True) -> Path:
-    """Metric learning (cosine-softmax with a margin, CosFace) of the image tower on rendered films, with
-    fresh renders each round as augmentation; stops after `minutes`. Writes a checkpoint Encoder.load takes."""
+          minutes: float = 10.0, films_per_system: int = 6, batch_size: int = 48, seed: int = 0,
+          crop: bool = True, device: str = "auto", progress: bool = True) -> Path:
+    """Metric learning (cosine softmax with a margin, CosFace) of the image tower on rendered films: each
+    round renders `films_per_system` fresh films per system on worker processes while the previous round
+    trains; stops after `minutes`. Writes a checkpoint Encoder.load takes, and a sidecar saying how films
+    were prepared."""
+    import multiprocessing
+    import os
+
     import open_clip
     import torch
     from tqdm import tqdm
@@ -201,30 +210,37 @@ def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretr
     from raiox.encoder import _register_model_configs
 
     _register_model_configs()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     rng = np.random.default_rng(seed)
     if pretrained is None:
         model = random_model(model_name, seed=seed)
     else:
         torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
-    encoder = Encoder.from_model(model, model_name=model_name, device="cpu", crop=crop)
+    encoder = Encoder.from_model(model, model_name=model_name, device=device, crop=crop)
     visual = model.visual.train()
-    classes = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(designs), 512), dim=-1))
+    classes = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(designs), 512, device=device), dim=-1))
     optimizer = torch.optim.AdamW([{"params": visual.parameters()}, {"params": [classes]}], lr=2e-3,
                                   weight_decay=1e-4)
     scale, margin = 16.0, 0.2
     deadline = time.monotonic() + minutes * 60
     steps = 0
-    with tqdm(total=int(minutes * 60), desc="training", unit="s", disable=not progress) as bar:
+    # spawn, not fork: the parent holds torch's thread pools, which a forked child must not inherit.
+    workers = ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=multiprocessing.get_context("spawn"))
+    with workers as pool, tqdm(total=int(minutes * 60), desc="training", unit="s", disable=not progress) as bar:
         started = time.monotonic()
+        pending = _submit_round(pool, designs, films_per_system, rng)
         while time.monotonic() < deadline:
-            pixels, labels = _training_films(designs, max(1, films_per_system // 8), encoder, rng)
+            futures, labels = pending
+            pixels = np.stack(encoder.prepare_many([future.result() for future in futures]))
+            pending = _submit_round(pool, designs, films_per_system, rng)
             order = rng.permutation(len(labels))
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size]
                 batch = encoder.normalise(torch.from_numpy(pixels[chosen]))
-                target = torch.from_numpy(labels[chosen])
-                features = torch.nn.functional.normalize(visual(batch), dim=-1)
+                target = torch.from_numpy(labels[chosen]).to(device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                    features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
                 cosine = features @ torch.nn.functional.normalize(classes, dim=-1).T
                 logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, len(designs)))
                 loss = torch.nn.functional.cross_entropy(logits, target)
@@ -237,11 +253,13 @@ def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretr
                 bar.refresh()
                 if time.monotonic() >= deadline:
                     break
-    model.eval()
+        for future in pending[0]:
+            future.cancel()
+    model.eval().to("cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
-    # How films were prepared is part of the model: Encoder.load reads it back from this sidecar.
     checkpoint_sidecar(out).write_text(json.dumps({"model": model_name, "crop_to_implant": crop, "steps": steps,
+                                                   "minutes": minutes, "device": device, "seed": seed,
                                                    "systems": [d.system for d in designs]}, indent=1))
-    log.info("trained %s for %d steps (%.1f min); wrote %s", model_name, steps, minutes, out)
+    log.info("trained %s for %d steps (%.1f min on %s); wrote %s", model_name, steps, minutes, device, out)
     return out

@@ -73,7 +73,7 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
     home = isolated_environment("raiox-demo-", home.resolve() if home else None)
     click.echo(f"demo home: {home}")
     report = run_demo(home, count=count, say=click.echo)
-    click.echo(f"\nencoder {report.model_id} (untrained)")
+    click.echo(f"\nencoder {report.model_id}")
     tops = [", ".join(f"{c['system']} ({c['similarity']:.3f})" for c in case.candidates[:3]) or case.status
             for case in report.cases]
     width = max(len("top-3 (similarity)"), *(len(top) for top in tops))

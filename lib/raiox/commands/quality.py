@@ -86,17 +86,18 @@ def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None
 @click.option("--minutes", default=10.0, show_default=True, help="Training time budget.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--crop/--no-crop", default=True, show_default=True, help="Crop films to the implant first.")
+@click.option("--device", default="auto", show_default=True, help="`auto` (CUDA when present), `cpu` or `cuda`.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (a .json sidecar records how films were prepared).")
 @click.option("--reembed", is_flag=True, help="Then embed the database's reference images with the new model.")
 def train_command(model_name: str, pretrained: str | None, catalog_name: str, minutes: float, seed: int,
-                  crop: bool, out: Path, reembed: bool) -> None:
+                  crop: bool, device: str, out: Path, reembed: bool) -> None:
     """Adapt an open_clip image encoder to implant radiographs by metric learning on rendered films."""
     from raiox.catalog_import import reembed_catalog
     from raiox.quality import catalog_by_name, train
 
     path = train(model_name, catalog_by_name(catalog_name), out, pretrained=pretrained, minutes=minutes,
-                 seed=seed, crop=crop)
+                 seed=seed, crop=crop, device=device)
     click.echo(f"wrote {path}; use it with RAIOX_CLIP_MODEL={model_name} RAIOX_CLIP_PRETRAINED={path}")
     if reembed:
         os.environ.update({"RAIOX_CLIP_MODEL": model_name, "RAIOX_CLIP_PRETRAINED": str(path)})
