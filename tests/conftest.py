@@ -234,6 +234,27 @@ def case_state(services, case_id: int) -> dict:  # type: ignore[no-untyped-def]
 
 # Function entry points --------------------------------------------------------------------------
 
+
+@pytest.fixture
+def process_services(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Configure the process-wide services (what the function entry files use) through the environment:
+    this test's database and home plus `env`, with `unset` names (and RAIOX_STORAGE unless given) removed.
+    Returns `configure(env, unset=()) -> Services`; everything is reset afterwards."""
+    from raiox.services import get_services, reset_services
+
+    def configure(env: dict[str, str], unset: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+        for name in ("RAIOX_STORAGE", *unset):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), **env}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        reset_services()
+        return get_services()
+
+    yield configure
+    reset_services()
+
+
 REPO = Path(__file__).resolve().parents[1]
 _module_numbers = itertools.count(1)
 

@@ -27,7 +27,7 @@ from raiox.jotform_api import parse_result_fields
 from raiox.matching import run_embed_jobs
 from raiox.models import CaseStatus, JobKind
 from raiox.repository import cases, catalog, jobs
-from raiox.services import Services, get_services, reset_services
+from raiox.services import Services
 from raiox.settings import Settings
 
 API_KEY = "jf-key-0123456789abcdef"
@@ -449,20 +449,12 @@ def test_webhook_failures_retry_or_fail(notifier: Services, receiver: FakeServer
 
 
 @pytest.fixture
-def env_notifier(db_url: str, tmp_path: Path, jotform: FakeServer, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+def env_notifier(process_services: Any, jotform: FakeServer) -> Services:
     """The process-wide services the entry files use, configured through the environment."""
-    for name, value in {
-        "DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), "RAIOX_ENV": "dev",
-        "NOTIFY_TOKEN": NOTIFY_TOKEN, "JOTFORM_API_BASE": jotform.url, "JOTFORM_API_KEY": API_KEY,
-        "JOTFORM_RESULT_FIELDS": FIELDS, "NOTIFY_TIMEOUT_SECONDS": "1", "EMBED_TOKEN": "embed-secret",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("EMBED_URL", "NOTIFY_WEBHOOK_URL", "RAIOX_STORAGE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    reset_services()
-    yield get_services()
-    reset_services()
+    return process_services({"RAIOX_ENV": "dev", "NOTIFY_TOKEN": NOTIFY_TOKEN, "JOTFORM_API_BASE": jotform.url,
+                             "JOTFORM_API_KEY": API_KEY, "JOTFORM_RESULT_FIELDS": FIELDS,
+                             "NOTIFY_TIMEOUT_SECONDS": "1", "EMBED_TOKEN": "embed-secret"},
+                            unset=("EMBED_URL", "NOTIFY_WEBHOOK_URL"))
 
 
 def _web_event(headers: dict[str, str], body: str = "") -> dict[str, Any]:

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import case_state, load_function_main, make_xray, submit_case
-from raiox.services import get_services, reset_services
 
 TOKEN = "embed-test-token"
 
 
 @pytest.fixture
-def env_services(db_url: str, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
-                 tiny_encoder) -> Iterator:  # type: ignore[no-untyped-def]
+def env_services(process_services, tiny_checkpoint: Path, tiny_encoder):  # type: ignore[no-untyped-def]
     """The process-wide services the entry files use, configured through the environment (prod mode)."""
-    for name, value in {
-        "DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), "RAIOX_ENV": "prod",
-        "EMBED_TOKEN": TOKEN, "RAIOX_CLIP_MODEL": "raiox-tiny-vit", "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint),
-    }.items():
-        monkeypatch.setenv(name, value)
-    reset_services()
-    services = get_services()
+    services = process_services({"RAIOX_ENV": "prod", "EMBED_TOKEN": TOKEN, "RAIOX_CLIP_MODEL": "raiox-tiny-vit",
+                                 "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint)})
     services._built["encoder"] = tiny_encoder  # loaded once per session; same weights the env names
-    yield services
-    reset_services()
+    return services
 
 
 def test_over_http(catalogued, env_services, serve_function) -> None:  # type: ignore[no-untyped-def]

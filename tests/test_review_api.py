@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from raiox import review
 from raiox.cli import main as cli
 from raiox.matching import match_image, run_embed_jobs
 from raiox.review_api import handle_review
-from raiox.services import Services, get_services, reset_services
+from raiox.services import Services
 from raiox.settings import Settings
 from raiox.web import HttpRequest, HttpResponse
 
@@ -472,17 +471,10 @@ SECRET = "review-test-secret"
 
 
 @pytest.fixture
-def env_services(reviewer: Services, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+def env_services(reviewer: Services, process_services: Any) -> Services:
     """The process-wide services the entry files use, configured through the environment (prod mode)."""
-    for name, value in {"DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), "RAIOX_ENV": "prod",
-                        "REVIEW_TOKEN_SECRET": SECRET, "ADMIN_ORIGIN": ADMIN}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("NOTIFY_URL", "RAIOX_STORAGE", "LEARN_FROM_APPROVALS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    reset_services()
-    yield get_services()
-    reset_services()
+    return process_services({"RAIOX_ENV": "prod", "REVIEW_TOKEN_SECRET": SECRET, "ADMIN_ORIGIN": ADMIN},
+                            unset=("NOTIFY_URL", "LEARN_FROM_APPROVALS"))
 
 
 def test_digitalocean_entry(reviewer: Services, env_services: Services) -> None:

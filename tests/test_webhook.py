@@ -25,7 +25,7 @@ from urllib3 import encode_multipart_formdata
 
 from conftest import load_function_main
 from raiox.intake import handle_webhook
-from raiox.services import Services, reset_services
+from raiox.services import Services
 from raiox.settings import Settings
 from raiox.simulator import jotform_fields, multipart
 from raiox.web import HttpRequest, HttpResponse, run_handler
@@ -419,15 +419,9 @@ def test_secrets_never_reach_logs_or_responses(make_services: Callable[..., Serv
 
 
 @pytest.fixture
-def env_services(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def env_services(process_services: Any, tmp_path: Path) -> None:
     """The process-wide services (what the entry files use), configured through the environment."""
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("RAIOX_ENV", "dev")
-    monkeypatch.setenv("RAIOX_STORAGE", (tmp_path / "objects").as_uri())
-    monkeypatch.setenv("WEBHOOK_TOKEN", TOKEN)
-    reset_services()
-    yield
-    reset_services()
+    process_services({"RAIOX_ENV": "dev", "RAIOX_STORAGE": (tmp_path / "objects").as_uri(), "WEBHOOK_TOKEN": TOKEN})
 
 
 @pytest.mark.parametrize("base64_body", [True, False])

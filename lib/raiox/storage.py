@@ -216,7 +216,7 @@ class S3Store(ObjectStore):
             raise StorageError(f"object storage unreachable during {operation}: {type(exc).__name__}") from exc
 
     def _write(self, key: str, data: bytes, content_type: str) -> None:
-        # No ACL argument: objects stay private (never public-read; X-rays are medical data).
+        # No ACL argument: objects stay private (X-rays are medical data; never a public ACL).
         self._call("put_object", Key=self._object_key(key), Body=data, ContentType=content_type)
 
     def get(self, key: str) -> bytes:
