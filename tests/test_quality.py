@@ -22,6 +22,7 @@ from raiox.quality import (
     evaluate_folder,
     generated_catalog,
     rank_systems,
+    render_training_set,
     train,
 )
 from raiox.render import render
@@ -68,9 +69,26 @@ def test_folder_eval_goes_through_the_database(catalogued, tmp_path: Path) -> No
     assert (report.queries, report.top1, report.top3) == (2, 1.0, 1.0)
 
 
+def test_training_set_is_balanced_prepared_and_augmented_differently_each_draw(tiny_encoder: Encoder) -> None:
+    import torch
+
+    from raiox.quality import _augment
+
+    pixels, labels = render_training_set(tiny_encoder, generated_catalog(3), 2, progress=False)
+    size = tiny_encoder.image_size
+    assert pixels.shape == (6, size, size) and pixels.dtype == np.uint8 and np.bincount(labels).tolist() == [2, 2, 2]
+    assert pixels[0].std() > 10  # a film, not a blank
+    grey = torch.from_numpy(pixels)
+    first = _augment(grey, torch.Generator().manual_seed(1))
+    assert first.shape == (6, size, size, 3) and 0 <= float(first.min()) and float(first.max()) <= 255
+    assert torch.equal(first, _augment(grey, torch.Generator().manual_seed(1)))  # reproducible from the seed
+    assert not torch.allclose(first, _augment(grey, torch.Generator().manual_seed(2)))
+    assert not torch.allclose(first[..., 0], grey.float(), atol=5)
+
+
 def test_training_writes_a_loadable_checkpoint_that_remembers_cropping(tmp_path: Path, catalogued) -> None:  # type: ignore[no-untyped-def]
     out = train("raiox-tiny-vit", generated_catalog(3), tmp_path / "model.pt", minutes=0.02,
-                films_per_system=4, batch_size=8, device="cpu", progress=False)
+                films_per_system=4, batch_size=8, crop=True, device="cpu", progress=False)
     sidecar = json.loads(checkpoint_sidecar(out).read_text())
     assert sidecar["crop_to_implant"] is True and sidecar["steps"] >= 1
     trained = Encoder.load("raiox-tiny-vit", str(out), device="cpu")  # crop=False asked, sidecar wins

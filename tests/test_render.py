@@ -7,8 +7,16 @@ import io
 import numpy as np
 from PIL import Image
 
-from raiox.imaging import inspect_image, load_radiograph
-from raiox.render import ImplantDesign, View, demo_catalog, implant_thickness, render, render_film
+from raiox.imaging import crop_to_implant, inspect_image, load_radiograph
+from raiox.render import (
+    ImplantDesign,
+    View,
+    demo_catalog,
+    film_bytes,
+    implant_thickness,
+    render,
+    render_film,
+)
 
 
 def test_same_seed_same_film_other_seed_other_view() -> None:
@@ -42,3 +50,27 @@ def test_designs_differ_in_silhouette() -> None:
     assert apex_width(a) / platform_width(a) < apex_width(b) / platform_width(b)
     assert len({d.system for d in demo_catalog()}) == len(demo_catalog()) == 12
     assert all(d.manufacturer.startswith("Demo ") for d in demo_catalog())  # clearly fictional
+
+
+def _tilt(image: Image.Image) -> float:
+    """Degrees between the metal's long axis and the vertical (the film's own measure, not crop's)."""
+    grey = np.asarray(image.convert("L"), dtype=float)
+    rows, cols = np.nonzero(grey >= np.percentile(grey, 99.5) * 0.9)
+    (var_y, cov), (_, var_x) = np.cov(np.stack([rows, cols]))
+    return float(np.degrees(0.5 * np.arctan2(2 * cov, var_y - var_x)))
+
+
+def test_crop_finds_the_implant_and_keeps_its_tilt() -> None:
+    design = demo_catalog()[2]
+    for rotation in (-15.0, 12.0):
+        film = load_radiograph(film_bytes(render_film(design, View(rotation_deg=rotation, noise=0.0),
+                                                      np.random.default_rng(3))))
+        assert abs(_tilt(film) - rotation) < 3
+        cropped = crop_to_implant(film)
+        assert cropped.width == cropped.height < film.height  # a square around the implant, not the film
+        assert abs(_tilt(cropped) - rotation) < 3
+
+
+def test_crop_leaves_a_film_without_metal_whole() -> None:
+    film = Image.fromarray((np.random.default_rng(0).random((200, 160)) * 120).astype(np.uint8)).convert("RGB")
+    assert crop_to_implant(film).size == film.size

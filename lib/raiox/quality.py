@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,25 +183,62 @@ def _render_training_film(design: ImplantDesign, seed: int) -> bytes:
     return render(design, seed=seed, bits=16 if seed % 5 == 0 else 8)
 
 
-def _submit_round(pool: Executor, designs: Sequence[ImplantDesign], per_system: int,
-                  rng: np.random.Generator) -> tuple[list[Future[bytes]], np.ndarray]:
-    """Start rendering one round of fresh films (unseen seeds) on the worker processes."""
-    seeds = rng.choice(len(TRAIN_SEEDS), size=len(designs) * per_system, replace=False)
-    labels = np.arange(len(seeds)) % len(designs)
-    futures = [pool.submit(_render_training_film, designs[label], TRAIN_SEEDS[int(seed)])
-               for label, seed in zip(labels, seeds, strict=True)]
-    return futures, labels
+def render_training_set(encoder: Encoder, designs: Sequence[ImplantDesign], films_per_system: int, *,
+                        seed: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`films_per_system` films of every system from training seeds, rendered on worker processes and
+    prepared as the encoder prepares films (decode, crop, letterbox): grey uint8 (n, H, W) and labels (n,)."""
+    import multiprocessing
+    import os
+
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(len(designs) * films_per_system) % len(designs)
+    seeds = rng.choice(len(TRAIN_SEEDS), size=len(labels), replace=False)
+    # spawn, not fork: the parent holds torch's thread pools, which a forked child must not inherit.
+    workers = ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=multiprocessing.get_context("spawn"))
+    pixels = np.empty((len(labels), encoder.image_size, encoder.image_size), dtype=np.uint8)
+    with workers as pool, tqdm(total=len(labels), desc="rendering", unit="film", disable=not progress) as bar:
+        films = pool.map(_render_training_film, [designs[label] for label in labels],
+                         [TRAIN_SEEDS[int(s)] for s in seeds], chunksize=16)
+        for position, film in enumerate(films):
+            pixels[position] = encoder.prepare(film)[:, :, 0]
+            bar.update()
+    return pixels, labels
+
+
+def _augment(grey: Any, generator: Any) -> Any:
+    """Radiograph augmentations of a uint8 batch (n, H, W) on its device → float (n, H, W, 3) in 0…255: mirror
+    image, small rotation, zoom and shift, exposure (contrast, brightness, gamma) and sensor noise."""
+    import torch
+
+    n = grey.shape[0]
+    device = grey.device
+    uniform = lambda low, high: low + (high - low) * torch.rand(n, device=device, generator=generator)  # noqa: E731
+    x = grey.float().unsqueeze(1) / 255
+    angle = uniform(-0.1, 0.1)
+    zoom = uniform(0.9, 1.1) * torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 1] = zoom * torch.cos(angle), -torch.sin(angle)  # negative zoom on x: mirror
+    theta[:, 1, 0], theta[:, 1, 1] = zoom.abs() * torch.sin(angle), torch.cos(angle)
+    theta[:, :, 2] = torch.stack([uniform(-0.06, 0.06), uniform(-0.06, 0.06)], dim=1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    x = x.clamp(0, 1) ** uniform(0.7, 1.4).view(n, 1, 1, 1)
+    x = x * uniform(0.8, 1.2).view(n, 1, 1, 1) + uniform(-0.08, 0.08).view(n, 1, 1, 1)
+    x = x + uniform(0.0, 0.04).view(n, 1, 1, 1) * torch.randn(x.shape, device=device, generator=generator)
+    return (x.clamp(0, 1) * 255).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
 
 
 def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretrained: str | None = None,
-          minutes: float = 10.0, films_per_system: int = 6, batch_size: int = 48, seed: int = 0,
-          crop: bool = True, device: str = "auto", progress: bool = True) -> Path:
-    """Metric learning (cosine softmax with a margin, CosFace) of the image tower on rendered films: each
-    round renders `films_per_system` fresh films per system on worker processes while the previous round
-    trains; stops after `minutes`. Writes a checkpoint Encoder.load takes, and a sidecar saying how films
-    were prepared."""
-    import multiprocessing
-    import os
+          minutes: float = 10.0, films_per_system: int = 200, batch_size: int = 64, seed: int = 0,
+          crop: bool = False, device: str = "auto", progress: bool = True) -> Path:
+    """Metric learning (cosine softmax with a margin, CosFace) of the image tower: renders
+    `films_per_system` films per system once, then trains on them with radiograph augmentations until
+    `minutes` (rendering included) are up, the learning rate warming up and then decaying on a cosine over
+    the remaining time. Writes a checkpoint Encoder.load takes, and a sidecar saying how films were
+    prepared."""
+    import math
 
     import open_clip
     import torch
@@ -209,57 +246,59 @@ def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretr
 
     from raiox.encoder import _register_model_configs
 
+    started = time.monotonic()
+    deadline = started + minutes * 60
     _register_model_configs()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    rng = np.random.default_rng(seed)
     if pretrained is None:
         model = random_model(model_name, seed=seed)
     else:
         torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
     encoder = Encoder.from_model(model, model_name=model_name, device=device, crop=crop)
-    visual = model.visual.train()
+    pixels, labels = render_training_set(encoder, designs, films_per_system, seed=seed, progress=progress)
+    pixels_on_device, labels_on_device = torch.from_numpy(pixels).to(device), torch.from_numpy(labels).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    visual = model.visual.train().to(memory_format=torch.channels_last)  # steps ×1.4 faster on this CPU
     classes = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(designs), 512, device=device), dim=-1))
     optimizer = torch.optim.AdamW([{"params": visual.parameters()}, {"params": [classes]}], lr=2e-3,
                                   weight_decay=1e-4)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     scale, margin = 16.0, 0.2
-    deadline = time.monotonic() + minutes * 60
-    steps = 0
-    # spawn, not fork: the parent holds torch's thread pools, which a forked child must not inherit.
-    workers = ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=multiprocessing.get_context("spawn"))
-    with workers as pool, tqdm(total=int(minutes * 60), desc="training", unit="s", disable=not progress) as bar:
-        started = time.monotonic()
-        pending = _submit_round(pool, designs, films_per_system, rng)
-        while time.monotonic() < deadline:
-            futures, labels = pending
-            pixels = np.stack(encoder.prepare_many([future.result() for future in futures]))
-            pending = _submit_round(pool, designs, films_per_system, rng)
-            order = rng.permutation(len(labels))
-            for start in range(0, len(order), batch_size):
-                chosen = order[start:start + batch_size]
-                batch = encoder.normalise(torch.from_numpy(pixels[chosen]))
-                target = torch.from_numpy(labels[chosen]).to(device)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-                    features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
-                cosine = features @ torch.nn.functional.normalize(classes, dim=-1).T
-                logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, len(designs)))
-                loss = torch.nn.functional.cross_entropy(logits, target)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                steps += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}", step=steps)
-                bar.n = min(bar.total, int(time.monotonic() - started))
-                bar.refresh()
-                if time.monotonic() >= deadline:
-                    break
-        for future in pending[0]:
-            future.cancel()
-    model.eval().to("cpu")
+    train_started, steps, correct, seen = time.monotonic(), 0, 0, 0
+    budget = max(deadline - train_started, 1.0)
+    with tqdm(total=int(budget), desc="training", unit="s", disable=not progress) as bar:
+        while steps == 0 or time.monotonic() < deadline:
+            done = min(1.0, (time.monotonic() - train_started) / budget)
+            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            chosen = torch.randint(len(labels), (batch_size,), device=device, generator=generator)
+            batch = encoder.normalise(_augment(pixels_on_device[chosen], generator))
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            target = labels_on_device[chosen]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
+            cosine = features @ torch.nn.functional.normalize(classes, dim=-1).T
+            logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, len(designs)))
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            correct += int((cosine.argmax(dim=1) == target).sum())
+            seen += len(target)
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
+                correct = seen = 0
+            bar.n = min(bar.total, int(time.monotonic() - train_started))
+            bar.refresh()
+    model.eval().to("cpu", memory_format=torch.contiguous_format)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
     checkpoint_sidecar(out).write_text(json.dumps({"model": model_name, "crop_to_implant": crop, "steps": steps,
-                                                   "minutes": minutes, "device": device, "seed": seed,
+                                                   "films_per_system": films_per_system, "minutes": minutes,
+                                                   "device": device, "seed": seed,
                                                    "systems": [d.system for d in designs]}, indent=1))
     log.info("trained %s for %d steps (%.1f min on %s); wrote %s", model_name, steps, minutes, device, out)
     return out
