@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -88,33 +88,44 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # socketserver's default of 5 drops connections from 16 concurrent clients
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """A stand-in's request handler: answers with `reply`, logs nothing."""
+
+    def reply(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @contextmanager
-def serve_files(files: Mapping[str, bytes]) -> Iterator[str]:
-    """Serve `files` (path → bytes) over HTTP on a free 127.0.0.1 port; yields the base URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            data = files.get(self.path.split("?", 1)[0])
-            if data is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run `handler` on a free 127.0.0.1 port until the block ends; yields the base URL."""
+    server = _Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve_files(files: Mapping[str, bytes]) -> AbstractContextManager[str]:
+    """Serve `files` (path → bytes) over HTTP on a free 127.0.0.1 port; yields the base URL."""
+
+    class Handler(_QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            data = files.get(self.path.split("?", 1)[0])
+            if data is None:
+                self.send_error(404)
+                return
+            self.reply(data, "application/octet-stream")
+
+    return _serving(Handler)
 
 
 def with_token(url: str, token: str | None) -> str:
@@ -150,31 +161,22 @@ class JotformApiStandIn:
         self.requests: list[dict[str, Any]] = []
         recorded = self.requests
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 from urllib.parse import parse_qsl
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 recorded.append({"path": self.path, "headers": dict(self.headers.items()),
                                  "fields": dict(parse_qsl(body, keep_blank_values=True))})
-                answer = json.dumps({"responseCode": 200, "message": "success", "content": {},
-                                     "limit-left": 9999}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.reply(json.dumps({"responseCode": 200, "message": "success", "content": {},
+                                       "limit-left": 9999}).encode(), "application/json")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._serving = _serving(Handler)
+        self.url = ""
 
     def __enter__(self) -> JotformApiStandIn:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = self._serving.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.__exit__(None, None, None)
