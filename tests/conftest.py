@@ -150,7 +150,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import open_clip
     import torch
 
-    from raiox.encoder import _register_model_configs
+    from raiox.adapters.encoder import _register_model_configs
 
     _register_model_configs()
     torch.manual_seed(1234)
@@ -162,7 +162,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
-    from raiox.encoder import Encoder
+    from raiox.adapters.encoder import Encoder
 
     return Encoder.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
 
@@ -188,7 +188,7 @@ def catalogued(services, tmp_path: Path):  # type: ignore[no-untyped-def]
     """`services` with a catalog of five implants S10…S14, one reference each (make_xray(seed))."""
     import json
 
-    from raiox.catalog_import import import_manifest
+    from raiox.tools.catalog_import import import_manifest
 
     folder = tmp_path / "refs"
     folder.mkdir()
@@ -305,9 +305,9 @@ def dev_server(db_url: str, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder,
     Yields (base_url, services); the process-wide services are the dev server's."""
     import threading
 
-    from raiox.commands.local import configure_local, free_port
-    from raiox.devserver import start_dev_server
     from raiox.services import get_services, reset_services
+    from raiox.tools.commands.local import configure_local, free_port
+    from raiox.tools.devserver import start_dev_server
 
     port = free_port()
     for name, value in {"DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"),

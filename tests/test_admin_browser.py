@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from conftest import REPO, make_xray, submit_case
-from raiox import review
-from raiox.matching import run_embed_jobs
+from raiox.embed.matching import run_embed_jobs
+from raiox.review import service as review
 from raiox.services import Services
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import make_xray
-from raiox.batch import match_folder, summarise
-from raiox.devserver import BASE_PATH
+from raiox.tools.batch import match_folder, summarise
+from raiox.tools.devserver import BASE_PATH
 
 
 def _folder(root: Path) -> Path:
@@ -38,7 +38,7 @@ def test_direct_matching_reports_accuracy_for_labelled_films(catalogued: Any, tm
 def test_webhook_mode_sends_every_film_as_a_submission(dev_server: tuple, tmp_path: Path) -> None:
     base, services = dev_server
     folder = _folder(tmp_path / "films")
-    run = subprocess.run([sys.executable, "-m", "raiox.cli", "batch-test", str(folder), "--url",
+    run = subprocess.run([sys.executable, "-m", "raiox.tools.cli", "batch-test", str(folder), "--url",
                           f"{base}{BASE_PATH}/webhook", "--report", str(tmp_path / "report.json")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

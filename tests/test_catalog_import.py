@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_xray
-from raiox.catalog_import import ManifestError, import_manifest, read_manifest
-from raiox.encoder import Encoder
+from raiox.adapters.encoder import Encoder
 from raiox.repository import catalog
 from raiox.services import Services
+from raiox.tools.catalog_import import ManifestError, import_manifest, read_manifest
 
 
 def _write_images(folder: Path, seeds: list[int]) -> list[str]:
@@ -61,7 +61,7 @@ def test_jsonl_import_and_matching_an_identical_image(services: Services, tiny_e
     manifest = tmp_path / "catalog.jsonl"
     manifest.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     import_manifest(services, manifest, progress=False)
-    from raiox.matching import match_image
+    from raiox.embed.matching import match_image
 
     candidates = match_image(services, make_xray(12))
     assert candidates[0].system == "S12"

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from conftest import load_function_main, make_xray, submit_case
-from raiox.delivery import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, run_notify_jobs
-from raiox.jotform_api import parse_result_fields
-from raiox.matching import run_embed_jobs
+from raiox.adapters.jotform_client import parse_result_fields
+from raiox.delivery.service import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, run_notify_jobs
+from raiox.embed.matching import run_embed_jobs
 from raiox.models import CaseStatus, JobKind
 from raiox.repository import cases, catalog, jobs
 from raiox.services import Services
@@ -533,7 +533,7 @@ def test_the_scheduled_sweeper_delivers_and_pokes_embed(env_notifier: Services, 
 def test_raiox_worker_runs_embed_and_notify_jobs(env_notifier: Services, catalogued: Services,
                                                  jotform: FakeServer, tiny_encoder: Any,
                                                  tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from raiox.cli import main
+    from raiox.tools.cli import main
 
     monkeypatch.setenv("RAIOX_CLIP_MODEL", "raiox-tiny-vit")
     monkeypatch.setenv("RAIOX_CLIP_PRETRAINED", str(tiny_checkpoint))

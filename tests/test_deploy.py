@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raiox.deploy import (
+from raiox.tools.deploy import (
     FUNCTION_LIMIT_BYTES,
     REPO,
     build_do_project,
@@ -68,7 +68,7 @@ def test_built_functions_import_and_answer_a_digitalocean_event(built: list[Path
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAIOX_", "DATABASE_", "WEBHOOK_"))}
     for folder in built:
-        assert not (folder / "raiox" / "encoder.py").exists()
+        assert not (folder / "raiox" / "tools").exists()
         assert (folder / "raiox" / "sql" / "0001_initial.sql").is_file()  # the link became real files
         run = subprocess.run([sys.executable, "-c", probe, str(folder), json.dumps(event)], env={**env,
                              "RAIOX_ENV": "prod"}, cwd=folder, capture_output=True, text=True, timeout=60)

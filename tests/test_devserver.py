@@ -11,7 +11,7 @@ from typing import Any
 import requests
 
 from conftest import case_state, make_xray
-from raiox.devserver import BASE_PATH
+from raiox.tools.devserver import BASE_PATH
 
 
 def _wait_for(predicate: Any, timeout: float = 60) -> Any:
@@ -29,7 +29,7 @@ def test_simulated_webhook_becomes_ready(dev_server: tuple, catalogued: Any, tmp
     image = tmp_path / "film.png"
     image.write_bytes(make_xray(12))
     sent = subprocess.run(
-        [sys.executable, "-m", "raiox.cli", "simulate-webhook", str(image), "--url", f"{base}{BASE_PATH}/webhook",
+        [sys.executable, "-m", "raiox.tools.cli", "simulate-webhook", str(image), "--url", f"{base}{BASE_PATH}/webhook",
          "--submission-id", "7000001"], capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "HTTP 202" in sent.stdout

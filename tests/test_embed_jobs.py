@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 
 from conftest import case_state, make_xray, submit_case
-from raiox.matching import run_embed_batch, run_embed_jobs
+from raiox.adapters.storage import StorageError
+from raiox.embed.matching import run_embed_batch, run_embed_jobs
 from raiox.models import CaseStatus, JobKind
 from raiox.repository import cases, jobs
 from raiox.services import Services
-from raiox.storage import StorageError
 
 
 def test_case_becomes_ready_with_top3_per_image(catalogued: Services) -> None:

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import make_xray
-from raiox.encoder import Encoder, EncoderUnavailable
-from raiox.imaging import ImageError, ImageTooLarge, UnsupportedImage, inspect_image, load_radiograph
+from raiox.adapters.encoder import Encoder, EncoderUnavailable
+from raiox.adapters.imaging import ImageError, ImageTooLarge, UnsupportedImage, inspect_image, load_radiograph
 
 
 def test_embeddings_are_unit_length_512d_and_deterministic(tiny_encoder: Encoder) -> None:

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import raiox.fetch
-from raiox.fetch import FetchFailed, FetchPolicy, FetchTimeout, FetchTooLarge, UnsafeURL, check_url, fetch
+import raiox.adapters.fetch
+from raiox.adapters.fetch import FetchFailed, FetchPolicy, FetchTimeout, FetchTooLarge, UnsafeURL, check_url, fetch
 
 
 class FileServer:
@@ -170,8 +170,8 @@ def test_allow_list_comes_from_settings() -> None:
                         fetch_allowed_hosts="images.example.org, cdn.example.net")
     policy = FetchPolicy.from_settings(settings)
     for host in ("hipaa.jotform.com", "bucket.fra1.digitaloceanspaces.com", "images.example.org", "a.cdn.example.net"):
-        assert raiox.fetch.host_matches(host, policy.allowed_hosts), host
-    assert not raiox.fetch.host_matches("example.org", policy.allowed_hosts)
+        assert raiox.adapters.fetch.host_matches(host, policy.allowed_hosts), host
+    assert not raiox.adapters.fetch.host_matches("example.org", policy.allowed_hosts)
     assert not policy.dev
 
 
@@ -230,13 +230,13 @@ def tls_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     server = FileServer(tls=context)
     server.files["x.bin"] = b"X" * 100
 
-    real_pool = raiox.fetch._pool
+    real_pool = raiox.adapters.fetch._pool
 
     def routed_pool(hop: Any, address: Any, policy: FetchPolicy) -> Any:
         assert str(address) == PUBLIC_IP  # only ever connects to the address that was checked
         return real_pool(hop, ipaddress.ip_address("127.0.0.1"), policy)
 
-    monkeypatch.setattr(raiox.fetch, "_pool", routed_pool)
+    monkeypatch.setattr(raiox.adapters.fetch, "_pool", routed_pool)
     policy = FetchPolicy(
         allowed_hosts=("jotform.com", "jotformeu.com", "images.example.org", "other.example.org"),
         timeout=5, jotform_api_key="jf-secret-key", ca_bundle=str(cert_path),

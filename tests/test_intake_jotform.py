@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from raiox.jotform import JotformPayloadError, parse_webhook
-from raiox.simulator import jotform_fields
+from raiox.adapters.jotform_payload import JotformPayloadError, parse_webhook
+from raiox.tools.simulator import jotform_fields
 
 URLS = [
     "https://www.jotform.com/uploads/clinic/251234567890123/6012345678901234567/pano,left.jpg",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raiox.database import Connection, Database
-from raiox.matching import find_candidates
+from raiox.embed.matching import find_candidates
 from raiox.repository import catalog
 
 MODEL = "test-model"
@@ -78,7 +78,7 @@ def test_fewer_candidates_than_k_fall_back_to_an_exact_scan(
 ) -> None:
     """With ef_search 10 the scan sees about 10 references, of one or two implants only."""
     centres = clustered_catalog["centres"]
-    with caplog.at_level(logging.INFO, logger="raiox.matching"), db.transaction() as conn:
+    with caplog.at_level(logging.INFO, logger="raiox.embed.matching"), db.transaction() as conn:
         for target in range(5):
             candidates = find_candidates(conn, centres[target], MODEL, k=5, ef_search=10)
             assert len(candidates) == 5 and len({c.implant_id for c in candidates}) == 5
@@ -116,7 +116,7 @@ def test_top_k_statement_uses_the_hnsw_cosine_index(db: Database) -> None:
 
 
 def test_low_confidence_rule() -> None:
-    from raiox.matching import is_low_confidence
+    from raiox.embed.matching import is_low_confidence
     from raiox.settings import Settings
 
     settings = Settings(_env_file=None, raiox_low_confidence_margin=0.05, raiox_low_confidence_similarity=0.5)
@@ -128,9 +128,9 @@ def test_low_confidence_rule() -> None:
 
 def test_case_detail_and_result_carry_the_confidence(catalogued) -> None:  # type: ignore[no-untyped-def]
     from conftest import make_xray, submit_case
-    from raiox import review
-    from raiox.delivery import load_result
-    from raiox.matching import run_embed_jobs
+    from raiox.delivery.service import load_result
+    from raiox.embed.matching import run_embed_jobs
+    from raiox.review import service as review
 
     case_id = submit_case(catalogued, "conf-1", [make_xray(12)])
     run_embed_jobs(catalogued)

@@ -30,7 +30,7 @@ def test_migrate_twice_applies_once(empty_db_url: str) -> None:
 
 def test_two_processes_migrating_at_once_both_succeed(empty_db_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": empty_db_url}
-    command = [sys.executable, "-m", "raiox.cli", "db", "migrate"]
+    command = [sys.executable, "-m", "raiox.tools.cli", "db", "migrate"]
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=120) for run in runs]
@@ -80,7 +80,7 @@ def test_badly_named_migration_file_is_refused(tmp_path: Path) -> None:
 def test_cli_migrate_and_status_on_embedded_database(raiox_home: Path) -> None:
     """What a fresh machine does: no DATABASE_URL, so pgserver starts one under $RAIOX_HOME/pg."""
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "raiox.cli", *args], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-m", "raiox.tools.cli", *args], capture_output=True, text=True, timeout=120, check=True
     )
     assert "applied 0001_initial" in run("db", "migrate").stdout
     assert "0 migration(s) applied now" in run("db", "migrate").stdout
@@ -95,7 +95,7 @@ def test_cli_migrate_and_status_on_embedded_database(raiox_home: Path) -> None:
 
 def test_status_names_a_database_without_pgvector(empty_db_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": empty_db_url}
-    out = subprocess.run([sys.executable, "-m", "raiox.cli", "db", "status"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "raiox.tools.cli", "db", "status"], env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert "not installed (run: raiox db migrate)" in out
     assert "pending:    0001_initial, 0002_hnsw_graph_quality" in out

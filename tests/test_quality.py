@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raiox.catalog_import import reembed_catalog
-from raiox.encoder import Encoder, checkpoint_sidecar
-from raiox.quality import (
+from raiox.adapters.encoder import Encoder, checkpoint_sidecar
+from raiox.repository import catalog
+from raiox.tools.catalog_import import reembed_catalog
+from raiox.tools.quality import (
     EVAL_SEEDS,
     REFERENCE_SEEDS,
     TRAIN_SEEDS,
@@ -25,8 +26,7 @@ from raiox.quality import (
     render_training_set,
     train,
 )
-from raiox.render import render
-from raiox.repository import catalog
+from raiox.tools.render import render
 
 
 def test_seed_ranges_never_overlap() -> None:
@@ -72,7 +72,7 @@ def test_folder_eval_goes_through_the_database(catalogued, tmp_path: Path) -> No
 def test_training_set_is_balanced_prepared_and_augmented_differently_each_draw(tiny_encoder: Encoder) -> None:
     import torch
 
-    from raiox.quality import _augment
+    from raiox.tools.quality import _augment
 
     pixels, labels = render_training_set(tiny_encoder, generated_catalog(3), 2, progress=False)
     size = tiny_encoder.image_size
@@ -106,7 +106,7 @@ def test_training_writes_a_loadable_checkpoint_that_remembers_cropping(tmp_path:
 def test_eval_command_reports_the_untrained_baseline_beside(tiny_checkpoint: Path, tmp_path: Path) -> None:
     env = {"RAIOX_HOME": str(tmp_path), "RAIOX_CLIP_MODEL": "raiox-tiny-vit",
            "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint), "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "raiox.cli", "eval", "--json", "--rendered", "eval3",
+    run = subprocess.run([sys.executable, "-m", "raiox.tools.cli", "eval", "--json", "--rendered", "eval3",
                           "--queries", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)["results"]
@@ -115,7 +115,7 @@ def test_eval_command_reports_the_untrained_baseline_beside(tiny_checkpoint: Pat
 
 
 def test_approvals_effect_adds_references_to_the_weakest_systems(tiny_encoder: Encoder) -> None:
-    from raiox.quality import APPROVAL_SEEDS, approvals_effect
+    from raiox.tools.quality import APPROVAL_SEEDS, approvals_effect
 
     assert not set(APPROVAL_SEEDS) & set(EVAL_SEEDS) and not set(APPROVAL_SEEDS) & set(TRAIN_SEEDS)
     designs = generated_catalog(8)

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from raiox.imaging import crop_to_implant, inspect_image, load_radiograph
-from raiox.render import (
+from raiox.adapters.imaging import crop_to_implant, inspect_image, load_radiograph
+from raiox.tools.render import (
     ImplantDesign,
     View,
     demo_catalog,

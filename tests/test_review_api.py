@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from conftest import case_state, load_function_main, make_xray, submit_case
-from raiox import review
-from raiox.cli import main as cli
-from raiox.matching import match_image, run_embed_jobs
-from raiox.review_api import handle_review
+from raiox.embed.matching import match_image, run_embed_jobs
+from raiox.review import service as review
+from raiox.review.http import handle_review
 from raiox.services import Services
 from raiox.settings import Settings
+from raiox.tools.cli import main as cli
 from raiox.web import HttpRequest, HttpResponse
 
 NAME = "ana.reviewer"

@@ -13,9 +13,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from raiox.object_server import create_object_app
-from raiox.settings import Settings
-from raiox.storage import (
+from raiox.adapters.storage import (
     InvalidKey,
     InvalidSignature,
     LocalFolderStore,
@@ -24,6 +22,8 @@ from raiox.storage import (
     S3Store,
     open_store,
 )
+from raiox.settings import Settings
+from raiox.tools.object_server import create_object_app
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"not really a png, but storage does not care" * 10
 

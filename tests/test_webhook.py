@@ -24,10 +24,10 @@ from PIL import Image
 from urllib3 import encode_multipart_formdata
 
 from conftest import load_function_main
-from raiox.intake import handle_webhook
+from raiox.intake.receive import handle_webhook
 from raiox.services import Services
 from raiox.settings import Settings
-from raiox.simulator import jotform_fields, multipart
+from raiox.tools.simulator import jotform_fields, multipart
 from raiox.web import HttpRequest, HttpResponse, run_handler
 from test_intake_fetch import FileServer
 

@@ -1,8 +1,8 @@
-"""DigitalOcean-style entry of the approve function: `main(event, context)` over raiox.review_api."""
+"""DigitalOcean-style entry of the approve function: `main(event, context)` over raiox.review.http."""
 
 from typing import Any
 
-from raiox.review_api import handle
+from raiox.review.http import handle
 from raiox.web import do_entry
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import functions_framework
 
-from raiox.review_api import handle
+from raiox.review.http import handle
 from raiox.web import flask_entry
 
 

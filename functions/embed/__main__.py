@@ -1,8 +1,8 @@
-"""DigitalOcean-style entry of the embed function: `main(event, context)` over raiox.embed_api."""
+"""DigitalOcean-style entry of the embed function: `main(event, context)` over raiox.embed.http."""
 
 from typing import Any
 
-from raiox.embed_api import handle
+from raiox.embed.http import handle
 from raiox.web import do_entry
 
 

@@ -1,8 +1,8 @@
-"""DigitalOcean-style entry of the notify function: `main(event, context)` over raiox.notify_api."""
+"""DigitalOcean-style entry of the notify function: `main(event, context)` over raiox.delivery.http."""
 
 from typing import Any
 
-from raiox.notify_api import do_main
+from raiox.delivery.http import do_main
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from typing import Any
 
 import functions_framework
 
-from raiox.notify_api import handle
+from raiox.delivery.http import handle
 from raiox.web import flask_entry
 
 

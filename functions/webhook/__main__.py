@@ -1,8 +1,8 @@
-"""DigitalOcean entry of the webhook function (`web: raw`): `main(event, context)` over raiox.intake."""
+"""DigitalOcean entry of the webhook function (`web: raw`): `main(event, context)` over raiox.intake.receive."""
 
 from typing import Any
 
-from raiox.intake import webhook_handler
+from raiox.intake.receive import webhook_handler
 from raiox.web import do_entry
 
 

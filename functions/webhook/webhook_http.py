@@ -4,7 +4,7 @@ from typing import Any
 
 import functions_framework
 
-from raiox.intake import webhook_handler
+from raiox.intake.receive import webhook_handler
 from raiox.web import flask_entry
 
 

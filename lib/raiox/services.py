@@ -6,12 +6,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from raiox.adapters.storage import ObjectStore, open_store
 from raiox.database import Database
 from raiox.settings import Settings, get_settings
-from raiox.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from raiox.encoder import Encoder
+    from raiox.adapters.encoder import Encoder
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ class Services:
     @property
     def encoder(self) -> Encoder:
         """The open_clip encoder, loaded on first use (only the embed function and CLI need torch)."""
-        from raiox.encoder import Encoder
+        from raiox.adapters.encoder import Encoder
 
         return self._once("encoder", lambda: Encoder.from_settings(self.settings))
 

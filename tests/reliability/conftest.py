@@ -17,8 +17,8 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 
-from raiox.commands.local import free_port
-from raiox.devserver import BASE_PATH
+from raiox.tools.commands.local import free_port
+from raiox.tools.devserver import BASE_PATH
 
 # Settings a child process must not inherit from the machine running the tests.
 _RAIOX_PREFIXES = ("RAIOX_", "DATABASE_", "SPACES_", "WEBHOOK_", "JOTFORM_", "FETCH_", "EMBED_", "NOTIFY_",
@@ -45,13 +45,13 @@ def query(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
 
 
 class RaioxProcess:
-    """`python -m raiox.cli ARGS` with its own environment; output goes to a log file read on failure."""
+    """`python -m raiox.tools.cli ARGS` with its own environment; output goes to a log file read on failure."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
         self.args = args
         self.log = log
         self._log_file = log.open("wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "raiox.cli", "-v", *args], env=env, cwd=cwd,
+        self.popen = subprocess.Popen([sys.executable, "-m", "raiox.tools.cli", "-v", *args], env=env, cwd=cwd,
                                       stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

@@ -18,10 +18,11 @@ import requests
 from botocore.config import Config
 
 from conftest import make_xray, submit_case
-from raiox import migrations, review
-from raiox.devserver import BASE_PATH
+from raiox import migrations
+from raiox.review import service as review
 from raiox.services import Services
-from raiox.simulator import jotform_fields, multipart, serve_files
+from raiox.tools.devserver import BASE_PATH
+from raiox.tools.simulator import jotform_fields, multipart, serve_files
 from reliability.conftest import Processes, query, wait_for, webhook_url
 from test_delivery import FakeServer, Reply
 
@@ -171,7 +172,7 @@ def test_object_storage_down_answers_503_and_keeps_no_case(db_url: str, tmp_path
                                                            processes: Processes) -> None:
     from moto.server import ThreadedMotoServer
 
-    from raiox.commands.local import free_port
+    from raiox.tools.commands.local import free_port
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -30,13 +30,13 @@ from urllib3 import encode_multipart_formdata
 
 import test_intake_fetch
 from conftest import make_xray, submit_case
-from raiox import review
-from raiox.commands.local import free_port
-from raiox.devserver import BASE_PATH, start_dev_server
-from raiox.fetch import FetchPolicy
+from raiox.adapters.fetch import FetchPolicy
 from raiox.repository import review as review_sql
+from raiox.review import service as review
 from raiox.services import Services, get_services, reset_services
-from raiox.simulator import jotform_fields, multipart
+from raiox.tools.commands.local import free_port
+from raiox.tools.devserver import BASE_PATH, start_dev_server
+from raiox.tools.simulator import jotform_fields, multipart
 from reliability.conftest import _RAIOX_PREFIXES, query
 
 tls_files = test_intake_fetch.tls_files  # the fixture, used here under its own name

@@ -13,7 +13,7 @@ import requests
 
 from conftest import make_xray
 from raiox.services import Services
-from raiox.simulator import jotform_fields, multipart, serve_files
+from raiox.tools.simulator import jotform_fields, multipart, serve_files
 from reliability.conftest import Processes, query, wait_for, webhook_url
 
 TOKEN = "load-test-webhook-token"

@@ -1,1 +1,0 @@
-"""Click commands grouped by pipeline step; `raiox.cli` registers them on the `raiox` command."""

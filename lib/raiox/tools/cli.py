@@ -1,0 +1,111 @@
+"""The `raiox` command line: thin commands over the library, each printing what it did."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from raiox import migrations
+from raiox.adapters.storage import open_store
+from raiox.database import connect, database_url
+from raiox.repository import migrations as migration_sql
+from raiox.settings import get_settings, redact_url
+from raiox.tools.commands.deploy import deploy_group
+from raiox.tools.commands.embedding import (
+    bench_embed_command,
+    bench_match_command,
+    catalog_group,
+    match_command,
+    worker_command,
+)
+from raiox.tools.commands.intake import bench_webhook, simulate_webhook
+from raiox.tools.commands.local import batch_test_command, demo_command, dev_command
+from raiox.tools.commands.pipeline_bench import bench_pipeline_command
+from raiox.tools.commands.quality import eval_command, train_command
+from raiox.tools.commands.review import reviewer_group
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def main(verbose: bool) -> None:
+    """Raiox: identify dental implant systems on X-rays."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema and status."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations from infra/sql (idempotent; safe from two processes at once)."""
+    url = database_url(get_settings())
+    applied = migrations.migrate(url)
+    for migration in applied:
+        click.echo(f"applied {migration.version:04d}_{migration.name}")
+    click.echo(f"database {redact_url(url)} is up to date ({len(applied)} migration(s) applied now)")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def db_status(as_json: bool) -> None:
+    """Where the database is, its PostgreSQL and pgvector versions, applied and pending migrations."""
+    settings = get_settings()
+    url = database_url(settings)
+    with connect(url) as conn:
+        info = migration_sql.server_info(conn)
+        applied = migrations.applied_migrations(conn)
+        pending = migrations.pending_migrations(conn)
+    report = {
+        "database": redact_url(url),
+        "embedded": settings.database_url is None,
+        "postgres": info["postgres"],
+        "pgvector": info["pgvector"],
+        "applied": [f"{m.version:04d}_{m.name}" for m in applied],
+        "pending": [f"{m.version:04d}_{m.name}" for m in pending],
+        "storage": open_store(settings).describe(),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"database:   {report['database']}{' (embedded)' if report['embedded'] else ''}")
+    click.echo(f"postgres:   {report['postgres']}")
+    click.echo(f"pgvector:   {report['pgvector'] or 'not installed (run: raiox db migrate)'}")
+    click.echo(f"applied:    {', '.join(report['applied']) or 'none'}")
+    click.echo(f"pending:    {', '.join(report['pending']) or 'none'}")
+    click.echo(f"storage:    {report['storage']}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; each reports its baseline from the same run. Add --json for one JSON line."""
+
+
+# Commands defined beside their pipeline step, registered here (one line each).
+main.add_command(catalog_group)
+main.add_command(match_command)
+main.add_command(worker_command)
+bench.add_command(bench_embed_command)
+bench.add_command(bench_match_command)
+main.add_command(simulate_webhook)
+bench.add_command(bench_webhook)
+bench.add_command(bench_pipeline_command)
+main.add_command(dev_command)
+main.add_command(demo_command)
+main.add_command(batch_test_command)
+main.add_command(eval_command)
+main.add_command(train_command)
+main.add_command(reviewer_group)
+main.add_command(deploy_group)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Commands for running Raiox on one machine: the one-port dev server and the demo."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from raiox import migrations
+from raiox.database import database_url
+from raiox.review.service import ensure_local_reviewer
+from raiox.services import get_services, reset_services
+from raiox.tools.devserver import BASE_PATH, FUNCTIONS, start_dev_server
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def configure_local(host: str, port: int) -> None:
+    """Defaults that make one process on one port a complete Raiox (explicit settings still win)."""
+    os.environ.setdefault("RAIOX_ENV", "dev")
+    os.environ.setdefault("RAIOX_PUBLIC_URL", f"http://{host}:{port}")
+    os.environ.setdefault("EMBED_URL", f"http://{host}:{port}{BASE_PATH}/embed")
+    reset_services()
+
+
+@click.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
+def dev_command(host: str, port: int) -> None:
+    """Serve every function, the admin page and local objects on one port (embedded defaults)."""
+    port = port or free_port(host)
+    configure_local(host, port)
+    services = get_services()
+    migrations.migrate(database_url(services.settings))
+    server = start_dev_server(services, host, port)
+    base = f"http://{host}:{port}"
+    click.echo(f"Raiox dev server on {base} (RAIOX_ENV={services.settings.raiox_env})")
+    click.echo(f"  admin page   {base}/admin/")
+    if services.settings.raiox_env == "dev":
+        reviewer, password = ensure_local_reviewer(services)
+        click.echo(f"  sign in as   {reviewer} / {password}  (new password on every start)")
+    for name in FUNCTIONS:
+        click.echo(f"  {name:<12} {base}{BASE_PATH}/{name}")
+    click.echo("Ctrl-C stops it.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+        reset_services()
+
+
+@click.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: cases, ready, approved, notified, "
+              "top1_accuracy, top3_accuracy, seconds.")
+@click.option("--cases", "count", default=12, show_default=True, type=click.IntRange(1, 200))
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the demo's database, objects and catalog here (default: a temporary folder).")
+def demo_command(as_json: bool, count: int, home: Path | None) -> None:
+    """The whole pipeline offline on embedded defaults: catalog, webhook, embed, review, notify."""
+    import json
+
+    from raiox.tools.demo import run_demo
+    from raiox.tools.simulator import isolated_environment
+
+    home = isolated_environment("raiox-demo-", home.resolve() if home else None)
+    click.echo(f"demo home: {home}")
+    report = run_demo(home, count=count, say=click.echo)
+    click.echo(f"\nencoder {report.model_id}")
+    tops = [", ".join(f"{c['system']} ({c['similarity']:.3f})" for c in case.candidates[:3]) or case.status
+            for case in report.cases]
+    width = max(len("top-3 (similarity)"), *(len(top) for top in tops))
+    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'decision':<21} notified")
+    for case, top in zip(report.cases, tops, strict=True):
+        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<21} "
+                   f"{'yes' if case.delivered else 'no'}")
+    summary = report.summary()
+    click.echo(f"Jotform API stand-in received {report.jotform_writes} submission edit(s)")
+    click.echo(json.dumps(summary) if as_json else ", ".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+@click.command("batch-test")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", default=None, help="Send each image through this webhook (Jotform-shaped); default: match "
+              "directly against the catalog with the configured encoder, storing nothing.")
+@click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full JSON report here as well.")
+def batch_test_command(folder: Path, url: str | None, token: str | None, report_path: Path | None) -> None:
+    """Every JPEG/PNG/TIFF below FOLDER through matching or the webhook; the last line is a JSON summary.
+
+    Sub-folders named after systems (`<system>/<film>`) make it report top-1 and top-3 accuracy."""
+    import json
+
+    from raiox.tools.batch import match_folder, report, send_folder
+
+    items = send_folder(folder, url, token) if url else match_folder(get_services(), folder)
+    document = report(items)
+    if report_path is not None:
+        report_path.write_text(json.dumps(document, indent=1))
+    for item in items:
+        best = f"{item.top3[0]['system']} ({item.top3[0]['similarity']:.3f})" if item.top3 else item.detail
+        click.echo(f"{item.status:<9} {item.seconds * 1000:7.0f} ms  {item.file}  {best}")
+    click.echo(json.dumps(document["summary"]))
