@@ -15,6 +15,7 @@ from botocore.config import Config
 
 from raiox import migrations
 from raiox.database import Database
+from support import CATALOG_SEEDS, REPO, make_xray
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -117,33 +118,6 @@ def raiox_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # Embed fixtures ------------------------------------------------------------------------------------
 
 
-def make_xray(seed: int, size: tuple[int, int] = (160, 200), fmt: str = "PNG", mode: str = "L") -> bytes:
-    """A small synthetic radiograph: noisy dark film with a bright threaded post placed by `seed`."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    film = rng.normal(60, 12, size=(height, width))
-    left = int(rng.integers(width // 6, width // 2))
-    post_width = int(rng.integers(width // 8, width // 4))
-    top, bottom = int(height * 0.2), int(height * rng.uniform(0.6, 0.9))
-    film[top:bottom, left:left + post_width] = 230
-    pitch = int(rng.integers(4, 12))
-    for y in range(top, bottom, pitch):
-        film[y:y + pitch // 2, left - 3:left + post_width + 3] = 200
-    pixels = np.clip(film, 0, 255)
-    if mode == "I;16":
-        image = Image.fromarray((pixels * 64).astype(np.uint16))
-    else:
-        image = Image.fromarray(pixels.astype(np.uint8), mode="L").convert(mode)
-    out = io.BytesIO()
-    image.save(out, format=fmt)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of the tiny test architecture, random init with a fixed seed, written by the test run."""
@@ -173,63 +147,19 @@ def services(db_url: str, tmp_path: Path, tiny_encoder):  # type: ignore[no-unty
     from raiox.services import Services
     from raiox.settings import Settings
 
-    settings = Settings(database_url=db_url, raiox_home=tmp_path / "home", raiox_env="dev",
-                        _env_file=None)
-    built = Services(settings, encoder=tiny_encoder)
-    yield built
-    built.close()
-
-
-CATALOG_SEEDS = [10, 11, 12, 13, 14]
+    settings = Settings.given(database_url=db_url, raiox_home=tmp_path / "home", raiox_env="dev")
+    with Services(settings, encoder=tiny_encoder) as built:
+        yield built
 
 
 @pytest.fixture
 def catalogued(services, tmp_path: Path):  # type: ignore[no-untyped-def]
     """`services` with a catalog of five implants S10…S14, one reference each (make_xray(seed))."""
-    import json
+    from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
 
-    from raiox.tools.catalog_import import import_manifest
-
-    folder = tmp_path / "refs"
-    folder.mkdir()
-    rows = []
-    for seed in CATALOG_SEEDS:
-        (folder / f"{seed}.png").write_bytes(make_xray(seed))
-        rows.append({"manufacturer": "Maker", "system": f"S{seed}", "images": [f"refs/{seed}.png"]})
-    manifest = tmp_path / "catalog.jsonl"
-    manifest.write_text("\n".join(json.dumps(row) for row in rows))
-    import_manifest(services, manifest, progress=False)
+    catalog = [ReferenceSystem("Maker", f"S{seed}", [make_xray(seed)]) for seed in CATALOG_SEEDS]
+    import_manifest(services, write_catalog(tmp_path / "refs", catalog), progress=False)
     return services
-
-
-def submit_case(services, submission_id: str, images: list[bytes]) -> int:  # type: ignore[no-untyped-def]
-    """What intake leaves behind: stored X-rays, the case, its images and an embed job."""
-    from raiox.models import JobKind
-    from raiox.repository import cases, jobs
-
-    stored = [services.store.put(data, namespace="xrays", extension=".png") for data in images]
-    with services.db.transaction() as conn:
-        case, _ = cases.create_case(conn, submission_id=submission_id)
-        for position, obj in enumerate(stored):
-            cases.add_case_image(conn, case_id=case.id, position=position, storage_key=obj.key,
-                                 sha256=obj.sha256, size_bytes=obj.size, content_type=obj.content_type)
-        jobs.enqueue(conn, JobKind.EMBED, case_id=case.id, max_attempts=services.settings.embed_max_attempts)
-    return case.id
-
-
-def case_state(services, case_id: int) -> dict:  # type: ignore[no-untyped-def]
-    from raiox.repository import cases
-
-    with services.db.transaction() as conn:
-        case = cases.get_case(conn, case_id)
-        results = cases.match_results_of_case(conn, case_id)
-        job = conn.execute("SELECT * FROM jobs WHERE case_id = %s AND kind = 'embed' ORDER BY id DESC LIMIT 1",
-                           (case_id,)).fetchone()
-        images = conn.execute("SELECT status, error FROM case_images WHERE case_id = %s ORDER BY position",
-                              (case_id,)).fetchall()
-        audit = [r["action"] for r in conn.execute("SELECT action FROM audit_log WHERE case_id = %s ORDER BY id",
-                                                   (case_id,))]
-    return {"case": case, "results": results, "job": job, "images": images, "audit": audit}
 
 
 # Function entry points --------------------------------------------------------------------------
@@ -253,22 +183,6 @@ def process_services(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     yield configure
     reset_services()
-
-
-REPO = Path(__file__).resolve().parents[1]
-_module_numbers = itertools.count(1)
-
-
-def load_function_main(function: str):  # type: ignore[no-untyped-def]
-    """functions/<function>/__main__.py loaded under a unique module name; returns its `main`."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{function}_do_main_{next(_module_numbers)}",
-                                                  REPO / "functions" / function / "__main__.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture
@@ -298,32 +212,33 @@ def serve_function(monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 
 @pytest.fixture
-def dev_server(db_url: str, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder,  # type: ignore[no-untyped-def]
-               monkeypatch: pytest.MonkeyPatch) -> Iterator:
+def dev_server(db_url: str, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder) -> Iterator:  # type: ignore[no-untyped-def]
     """`raiox dev` in a thread on a free port: this test's database, local objects, the tiny encoder.
 
-    Yields (base_url, services); the process-wide services are the dev server's."""
+    Yields (base_url, services), the dev server's services."""
     import threading
 
-    from raiox.services import get_services, reset_services
-    from raiox.tools.commands.local import configure_local, free_port
+    from raiox.services import Services
+    from raiox.settings import Settings
     from raiox.tools.devserver import start_dev_server
+    from raiox.tools.local import free_port, one_port
 
     port = free_port()
-    for name, value in {"DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"),
-                        "RAIOX_CLIP_MODEL": "raiox-tiny-vit", "RAIOX_CLIP_PRETRAINED": str(tiny_checkpoint)}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("RAIOX_ENV", "RAIOX_PUBLIC_URL", "EMBED_URL", "EMBED_TOKEN", "WEBHOOK_TOKEN", "RAIOX_STORAGE"):
-        monkeypatch.setenv(name, "")  # records the original, so what configure_local sets is undone too
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    configure_local("127.0.0.1", port)
-    services = get_services()
-    services._built["encoder"] = tiny_encoder  # same weights the environment names, loaded once per session
-    server = start_dev_server(services, "127.0.0.1", port)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", services
-    server.shutdown()
-    server.server_close()
-    reset_services()
+    settings = one_port(Settings.given(database_url=db_url, raiox_home=tmp_path / "home",
+                                       raiox_clip_model="raiox-tiny-vit",
+                                       raiox_clip_pretrained=str(tiny_checkpoint)), "127.0.0.1", port)
+    with Services(settings, encoder=tiny_encoder) as services:  # the weights it names, loaded once per session
+        server = start_dev_server(services, "127.0.0.1", port)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{port}", services
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """fakes.tls_file_server for one test: (server, the prod FetchPolicy that reaches it)."""
+    from fakes import tls_file_server
+
+    with tls_file_server(tmp_path, monkeypatch) as served:
+        yield served

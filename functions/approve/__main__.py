@@ -3,7 +3,7 @@
 from typing import Any
 
 from raiox.review.http import handle
-from raiox.web import do_entry
+from raiox.web.platforms import do_entry
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any
 import functions_framework
 
 from raiox.delivery.http import handle
-from raiox.web import flask_entry
+from raiox.web.platforms import flask_entry
 
 
 @functions_framework.http

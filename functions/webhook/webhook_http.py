@@ -4,10 +4,10 @@ from typing import Any
 
 import functions_framework
 
-from raiox.intake.receive import webhook_handler
-from raiox.web import flask_entry
+from raiox.intake.http import handle
+from raiox.web.platforms import flask_entry
 
 
 @functions_framework.http
 def webhook(request: Any) -> Any:
-    return flask_entry(webhook_handler, request)
+    return flask_entry(handle, request)

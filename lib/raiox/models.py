@@ -58,6 +58,7 @@ class Case(Record):
     error: str | None = None
     created_at: datetime
     updated_at: datetime
+    notified_at: datetime | None = None
 
 
 class Job(Record):

@@ -51,13 +51,20 @@ class Services:
         if "db" in self._built:
             self._built.pop("db").close()
 
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 _services: Services | None = None
 _services_lock = threading.Lock()
 
 
 def get_services() -> Services:
-    """The process-wide services, built from the environment on first call."""
+    """The process-wide services of a deployed function, built from the environment on first call (tools
+    build their own `Services(settings)` instead)."""
     global _services
     with _services_lock:
         if _services is None:
@@ -66,7 +73,8 @@ def get_services() -> Services:
 
 
 def reset_services() -> None:
-    """Close and forget the process-wide services, so the next `get_services` reads the environment again."""
+    """Close and forget the process-wide services, so the next `get_services` reads the environment again
+    (for tests of the function entry files)."""
     global _services
     with _services_lock:
         if _services is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -205,6 +205,22 @@ class Settings(BaseSettings):
         if self.raiox_storage:
             return self.raiox_storage
         return (self.raiox_home.resolve() / "objects").as_uri()
+
+    @classmethod
+    def given(cls, **values: Any) -> Settings:
+        """Settings from `values` alone (field names), nothing read from the environment or a `.env`: for
+        tools that run a Raiox of their own, and for tests."""
+        return _GivenSettings(**values)
+
+
+class _GivenSettings(Settings):
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 @lru_cache(maxsize=1)

@@ -17,14 +17,15 @@ import pytest
 import requests
 from botocore.config import Config
 
-from conftest import make_xray, submit_case
+from fakes import FakeServer, Reply
 from raiox import migrations
-from raiox.review import service as review
+from raiox.review import accounts
 from raiox.services import Services
-from raiox.tools.devserver import BASE_PATH
+from raiox.tools.local import BASE_PATH
 from raiox.tools.simulator import jotform_fields, multipart, serve_files
-from reliability.conftest import Processes, query, wait_for, webhook_url
-from test_delivery import FakeServer, Reply
+from raiox.tools.waiting import wait_until
+from reliability.support import Processes, query, webhook_url
+from support import make_xray, submit_case
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -66,10 +67,10 @@ def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease(catalogued: Ser
         blocker.execute("SELECT id FROM case_images FOR UPDATE")
         first = processes.worker(env, "worker-a")
         owner = f"%:{first.pid}"
-        wait_for(lambda: query(db_url, "SELECT count(*) AS n FROM jobs WHERE status = 'running' "
+        wait_until(lambda: query(db_url, "SELECT count(*) AS n FROM jobs WHERE status = 'running' "
                                        "AND lease_owner LIKE %s", owner)[0]["n"] == len(case_ids),
                  60, "worker A to claim every job")
-        wait_for(lambda: query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        wait_until(lambda: query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                        "AND datname = current_database()")[0]["n"] >= 1,
                  60, "worker A to block on its first result write")
         first.kill()
@@ -78,7 +79,7 @@ def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease(catalogued: Ser
     assert [(j["status"], j["attempts"]) for j in held] == [("running", 1)] * len(case_ids)  # leases left behind
 
     second = processes.worker(env, "worker-b")
-    wait_for(lambda: query(db_url, "SELECT count(*) AS n FROM cases WHERE status = 'ready'")[0]["n"] == len(case_ids),
+    wait_until(lambda: query(db_url, "SELECT count(*) AS n FROM cases WHERE status = 'ready'")[0]["n"] == len(case_ids),
              90, "worker B to take the jobs over after their lease and finish them")
     jobs = query(db_url, "SELECT status, attempts FROM jobs WHERE kind = 'embed'")
     assert [(j["status"], j["attempts"]) for j in jobs] == [("done", 2)] * len(case_ids)  # A's claim, B's
@@ -137,12 +138,12 @@ def test_postgres_restart_under_load_answers_503_then_retries_succeed(own_postgr
         with ThreadPoolExecutor(max_workers=4) as pool:
             for sid in ids[:20]:
                 pool.submit(deliver, sid)
-            wait_for(lambda: sum(map(len, answers.values())) >= 10, 60, "the first deliveries")
+            wait_until(lambda: sum(map(len, answers.values())) >= 10, 60, "the first deliveries")
             own_postgres.stop()
             outage.set()
             for sid in ids[20:60]:
                 pool.submit(deliver, sid)
-            wait_for(lambda: sum(1 for r in answers.values() for s, _ in r if s == 503) >= 8, 120,
+            wait_until(lambda: sum(1 for r in answers.values() for s, _ in r if s == 503) >= 8, 120,
                      "deliveries to be refused while the database is down")
             own_postgres.start()
             for sid in ids[60:]:
@@ -172,7 +173,7 @@ def test_object_storage_down_answers_503_and_keeps_no_case(db_url: str, tmp_path
                                                            processes: Processes) -> None:
     from moto.server import ThreadedMotoServer
 
-    from raiox.tools.commands.local import free_port
+    from raiox.tools.local import free_port
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -240,10 +241,10 @@ def test_jotform_down_for_a_while_the_decision_lands_once_after_recovery(
             accepted = post_jotform(base, file_base, sid)
         assert accepted.status_code == 202, accepted.text
         case_id = accepted.json()["case_id"]
-        wait_for(lambda: query(db_url, "SELECT status FROM cases WHERE id = %s", case_id)[0]["status"] == "ready",
+        wait_until(lambda: query(db_url, "SELECT status FROM cases WHERE id = %s", case_id)[0]["status"] == "ready",
                  120, f"case {case_id} to be ready\n{dev.tail()}")
 
-        assert review.add_reviewer(catalogued, "dr.rel", "reliable password 1")
+        assert accounts.add_reviewer(catalogued, "dr.rel", "reliable password 1")
         approve = f"{base}{BASE_PATH}/approve"
         token = requests.post(f"{approve}/login", json={"name": "dr.rel", "password": "reliable password 1"},
                               timeout=30).json()["token"]

@@ -28,18 +28,18 @@ import requests
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
-import test_intake_fetch
-from conftest import make_xray, submit_case
+from fakes import FileServer
 from raiox.adapters.fetch import FetchPolicy
-from raiox.repository import review as review_sql
-from raiox.review import service as review
-from raiox.services import Services, get_services, reset_services
-from raiox.tools.commands.local import free_port
-from raiox.tools.devserver import BASE_PATH, start_dev_server
+from raiox.repository import reviewers as review_sql
+from raiox.review import accounts
+from raiox.services import Services
+from raiox.settings import Settings
+from raiox.tools.devserver import start_dev_server
+from raiox.tools.local import BASE_PATH, free_port
 from raiox.tools.simulator import jotform_fields, multipart
-from reliability.conftest import _RAIOX_PREFIXES, query
+from reliability.support import query
+from support import make_xray, submit_case
 
-tls_files = test_intake_fetch.tls_files  # the fixture, used here under its own name
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hostile-test-webhook-token"
 FORM = "251234567890123"
@@ -53,7 +53,7 @@ class Target:
     """What a row's request needs: where to send it and the state it may refer to."""
 
     base: str
-    files: test_intake_fetch.FileServer
+    files: FileServer
     services: Services
     reviewer_token: str
     received_case: int
@@ -124,12 +124,12 @@ def reviewer_row(target: Target) -> dict[str, Any]:
 
 
 def forged_token(target: Target) -> str:
-    return review.issue_token(b"a key the attacker made up", reviewer_row(target), 3600)[0]
+    return accounts.issue_token(b"a key the attacker made up", reviewer_row(target), 3600)[0]
 
 
 def expired_token(target: Target) -> str:
-    key = review.token_key(target.services.settings)
-    return review.issue_token(key, reviewer_row(target), 60, now=time.time() - 3600)[0]
+    key = accounts.token_key(target.services.settings)
+    return accounts.issue_token(key, reviewer_row(target), 60, now=time.time() - 3600)[0]
 
 
 # Hostile images ------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ HOSTILE: list[Hostile] = [
 
 @pytest.fixture
 def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-           tls_files: tuple[test_intake_fetch.FileServer, FetchPolicy]) -> Iterator[Target]:
+           tls_files: tuple[FileServer, FetchPolicy]) -> Iterator[Target]:
     files, tls_policy = tls_files
     files.files.update(hostile_files())
 
@@ -301,29 +301,18 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle)
 
     monkeypatch.setattr(FetchPolicy, "from_settings", classmethod(routed))
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(_RAIOX_PREFIXES):
-            monkeypatch.delenv(name)
     port = free_port()
     store_root = tmp_path / "objects"
-    for name, value in {
-        "DATABASE_URL": db_url, "RAIOX_HOME": str(tmp_path / "home"), "RAIOX_ENV": "prod",
-        "RAIOX_STORAGE": store_root.as_uri(), "RAIOX_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "WEBHOOK_TOKEN": TOKEN, "JOTFORM_FORM_IDS": FORM, "REVIEW_TOKEN_SECRET": "hostile-review-secret",
-        "FETCH_ALLOWED_HOSTS": "images.example.org", "FETCH_TIMEOUT_SECONDS": "1",
-        "WEBHOOK_MAX_BODY_BYTES": str(MAX_BODY), "RAIOX_SIGNING_KEY": "hostile-signing-key",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    reset_services()
-    services = get_services()
+    services = Services(Settings.given(
+        database_url=db_url, raiox_home=tmp_path / "home", raiox_env="prod", raiox_storage=store_root.as_uri(),
+        raiox_public_url=f"http://127.0.0.1:{port}", webhook_token=TOKEN, jotform_form_ids=FORM,
+        review_token_secret="hostile-review-secret", fetch_allowed_hosts="images.example.org",
+        fetch_timeout_seconds=1, webhook_max_body_bytes=MAX_BODY, raiox_signing_key="hostile-signing-key"))
     server = start_dev_server(services, "127.0.0.1", port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{port}"
-        assert review.add_reviewer(services, REVIEWER, PASSWORD)
+        assert accounts.add_reviewer(services, REVIEWER, PASSWORD)
         login = requests.post(f"{base}{BASE_PATH}/approve/login", json={"name": REVIEWER, "password": PASSWORD},
                               timeout=30)
         assert login.status_code == 200, login.text
@@ -332,7 +321,7 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     finally:
         server.shutdown()
         server.server_close()
-        reset_services()
+        services.close()
 
 
 TABLES = ("cases", "case_images", "jobs", "audit_log", "match_results", "review_decisions", "reference_images",

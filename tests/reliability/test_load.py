@@ -11,10 +11,11 @@ from typing import Any
 
 import requests
 
-from conftest import make_xray
 from raiox.services import Services
 from raiox.tools.simulator import jotform_fields, multipart, serve_files
-from reliability.conftest import Processes, query, wait_for, webhook_url
+from raiox.tools.waiting import wait_until
+from reliability.support import Processes, query, webhook_url
+from support import make_xray
 
 TOKEN = "load-test-webhook-token"
 FORM = "251234567890123"
@@ -72,8 +73,8 @@ def test_300_deliveries_16_clients_one_case_each_all_ready(catalogued: Services,
         return query(db_url, "SELECT count(*) AS n FROM cases WHERE status = 'ready'")[0]["n"] == UNIQUE
 
     try:
-        wait_for(all_ready, 240, f"all {UNIQUE} cases to be ready", interval=0.5)
-    except AssertionError:
+        wait_until(all_ready, 240, f"all {UNIQUE} cases to be ready", interval=0.5)
+    except TimeoutError:
         left = query(db_url, "SELECT status, count(*) AS n FROM cases GROUP BY status")
         raise AssertionError(f"cases by status: {left}\n{worker.tail()}") from None
 

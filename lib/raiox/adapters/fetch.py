@@ -23,6 +23,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
+from raiox.errors import TooLarge, Unprocessable
 from raiox.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -39,20 +40,16 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
 
 
-class FetchError(Exception):
-    """An image URL that could not be downloaded; `status` is the HTTP status intake answers with."""
-
-    status = 422
+class FetchError(Unprocessable):
+    """An image URL that could not be downloaded; the message says why."""
 
 
 class UnsafeURL(FetchError):
     """The URL (or a redirect) points somewhere we refuse to go: scheme, host or address."""
 
 
-class FetchTooLarge(FetchError):
+class FetchTooLarge(TooLarge, FetchError):
     """The download exceeded the byte cap."""
-
-    status = 413
 
 
 class FetchTimeout(FetchError):

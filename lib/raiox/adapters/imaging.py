@@ -9,25 +9,21 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from raiox.errors import TooLarge, Unprocessable, UnsupportedFormat
+
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-class ImageError(ValueError):
-    """Bytes that are not a usable radiograph. Callers answer 4xx with `str(error)`; `status` says which."""
-
-    status = 422
+class ImageError(Unprocessable):
+    """Bytes that are not a usable radiograph; the message says why."""
 
 
-class UnsupportedImage(ImageError):
+class UnsupportedImage(UnsupportedFormat, ImageError):
     """Not one of the accepted formats (JPEG, PNG, TIFF), whatever its name or declared type says."""
 
-    status = 415
 
-
-class ImageTooLarge(ImageError):
+class ImageTooLarge(TooLarge, ImageError):
     """More pixels than the limit (decompression-bomb guard)."""
-
-    status = 413
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import requests
-
-from raiox.delivery.service import NotifyReport, run_notify_jobs
-from raiox.embed.matching import run_embed_jobs
+from raiox.delivery.worker import NotifyReport, run_notify_jobs
+from raiox.job_runner import due_jobs, poke
 from raiox.models import JobKind
-from raiox.repository import jobs
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -33,36 +30,28 @@ class SweepReport:
         return {"notify": asdict(self.notify), "embed": self.embed}
 
 
-def poke_embed(services: Services) -> dict[str, Any]:
+def hand_embed_jobs_over(services: Services) -> dict[str, Any]:
     """If embed jobs are due (pending past run_after, or running with an expired lease), POST
     `{"sweep": true}` to EMBED_URL with EMBED_TOKEN: {"due": n, "poke": what happened}."""
     settings = services.settings
-    with services.db.transaction() as conn:
-        due = jobs.due_count(conn, JobKind.EMBED)
+    due = due_jobs(services, JobKind.EMBED)
     if not due:
         return {"due": 0}
     if not settings.embed_url:
         log.warning("%d embed job(s) are due and EMBED_URL is unset: run `raiox worker` where torch is", due)
         return {"due": due, "poke": "EMBED_URL unset"}
-    headers = {"Authorization": f"Bearer {settings.embed_token.get_secret_value()}"} if settings.embed_token else {}
-    try:
-        response = requests.post(settings.embed_url, json={"sweep": True}, headers=headers,
-                                 timeout=(settings.notify_timeout_seconds, EMBED_POKE_READ_SECONDS))
-    except requests.Timeout as exc:
-        if isinstance(exc, requests.ConnectTimeout):
-            log.warning("embed poke for %d due job(s) could not connect in time", due)
-            return {"due": due, "poke": "connect timeout"}
-        return {"due": due, "poke": "running"}  # embed took the request and is still working on it
-    except requests.RequestException as exc:  # the URL is not logged: it may carry credentials
-        log.warning("embed poke for %d due job(s) failed (%s)", due, type(exc).__name__)
-        return {"due": due, "poke": f"failed ({type(exc).__name__})"}
-    if response.status_code >= 400:
-        log.warning("embed poke for %d due job(s) answered HTTP %d", due, response.status_code)
-    return {"due": due, "poke": f"HTTP {response.status_code}"}
+    return {"due": due, "poke": poke(settings.embed_url, settings.embed_token, {"sweep": True},
+                                     what=f"embed poke for {due} due job(s)",
+                                     timeout=(settings.notify_timeout_seconds, EMBED_POKE_READ_SECONDS))}
 
 
 def sweep(services: Services, *, worker: str | None = None, embed_here: bool) -> SweepReport:
     """One round: due embed jobs run here (`embed_here`, the GPU worker) or are handed to EMBED_URL
     (the notify function, which has no torch), then due notify jobs are delivered."""
-    embed = asdict(run_embed_jobs(services, worker=worker)) if embed_here else poke_embed(services)
+    if embed_here:
+        from raiox.embed.worker import run_embed_jobs  # torch: only where the encoder runs
+
+        embed = asdict(run_embed_jobs(services, worker=worker))
+    else:
+        embed = hand_embed_jobs_over(services)
     return SweepReport(notify=run_notify_jobs(services, worker=worker), embed=embed)

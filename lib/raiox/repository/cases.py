@@ -1,4 +1,5 @@
-"""SQL for cases and their images: creation (idempotent on submission id), lookups and status changes."""
+"""SQL for cases: creation (idempotent on submission id), images, match results, audit, status changes, and the
+lists and details the review page reads."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from raiox.database import Connection
 from raiox.models import Case, CaseStatus
 
 _CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
-                   status, error, created_at, updated_at"""
+                   status, error, created_at, updated_at, notified_at"""
 
 
 def create_case(
@@ -54,8 +55,10 @@ def case_by_submission_id(conn: Connection, submission_id: str) -> Case | None:
     return Case.model_validate(row) if row else None
 
 
-def get_case(conn: Connection, case_id: int) -> Case | None:
-    row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s", (case_id,)).fetchone()
+def get_case(conn: Connection, case_id: int, *, lock: bool = False) -> Case | None:
+    """The case; `lock` holds its row until the transaction ends (deciders on one case queue up here)."""
+    row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
+                       (case_id,)).fetchone()
     return Case.model_validate(row) if row else None
 
 
@@ -153,3 +156,103 @@ def match_results_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]
             ORDER BY case_images.position, match_results.model_id, match_results.rank""",
         (case_id,),
     ).fetchall()
+
+
+def mark_notified(conn: Connection, case_id: int) -> None:
+    """Case → `notified` with the time (again, for a redelivery); the lifecycle trigger refuses undecided cases."""
+    conn.execute("UPDATE cases SET status = 'notified', notified_at = now() WHERE id = %s", (case_id,))
+
+
+def embedded_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+    """The case's embedded X-rays with what a reference needs: key, sha256, model id and embedding."""
+    return conn.execute(
+        """SELECT id, storage_key, sha256, model_id, embedding FROM case_images
+            WHERE case_id = %s AND status = 'embedded' AND embedding IS NOT NULL AND sha256 IS NOT NULL
+            ORDER BY position""",
+        (case_id,),
+    ).fetchall()
+
+
+# Review: lists and details ---------------------------------------------------------------------------
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT status, count(*) AS n FROM cases GROUP BY status").fetchall()
+    return {row["status"]: int(row["n"]) for row in rows}
+
+
+def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int) -> list[dict[str, Any]]:
+    """Cases in these statuses, most recent activity first (decision time, else arrival), with each one's
+    top candidate (rank 1 of its first embedded image) and its decision if any."""
+    return conn.execute(
+        """
+        SELECT cases.id, cases.submission_id, cases.submitter_name, cases.client_id, cases.status,
+               cases.error, cases.created_at, cases.updated_at,
+               (SELECT count(*) FROM case_images WHERE case_images.case_id = cases.id) AS images,
+               top.manufacturer AS top_manufacturer, top.system AS top_system,
+               top.similarity AS top_similarity,
+               decided.decision, decided.chosen_rank, decided.reviewer, decided.reason, decided.decided_at,
+               decided_implant.manufacturer AS decided_manufacturer, decided_implant.system AS decided_system
+          FROM cases
+          LEFT JOIN review_decisions AS decided ON decided.case_id = cases.id
+          LEFT JOIN implants AS decided_implant ON decided_implant.id = decided.implant_id
+          LEFT JOIN LATERAL (
+                SELECT implants.manufacturer, implants.system, match_results.similarity
+                  FROM case_images
+                  JOIN match_results ON match_results.case_image_id = case_images.id
+                                    AND match_results.model_id = case_images.model_id
+                  JOIN implants ON implants.id = match_results.implant_id
+                 WHERE case_images.case_id = cases.id AND match_results.rank = 1
+                 ORDER BY case_images.position
+                 LIMIT 1
+          ) AS top ON true
+         WHERE cases.status = ANY(%s)
+         ORDER BY coalesce(decided.decided_at, cases.created_at) DESC, cases.id DESC
+         LIMIT %s OFFSET %s
+        """,
+        (statuses, limit, offset),
+    ).fetchall()
+
+
+def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT id, position, storage_key, status, error, width, height, content_type, model_id
+             FROM case_images WHERE case_id = %s ORDER BY position""",
+        (case_id,),
+    ).fetchall()
+
+
+def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+    """Each image's ranked candidates under the model that embedded it, with the best reference's key."""
+    return conn.execute(
+        """
+        SELECT case_images.id AS case_image_id, match_results.rank, match_results.similarity,
+               implants.id AS implant_id, implants.manufacturer, implants.system,
+               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key
+          FROM case_images
+          JOIN match_results ON match_results.case_image_id = case_images.id
+                            AND match_results.model_id = case_images.model_id
+          JOIN implants ON implants.id = match_results.implant_id
+          LEFT JOIN reference_images ON reference_images.id = match_results.reference_image_id
+         WHERE case_images.case_id = %s
+         ORDER BY case_images.position, match_results.rank
+        """,
+        (case_id,),
+    ).fetchall()
+
+
+def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int | None) -> dict[str, Any] | None:
+    """The implant at `rank` for the given image of the case, or for its first embedded image."""
+    return conn.execute(
+        """
+        SELECT match_results.implant_id, case_images.id AS case_image_id
+          FROM case_images
+          JOIN match_results ON match_results.case_image_id = case_images.id
+                            AND match_results.model_id = case_images.model_id
+         WHERE case_images.case_id = %(case)s AND match_results.rank = %(rank)s
+           AND (%(image)s::bigint IS NULL OR case_images.id = %(image)s)
+         ORDER BY case_images.position
+         LIMIT 1
+        """,
+        {"case": case_id, "rank": rank, "image": image_id},
+    ).fetchone()

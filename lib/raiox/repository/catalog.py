@@ -150,3 +150,24 @@ def references_missing_model(conn: Connection, model_id: str) -> list[dict[str, 
         """,
         (model_id,),
     ).fetchall()
+
+
+def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[dict[str, Any]]:
+    """Implants whose "manufacturer system" contains every word (ignoring case), with reference counts."""
+    patterns = ["%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for word in words]
+    return conn.execute(
+        """
+        SELECT implants.id, implants.manufacturer, implants.system, implants.implant_type, implants.connection,
+               (SELECT count(*) FROM reference_images WHERE reference_images.implant_id = implants.id)
+                   AS references
+          FROM implants
+         WHERE (implants.manufacturer || ' ' || implants.system) ILIKE ALL(%s)
+         ORDER BY lower(implants.manufacturer), lower(implants.system)
+         LIMIT %s
+        """,
+        (patterns, limit),
+    ).fetchall()
+
+
+def implant_exists(conn: Connection, implant_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM implants WHERE id = %s", (implant_id,)).fetchone() is not None

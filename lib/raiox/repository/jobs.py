@@ -116,3 +116,15 @@ def due_count(conn: Connection, kind: JobKind) -> int:
 def get_job(conn: Connection, job_id: int) -> Job | None:
     row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
     return Job.model_validate(row) if row else None
+
+
+def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The newest notify job of each case (its delivery state)."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (case_id) case_id, id, status, attempts, max_attempts, last_error, run_after,
+                  updated_at, finished_at
+             FROM jobs WHERE kind = 'notify' AND case_id = ANY(%s)
+            ORDER BY case_id, id DESC""",
+        (case_ids,),
+    ).fetchall()
+    return {int(row["case_id"]): row for row in rows}

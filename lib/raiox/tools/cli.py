@@ -12,31 +12,29 @@ from raiox import migrations
 from raiox.adapters.storage import open_store
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
-from raiox.settings import get_settings, redact_url
+from raiox.settings import Settings, redact_url
+from raiox.tools.commands.bench import bench_group
+from raiox.tools.commands.common import Invocation, pass_settings
 from raiox.tools.commands.deploy import deploy_group
-from raiox.tools.commands.embedding import (
-    bench_embed_command,
-    bench_match_command,
-    catalog_group,
-    match_command,
-    worker_command,
-)
-from raiox.tools.commands.intake import bench_webhook, simulate_webhook
+from raiox.tools.commands.embedding import catalog_group, match_command, worker_command
+from raiox.tools.commands.intake import simulate_webhook
 from raiox.tools.commands.local import batch_test_command, demo_command, dev_command
-from raiox.tools.commands.pipeline_bench import bench_pipeline_command
 from raiox.tools.commands.quality import eval_command, train_command
 from raiox.tools.commands.review import reviewer_group
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Raiox: identify dental implant systems on X-rays."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    invocation = ctx.ensure_object(Invocation)
+    ctx.call_on_close(invocation.close)
 
 
 @main.group()
@@ -45,9 +43,10 @@ def db() -> None:
 
 
 @db.command("migrate")
-def db_migrate() -> None:
+@pass_settings
+def db_migrate(settings: Settings) -> None:
     """Apply pending migrations from infra/sql (idempotent; safe from two processes at once)."""
-    url = database_url(get_settings())
+    url = database_url(settings)
     applied = migrations.migrate(url)
     for migration in applied:
         click.echo(f"applied {migration.version:04d}_{migration.name}")
@@ -56,9 +55,9 @@ def db_migrate() -> None:
 
 @db.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def db_status(as_json: bool) -> None:
+@pass_settings
+def db_status(settings: Settings, as_json: bool) -> None:
     """Where the database is, its PostgreSQL and pgvector versions, applied and pending migrations."""
-    settings = get_settings()
     url = database_url(settings)
     with connect(url) as conn:
         info = migration_sql.server_info(conn)
@@ -84,27 +83,10 @@ def db_status(as_json: bool) -> None:
     click.echo(f"storage:    {report['storage']}")
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks; each reports its baseline from the same run. Add --json for one JSON line."""
-
-
-# Commands defined beside their pipeline step, registered here (one line each).
-main.add_command(catalog_group)
-main.add_command(match_command)
-main.add_command(worker_command)
-bench.add_command(bench_embed_command)
-bench.add_command(bench_match_command)
-main.add_command(simulate_webhook)
-bench.add_command(bench_webhook)
-bench.add_command(bench_pipeline_command)
-main.add_command(dev_command)
-main.add_command(demo_command)
-main.add_command(batch_test_command)
-main.add_command(eval_command)
-main.add_command(train_command)
-main.add_command(reviewer_group)
-main.add_command(deploy_group)
+# Commands live beside their pipeline step (tools/commands/), registered here.
+for command in (catalog_group, match_command, worker_command, simulate_webhook, dev_command, demo_command,
+                batch_test_command, eval_command, train_command, reviewer_group, deploy_group, bench_group):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

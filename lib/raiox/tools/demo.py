@@ -6,7 +6,6 @@ approves through the approve API → notify writes the answer to a local stand-i
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
@@ -16,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydantic import SecretStr
 
 from raiox import migrations
 from raiox.adapters.encoder import random_checkpoint
 from raiox.database import database_url
 from raiox.repository import cases
-from raiox.review.service import add_reviewer
-from raiox.services import Services, get_services, reset_services
-from raiox.tools.catalog_import import import_manifest
-from raiox.tools.commands.local import configure_local, free_port
-from raiox.tools.devserver import BASE_PATH, start_dev_server
+from raiox.review.accounts import add_reviewer
+from raiox.services import Services
+from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
+from raiox.tools.devserver import start_dev_server
+from raiox.tools.local import BASE_PATH, free_port, isolated_settings, one_port
 from raiox.tools.render import demo_catalog, render
 from raiox.tools.simulator import JotformApiStandIn, jotform_fields, multipart, new_submission_id, serve_files
+from raiox.tools.waiting import wait_until
 
 DEMO_FORM_ID = "240000000000001"
 RESULT_FIELDS = "system=12,manufacturer=13,similarity=14,reviewer=15,decision=16,note=17"
@@ -87,28 +88,13 @@ class DemoReport:
 
 
 def write_demo_catalog(folder: Path) -> Path:
-    """Rendered reference films of the demo systems and their CSV manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = ["manufacturer,system,type,connection,notes,images"]
-    for number, design in enumerate(demo_catalog()):
-        names = []
-        for view in range(REFERENCES_PER_SYSTEM):
-            name = f"{number:02d}-{view}.png"
-            (folder / name).write_bytes(render(design, seed=number * 100 + view))
-            names.append(name)
-        rows.append(f"{design.manufacturer},{design.system},{design.implant_type},{design.connection},"
-                    f"fictional demo system,{'|'.join(names)}")
-    manifest = folder / "catalog.csv"
-    manifest.write_text("\n".join(rows) + "\n")
-    return manifest
-
-
-def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(0.25)
+    """Rendered reference films of the demo systems and their manifest."""
+    return write_catalog(folder, [
+        ReferenceSystem(design.manufacturer, design.system,
+                        [render(design, seed=number * 100 + view) for view in range(REFERENCES_PER_SYSTEM)],
+                        {"type": design.implant_type, "connection": design.connection,
+                         "notes": "fictional demo system"})
+        for number, design in enumerate(demo_catalog())])
 
 
 def _statuses(services: Services, case_ids: list[int]) -> dict[int, str]:
@@ -117,42 +103,40 @@ def _statuses(services: Services, case_ids: list[int]) -> dict[int, str]:
 
 
 def run_demo(home: Path, *, count: int = 12, say: Callable[[str], None] = print) -> DemoReport:
-    """Run the pipeline in `home` (which must be an isolated RAIOX_HOME: see simulator.isolated_environment)."""
+    """Run the pipeline in `home`, a Raiox of its own: nothing is read from the environment or a `.env`."""
     started = time.monotonic()
     model, checkpoint, notice = demo_encoder(home)
     say(notice)
-    os.environ["RAIOX_CLIP_MODEL"] = model
-    os.environ["RAIOX_CLIP_PRETRAINED"] = str(checkpoint)
+    port = free_port()
     with JotformApiStandIn() as jotform:
-        os.environ.update({"JOTFORM_API_BASE": jotform.url, "JOTFORM_API_KEY": secrets.token_hex(16),
-                           "JOTFORM_RESULT_FIELDS": RESULT_FIELDS, "JOTFORM_FORM_IDS": DEMO_FORM_ID})
-        port = free_port()
-        configure_local("127.0.0.1", port)
-        os.environ.setdefault("NOTIFY_URL", f"http://127.0.0.1:{port}{BASE_PATH}/notify")
-        reset_services()
-        services = get_services()
-        migrations.migrate(database_url(services.settings))
-        say(f"catalog: rendering {len(demo_catalog())} fictional systems x {REFERENCES_PER_SYSTEM} views")
-        imported = import_manifest(services, write_demo_catalog(home / "catalog"), progress=False)
-        say(f"catalog: {imported.references_added} references embedded by {imported.model_id}")
-        server = start_dev_server(services, "127.0.0.1", port)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{port}{BASE_PATH}"
-        try:
-            cases = _send_cases(services, base, count, say)
-            ids = [c.case_id for c in cases if c.case_id is not None]
-            _wait("embedding", lambda: all(s in ("ready", "failed") for s in _statuses(services, ids).values()), 300)
-            _review(services, base, cases, say)
-            _wait("delivery", lambda: all(s == "notified" for s in _statuses(services, ids).values()), 120)
-            final = _statuses(services, ids)
-            for case in cases:
-                case.delivered = final.get(case.case_id or 0) == "notified"
-        finally:
-            server.shutdown()
-            server.server_close()
-        report = DemoReport(cases, services.encoder.model_id, time.monotonic() - started, len(jotform.requests))
-        reset_services()
-    return report
+        settings = one_port(isolated_settings(
+            home, raiox_clip_model=model, raiox_clip_pretrained=str(checkpoint),
+            jotform_api_base=jotform.url, jotform_api_key=SecretStr(secrets.token_hex(16)),
+            jotform_result_fields=RESULT_FIELDS, jotform_form_ids=DEMO_FORM_ID,
+            notify_url=f"http://127.0.0.1:{port}{BASE_PATH}/notify"), "127.0.0.1", port)
+        with Services(settings) as services:
+            migrations.migrate(database_url(settings))
+            say(f"catalog: rendering {len(demo_catalog())} fictional systems x {REFERENCES_PER_SYSTEM} views")
+            imported = import_manifest(services, write_demo_catalog(home / "catalog"), progress=False)
+            say(f"catalog: {imported.references_added} references embedded by {imported.model_id}")
+            server = start_dev_server(services, "127.0.0.1", port)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            base = f"http://127.0.0.1:{port}{BASE_PATH}"
+            try:
+                sent = _send_cases(services, base, count, say)
+                ids = [c.case_id for c in sent if c.case_id is not None]
+                wait_until(lambda: all(s in ("ready", "failed") for s in _statuses(services, ids).values()), 300,
+                           "embedding", interval=0.25)
+                _review(services, base, sent, say)
+                wait_until(lambda: all(s == "notified" for s in _statuses(services, ids).values()), 120,
+                           "delivery", interval=0.25)
+                final = _statuses(services, ids)
+                for case in sent:
+                    case.delivered = final.get(case.case_id or 0) == "notified"
+            finally:
+                server.shutdown()
+                server.server_close()
+            return DemoReport(sent, services.encoder.model_id, time.monotonic() - started, len(jotform.requests))
 
 
 def _send_cases(services: Services, base: str, count: int, say: Callable[[str], None]) -> list[DemoCase]:

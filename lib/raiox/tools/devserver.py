@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,27 @@ from flask import Flask, Response, abort, redirect, request, send_from_directory
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from raiox.adapters.storage import LocalFolderStore
+from raiox.delivery import http as notify
+from raiox.embed import http as embed
+from raiox.intake import http as webhook
+from raiox.review import http as approve
 from raiox.services import Services
+from raiox.tools.local import BASE_PATH
 from raiox.tools.object_server import objects_blueprint
-from raiox.web import Handler, flask_entry
+from raiox.web.http import Handler
+from raiox.web.platforms import flask_entry
 
 log = logging.getLogger(__name__)
 
-BASE_PATH = "/api/v1/web/raiox"
 ADMIN_DIR = Path(__file__).resolve().parents[3] / "admin"
 
-# Function name → "module:handler", the same core its DigitalOcean and functions-framework entries call.
-FUNCTIONS: dict[str, str] = {
-    "webhook": "raiox.intake.receive:webhook_handler",
-    "embed": "raiox.embed.http:handle",
-    "notify": "raiox.delivery.http:handle",
-    "approve": "raiox.review.http:handle",
+# Function name → the handler its DigitalOcean and functions-framework entries call.
+FUNCTIONS: dict[str, Handler] = {
+    "webhook": webhook.handle,
+    "embed": embed.handle,
+    "notify": notify.handle,
+    "approve": approve.handle,
 }
-
-
-def _load(target: str) -> Handler:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
 def create_dev_app(services: Services, *, admin_dir: Path = ADMIN_DIR) -> Flask:
@@ -39,11 +38,10 @@ def create_dev_app(services: Services, *, admin_dir: Path = ADMIN_DIR) -> Flask:
     DigitalOcean), the static admin page under /admin/, and signed local-object URLs under /objects/."""
     app = Flask("raiox-dev")
 
-    for name, target in FUNCTIONS.items():
-        handler = _load(target)
+    for name, handler in FUNCTIONS.items():
 
         def call(rest: str = "", handler: Handler = handler) -> Any:
-            return flask_entry(handler, request, path=f"/{rest}" if rest else "")
+            return flask_entry(handler, request, services=services, path=f"/{rest}" if rest else "")
 
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
         app.add_url_rule(f"{BASE_PATH}/{name}", f"{name}_root", call, methods=methods)

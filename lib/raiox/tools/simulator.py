@@ -3,18 +3,13 @@ playing its upload host. Used by `raiox simulate-webhook`, the demo, the benchma
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -132,25 +127,6 @@ def with_token(url: str, token: str | None) -> str:
     if not token:
         return url
     return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
-
-
-_RAIOX_VARIABLES = ("RAIOX_", "DATABASE_", "SPACES_", "WEBHOOK_", "JOTFORM_", "FETCH_", "EMBED_", "NOTIFY_",
-                    "REVIEW_", "ADMIN_")
-
-
-def isolated_environment(prefix: str, home: Path | None = None) -> Path:
-    """Point this process at a throw-away RAIOX_HOME (embedded database, local objects), in dev mode with a
-    fresh webhook token, ignoring every Raiox setting inherited from the shell or a .env; returns the home."""
-    if home is None:
-        home = Path(tempfile.mkdtemp(prefix=prefix))
-        atexit.register(shutil.rmtree, home, True)  # registered first, so it runs after pgserver stops
-    home.mkdir(parents=True, exist_ok=True)
-    for name in list(os.environ):
-        if name.startswith(_RAIOX_VARIABLES):
-            del os.environ[name]
-    os.environ.update({"RAIOX_HOME": str(home), "RAIOX_ENV": "dev", "WEBHOOK_TOKEN": secrets.token_urlsafe(24)})
-    os.chdir(home)  # no stray .env
-    return home
 
 
 class JotformApiStandIn:

@@ -1,42 +1,30 @@
-"""Commands for running Raiox on one machine: the one-port dev server and the demo."""
+"""Commands for running Raiox on one machine: the one-port dev server, the demo, a batch test of a folder."""
 
 from __future__ import annotations
 
-import os
-import socket
+import json
 from pathlib import Path
 
 import click
 
 from raiox import migrations
 from raiox.database import database_url
-from raiox.review.service import ensure_local_reviewer
-from raiox.services import get_services, reset_services
-from raiox.tools.devserver import BASE_PATH, FUNCTIONS, start_dev_server
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def configure_local(host: str, port: int) -> None:
-    """Defaults that make one process on one port a complete Raiox (explicit settings still win)."""
-    os.environ.setdefault("RAIOX_ENV", "dev")
-    os.environ.setdefault("RAIOX_PUBLIC_URL", f"http://{host}:{port}")
-    os.environ.setdefault("EMBED_URL", f"http://{host}:{port}{BASE_PATH}/embed")
-    reset_services()
+from raiox.review.accounts import ensure_local_reviewer
+from raiox.services import Services
+from raiox.settings import Settings
+from raiox.tools.commands.common import pass_services, pass_settings
+from raiox.tools.devserver import FUNCTIONS, start_dev_server
+from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
 
 
 @click.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
-def dev_command(host: str, port: int) -> None:
+@pass_settings
+def dev_command(settings: Settings, host: str, port: int) -> None:
     """Serve every function, the admin page and local objects on one port (embedded defaults)."""
     port = port or free_port(host)
-    configure_local(host, port)
-    services = get_services()
+    services = Services(one_port(settings, host, port))
     migrations.migrate(database_url(services.settings))
     server = start_dev_server(services, host, port)
     base = f"http://{host}:{port}"
@@ -54,7 +42,7 @@ def dev_command(host: str, port: int) -> None:
         click.echo("stopped")
     finally:
         server.server_close()
-        reset_services()
+        services.close()
 
 
 @click.command("demo")
@@ -65,12 +53,9 @@ def dev_command(host: str, port: int) -> None:
               help="Keep the demo's database, objects and catalog here (default: a temporary folder).")
 def demo_command(as_json: bool, count: int, home: Path | None) -> None:
     """The whole pipeline offline on embedded defaults: catalog, webhook, embed, review, notify."""
-    import json
-
     from raiox.tools.demo import run_demo
-    from raiox.tools.simulator import isolated_environment
 
-    home = isolated_environment("raiox-demo-", home.resolve() if home else None)
+    home = home.resolve() if home else scratch_home("raiox-demo-")
     click.echo(f"demo home: {home}")
     report = run_demo(home, count=count, say=click.echo)
     click.echo(f"\nencoder {report.model_id}")
@@ -93,15 +78,15 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
 @click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the full JSON report here as well.")
-def batch_test_command(folder: Path, url: str | None, token: str | None, report_path: Path | None) -> None:
+@pass_services
+def batch_test_command(services: Services, folder: Path, url: str | None, token: str | None,
+                       report_path: Path | None) -> None:
     """Every JPEG/PNG/TIFF below FOLDER through matching or the webhook; the last line is a JSON summary.
 
     Sub-folders named after systems (`<system>/<film>`) make it report top-1 and top-3 accuracy."""
-    import json
-
     from raiox.tools.batch import match_folder, report, send_folder
 
-    items = send_folder(folder, url, token) if url else match_folder(get_services(), folder)
+    items = send_folder(folder, url, token) if url else match_folder(services, folder)
     document = report(items)
     if report_path is not None:
         report_path.write_text(json.dumps(document, indent=1))

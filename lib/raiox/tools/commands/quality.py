@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from raiox.adapters.encoder import Encoder, EncoderUnavailable, random_model
-from raiox.services import get_services, reset_services
-
-
-def _configured_encoder() -> Encoder:
-    try:
-        return get_services().encoder
-    except EncoderUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+from raiox.adapters.encoder import Encoder, random_model
+from raiox.services import Services
+from raiox.tools.commands.common import loaded_encoder, pass_services
 
 
 def _untrained_like(encoder: Encoder) -> Encoder:
@@ -38,15 +31,16 @@ def _untrained_like(encoder: Encoder) -> Encoder:
 @click.option("--approvals", default=0, show_default=True,
               help="Also measure learning from approvals: this many approved films become references of the "
               "weakest quarter of systems, whose accuracy is shown before and after.")
-def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None, baseline: bool,
-                 approvals: int) -> None:
+@pass_services
+def eval_command(services: Services, as_json: bool, rendered: str, queries: int, folder: Path | None,
+                 baseline: bool, approvals: int) -> None:
     """Top-1 and top-3 accuracy of the configured encoder (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED)."""
     from raiox.tools.quality import approvals_effect, catalog_by_name, evaluate, evaluate_folder
 
-    encoder = _configured_encoder()
+    encoder = loaded_encoder(services)
     learning = None
     if folder is not None:
-        reports = [evaluate_folder(get_services(), folder)]
+        reports = [evaluate_folder(services, folder)]
     else:
         try:
             designs = catalog_by_name(rendered)
@@ -93,17 +87,18 @@ def eval_command(as_json: bool, rendered: str, queries: int, folder: Path | None
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (a .json sidecar records how films were prepared).")
 @click.option("--reembed", is_flag=True, help="Then embed the database's reference images with the new model.")
-def train_command(model_name: str, pretrained: str | None, catalog_name: str, minutes: float,
+@pass_services
+def train_command(services: Services, model_name: str, pretrained: str | None, catalog_name: str, minutes: float,
                   films_per_system: int, seed: int, crop: bool, device: str, out: Path, reembed: bool) -> None:
     """Adapt an open_clip image encoder to implant radiographs by metric learning on rendered films."""
-    from raiox.tools.catalog_import import reembed_catalog
+    from raiox.tools.catalog import reembed_catalog
     from raiox.tools.quality import catalog_by_name, train
 
     path = train(model_name, catalog_by_name(catalog_name), out, pretrained=pretrained, minutes=minutes,
                  films_per_system=films_per_system, seed=seed, crop=crop, device=device)
     click.echo(f"wrote {path}; use it with RAIOX_CLIP_MODEL={model_name} RAIOX_CLIP_PRETRAINED={path}")
     if reembed:
-        os.environ.update({"RAIOX_CLIP_MODEL": model_name, "RAIOX_CLIP_PRETRAINED": str(path)})
-        reset_services()
-        services = get_services()
-        click.echo(f"re-embedded {reembed_catalog(services)} reference images as {services.encoder.model_id}")
+        trained = services.settings.model_copy(update={"raiox_clip_model": model_name,
+                                                       "raiox_clip_pretrained": str(path)})
+        with Services(trained) as retrained:
+            click.echo(f"re-embedded {reembed_catalog(retrained)} reference images as {retrained.encoder.model_id}")

@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from raiox.review import service as review
-from raiox.services import get_services
+from raiox.review import accounts
+from raiox.services import Services
+from raiox.tools.commands.common import pass_services
 
 
 @click.group("reviewer")
@@ -19,14 +20,15 @@ def reviewer_group() -> None:
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
 @click.option("--reset", is_flag=True, help="If NAME exists, give it this new password (and enable it).")
-def reviewer_add(name: str, password_stdin: bool, reset: bool) -> None:
+@pass_services
+def reviewer_add(services: Services, name: str, password_stdin: bool, reset: bool) -> None:
     """Add reviewer NAME; asks for the password twice unless --password-stdin."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        created = review.add_reviewer(get_services(), name, password, reset=reset)
+        created = accounts.add_reviewer(services, name, password, reset=reset)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"reviewer {name} {'added' if created else 'has a new password'}")
@@ -34,16 +36,18 @@ def reviewer_add(name: str, password_stdin: bool, reset: bool) -> None:
 
 @reviewer_group.command("disable")
 @click.argument("name")
-def reviewer_disable(name: str) -> None:
+@pass_services
+def reviewer_disable(services: Services, name: str) -> None:
     """Stop reviewer NAME from signing in; their tokens stop working at once."""
-    if not review.disable_reviewer(get_services(), name):
+    if not accounts.disable_reviewer(services, name):
         raise click.ClickException(f"there is no reviewer {name}")
     click.echo(f"reviewer {name} disabled")
 
 
 @reviewer_group.command("list")
-def reviewer_list() -> None:
+@pass_services
+def reviewer_list(services: Services) -> None:
     """Reviewers, whether each is enabled, and when their password was set."""
-    for row in review.list_reviewers(get_services()):
+    for row in accounts.list_reviewers(services):
         state = "disabled" if row["disabled"] else "enabled"
         click.echo(f"{row['name']:<24} {state:<9} password set {row['password_changed_at']:%Y-%m-%d %H:%M}")

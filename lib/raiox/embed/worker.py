@@ -1,0 +1,138 @@
+"""The embed step's jobs: read each case's X-rays, encode them together, store each one's top-k, case → ready."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from raiox.adapters.encoder import Encoder
+from raiox.adapters.storage import ObjectNotFound, StorageError
+from raiox.database import Connection
+from raiox.embed.matching import find_candidates
+from raiox.job_runner import Backoff, Done, Failed, JobFailure, JobReport, JobRunner
+from raiox.models import CaseStatus, Job, JobKind
+from raiox.repository import cases
+from raiox.services import Services
+
+ImageRows = list[dict[str, Any]]
+
+
+@dataclass
+class EmbedReport(JobReport):
+    ready: int = 0
+    skipped: int = 0
+    images_embedded: int = 0
+
+    def add(self, done: Done) -> None:
+        super().add(done)
+        self.images_embedded += int(done.result.get("images_embedded", 0))
+
+
+@dataclass
+class EmbedBatch:
+    statuses: dict[int, str]  # job id → its case's status after the claim
+    images: dict[int, ImageRows]  # case id → its images
+    embedding: dict[int, int]  # job id → case id, for the jobs whose case is being embedded now
+    outcome: dict[int, np.ndarray | str] = field(default_factory=dict)  # image id → embedding or error
+    storage_trouble: dict[int, str] = field(default_factory=dict)  # job id → why its X-rays could not be read
+
+
+class EmbedStep:
+    kind = JobKind.EMBED
+    backoff = Backoff(base=5.0, cap=600.0)
+
+    def __init__(self, services: Services, encoder: Encoder) -> None:
+        self.services = services
+        self.encoder = encoder
+
+    def claimed(self, conn: Connection, claimed: list[Job]) -> EmbedBatch:
+        """Cases move received → embedding; a job whose case is already ready (or beyond) will be skipped."""
+        statuses: dict[int, str] = {}
+        for job in claimed:
+            case = cases.get_case(conn, job.case_id) if job.case_id is not None else None
+            status = case.status if case else None
+            if case is not None and status == CaseStatus.RECEIVED:
+                status = cases.set_case_status(conn, case.id, CaseStatus.EMBEDDING).status
+            statuses[job.id] = str(status)
+        by_case: dict[int, ImageRows] = {}
+        for image in cases.images_of_cases(conn, [job.case_id for job in claimed if job.case_id is not None]):
+            by_case.setdefault(image["case_id"], []).append(image)
+        embedding = {job.id: job.case_id for job in claimed
+                     if job.case_id is not None and statuses[job.id] == CaseStatus.EMBEDDING}
+        return EmbedBatch(statuses, by_case, embedding)
+
+    def _todo(self, images: ImageRows) -> ImageRows:
+        model_id = self.encoder.model_id
+        return [i for i in images
+                if i["status"] == "stored" or (i["status"] == "embedded" and i["model_id"] != model_id)]
+
+    def work(self, batch: EmbedBatch) -> None:
+        """Read and encode every image of the batch at once. A store outage retries its job later; a missing
+        object or an undecodable image fails that image."""
+        blobs: list[tuple[int, bytes]] = []
+        for job_id, case_id in batch.embedding.items():
+            for image in self._todo(batch.images.get(case_id, [])):
+                try:
+                    blobs.append((image["id"], self.services.store.get(image["storage_key"])))
+                except ObjectNotFound:
+                    batch.outcome[image["id"]] = "the stored X-ray is missing from object storage"
+                except StorageError as exc:
+                    batch.storage_trouble[job_id] = str(exc)
+        encoded = self.encoder.encode([data for _, data in blobs])
+        for position, (image_id, _) in enumerate(blobs):
+            error = encoded.errors.get(position)
+            batch.outcome[image_id] = str(error) if error is not None else encoded.embeddings[position]
+
+    def finish(self, conn: Connection, job: Job, batch: EmbedBatch) -> Done | Failed:
+        status = batch.statuses[job.id]
+        if status != CaseStatus.EMBEDDING:
+            return Done("skipped", {"skipped": status})  # finished already, or gone: re-running changes nothing
+        if job.id in batch.storage_trouble:
+            raise JobFailure(f"StorageError: {batch.storage_trouble[job.id]}")
+        assert job.case_id is not None
+        settings, model_id = self.services.settings, self.encoder.model_id
+        images = batch.images.get(job.case_id, [])
+        embedded = 0
+        for image in images:
+            result = batch.outcome.get(image["id"])
+            if isinstance(result, str):
+                cases.mark_image_failed(conn, image["id"], result)
+            elif result is not None:
+                candidates = find_candidates(conn, result, model_id, k=settings.raiox_top_k,
+                                             ef_search=settings.raiox_hnsw_ef_search)
+                cases.save_image_embedding(conn, image["id"], model_id, result)
+                cases.replace_match_results(conn, image["id"], model_id, [c.model_dump() for c in candidates])
+                embedded += 1
+        already = sum(1 for i in images if i["status"] == "embedded" and i["model_id"] == model_id)
+        if embedded + already == 0:  # no decodable X-ray: no retry can help
+            return Failed("; ".join(sorted({r for r in batch.outcome.values() if isinstance(r, str)})) or "no images")
+        cases.set_case_status(conn, job.case_id, CaseStatus.READY)
+        cases.record_audit(conn, actor="system:embed", action="embedded", case_id=job.case_id,
+                           details={"images": embedded, "model_id": model_id})
+        return Done("ready", {"images_embedded": embedded, "model_id": model_id})
+
+    def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
+        if job.case_id is not None:
+            cases.set_case_status(conn, job.case_id, CaseStatus.FAILED, error=error)
+            cases.record_audit(conn, actor="system:embed", action="embed_failed", case_id=job.case_id,
+                               details={"error": error, "attempts": job.attempts})
+
+
+def embed_runner(services: Services, *, worker: str | None = None) -> JobRunner[EmbedBatch]:
+    settings = services.settings
+    return JobRunner(services, EmbedStep(services, services.encoder), lease_seconds=settings.embed_lease_seconds,
+                     per_claim=settings.embed_jobs_per_call, worker=worker)
+
+
+def run_embed_batch(services: Services, *, worker: str | None = None) -> EmbedReport:
+    """Claim one batch of due embed jobs, encode all their images in one pass, write results per job."""
+    report = EmbedReport()
+    embed_runner(services, worker=worker).run_batch(report)
+    return report
+
+
+def run_embed_jobs(services: Services, *, worker: str | None = None, max_batches: int | None = None) -> EmbedReport:
+    """Run batches until no embed job is due (or `max_batches` ran): the function, `raiox worker` and tests."""
+    return embed_runner(services, worker=worker).run(EmbedReport(), max_batches=max_batches)

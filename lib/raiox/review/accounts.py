@@ -1,0 +1,208 @@
+"""Reviewers and their sessions: scrypt passwords, sign-in with a database-backed rate limit, signed tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raiox.adapters.storage import local_signing_key
+from raiox.errors import NotAuthenticated, NotConfigured, Throttled
+from raiox.repository import reviewers as sql
+from raiox.services import Services
+from raiox.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # the same CHECK as in 0003_reviewers.sql
+MIN_PASSWORD_LENGTH = 10
+LOCAL_REVIEWER = "local-reviewer"
+
+
+# Passwords: scrypt from the standard library (no extra dependency in the function's build) -------------
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1  # 16 MiB and ~50 ms per hash
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return "$".join(["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+                     base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check against a stored hash, under the parameters it was made with."""
+    scheme, n, r, p, salt, digest = stored.split("$")
+    if scheme != "scrypt":
+        return False
+    expected = base64.b64decode(digest)
+    actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                            dklen=len(expected))
+    return hmac.compare_digest(actual, expected)
+
+
+@lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    """Checked when the name is unknown, so a wrong name costs as long as a wrong password."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+# Reviewers -------------------------------------------------------------------------------------------
+
+
+def check_new_reviewer(name: str, password: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ValueError("a reviewer name is 1-64 letters, digits or . _ @ - (starting with a letter or digit)")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def add_reviewer(services: Services, name: str, password: str, *, reset: bool = False) -> bool:
+    """Create the reviewer; with `reset`, an existing one gets the new password instead (and is enabled).
+    Returns whether it was created. Raises ValueError for a bad name or password, or a taken name."""
+    check_new_reviewer(name, password)
+    password_hash = hash_password(password)
+    with services.db.transaction() as conn:
+        if sql.add_reviewer(conn, name, password_hash) is not None:
+            return True
+        if not reset:
+            raise ValueError(f"reviewer {name} exists (use --reset to give them a new password)")
+        sql.reset_reviewer(conn, name, password_hash)
+    return False
+
+
+def disable_reviewer(services: Services, name: str) -> bool:
+    with services.db.transaction() as conn:
+        return sql.disable_reviewer(conn, name)
+
+
+def list_reviewers(services: Services) -> list[dict[str, Any]]:
+    with services.db.transaction() as conn:
+        return sql.list_reviewers(conn)
+
+
+def ensure_local_reviewer(services: Services) -> tuple[str, str]:
+    """For `raiox dev`: the local reviewer with a fresh random password; returns (name, password)."""
+    password = secrets.token_urlsafe(12)
+    add_reviewer(services, LOCAL_REVIEWER, password, reset=True)
+    return LOCAL_REVIEWER, password
+
+
+# Tokens: HMAC-SHA256 over a JSON payload with an expiry ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    id: int
+    name: str
+
+
+def token_key(settings: Settings) -> bytes:
+    """REVIEW_TOKEN_SECRET; in dev mode without it, a key derived from the local signing key."""
+    if settings.review_token_secret is not None:
+        return settings.review_token_secret.get_secret_value().encode()
+    if settings.raiox_env == "dev":
+        return hmac.new(local_signing_key(settings), b"raiox review tokens", hashlib.sha256).digest()
+    raise NotConfigured("sign-in is not configured: set REVIEW_TOKEN_SECRET")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, b"raiox-review." + payload.encode(), hashlib.sha256).digest())
+
+
+def _fingerprint(key: bytes, password_hash: str) -> str:
+    """Ties a token to the password it was issued under; a new password makes older tokens invalid."""
+    return _b64(hmac.new(key, password_hash.encode(), hashlib.sha256).digest()[:12])
+
+
+def issue_token(key: bytes, reviewer: dict[str, Any], ttl_seconds: int, *, now: float | None = None) -> tuple[str, int]:
+    expires = int(now if now is not None else time.time()) + ttl_seconds
+    claims = {"rid": reviewer["id"], "sub": reviewer["name"], "exp": expires,
+              "pwv": _fingerprint(key, reviewer["password_hash"])}
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{payload}.{_sign(key, payload)}", expires
+
+
+def authenticate(services: Services, token: str | None) -> Reviewer:
+    """The reviewer a bearer token names; 401 when it is missing, forged, expired or no longer valid."""
+    key = token_key(services.settings)
+    if not token:
+        raise NotAuthenticated("sign in first")
+    payload, _, signature = token.partition(".")
+    if not hmac.compare_digest(_sign(key, payload).encode(), signature.encode()):
+        raise NotAuthenticated("the sign-in token is not valid; sign in again")
+    claims = json.loads(_unb64(payload))
+    if claims["exp"] <= time.time():
+        raise NotAuthenticated("the session has expired; sign in again")
+    with services.db.transaction() as conn:
+        row = sql.reviewer_by_id(conn, claims["rid"])
+    if row is None or row["disabled"] or not hmac.compare_digest(
+            claims["pwv"], _fingerprint(key, row["password_hash"])):
+        raise NotAuthenticated("the sign-in token is no longer valid; sign in again")
+    return Reviewer(id=row["id"], name=row["name"])
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def login(services: Services, body: LoginBody) -> dict[str, Any]:
+    """A token for a right name and password. Wrong ones are counted per name (known or not) in the
+    database; past REVIEW_LOGIN_MAX_FAILURES within the window every attempt, even a right one, gets 429."""
+    settings = services.settings
+    key = token_key(settings)
+    name_key = body.name.strip().lower()
+    window = timedelta(seconds=settings.review_login_window_seconds)
+    with services.db.transaction() as conn:
+        sql.lock_sign_in(conn, name_key)
+        failures, retry_after = sql.recent_failures(conn, name_key, window)
+        limited = failures >= settings.review_login_max_failures
+        reviewer = None
+        if not limited:
+            row = sql.reviewer_by_name(conn, body.name.strip())
+            right = verify_password(body.password, row["password_hash"] if row else _decoy_hash())
+            if row is not None and right and not row["disabled"]:
+                reviewer = row
+                sql.clear_failures(conn, name_key)
+            else:
+                sql.record_failure(conn, name_key, window)
+    if limited:
+        log.warning("sign-in for %r refused: %d wrong passwords within %s", name_key, failures, window)
+        raise Throttled(f"too many wrong passwords; try again in {_minutes(retry_after)}",
+                          retry_after=retry_after)
+    if reviewer is None:
+        log.warning("wrong name or password for %r", name_key)
+        raise NotAuthenticated("wrong name or password")
+    token, expires = issue_token(key, reviewer, settings.review_token_ttl_seconds)
+    log.info("reviewer %s signed in", reviewer["name"])
+    return {"token": token, "name": reviewer["name"], "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}
+
+
+def _minutes(seconds: int) -> str:
+    minutes = max(1, -(-seconds // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+

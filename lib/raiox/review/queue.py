@@ -1,0 +1,144 @@
+"""The review queue: case lists with counts, a case's details with expiring image URLs, catalog search."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from raiox.embed.matching import is_low_confidence
+from raiox.errors import InvalidInput, NotFound
+from raiox.models import CaseStatus, JobStatus
+from raiox.repository import cases, catalog, decisions, jobs
+from raiox.services import Services
+
+DECIDED = [CaseStatus.APPROVED, CaseStatus.REJECTED, CaseStatus.NOTIFIED]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def parse_statuses(text: str) -> list[str]:
+    """`ready`, `decided` (approved, rejected, notified) or a comma-separated list of case statuses."""
+    if text.strip() == "decided":
+        return [str(status) for status in DECIDED]
+    statuses = [part.strip() for part in text.split(",") if part.strip()]
+    known = {str(status) for status in CaseStatus}
+    unknown = [status for status in statuses if status not in known]
+    if unknown or not statuses:
+        raise InvalidInput(f"status must be `decided` or any of {', '.join(sorted(known))}")
+    return statuses
+
+
+def delivery_state(case_status: str, job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where the answer to the submitter is: none (not decided), queued, sending, retrying, delivered, failed."""
+    if case_status not in {str(status) for status in DECIDED}:
+        return None
+    if case_status == CaseStatus.NOTIFIED:
+        state = "delivered"
+    elif job is None:
+        state = "none"
+    else:
+        state = {JobStatus.PENDING: "retrying" if job["attempts"] else "queued", JobStatus.RUNNING: "sending",
+                 JobStatus.DONE: "delivered", JobStatus.FAILED: "failed"}[JobStatus(job["status"])]
+    return {
+        "state": state,
+        "attempts": job["attempts"] if job else 0,
+        "max_attempts": job["max_attempts"] if job else None,
+        "last_error": job["last_error"] if job and state != "delivered" else None,
+        "updated_at": iso(job["updated_at"]) if job else None,
+    }
+
+
+def _decision_view(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None or row.get("decision") is None:
+        return None
+    return {
+        "decision": row["decision"],
+        "implant_id": row.get("implant_id"),
+        "manufacturer": row.get("manufacturer"),
+        "system": row.get("system"),
+        "chosen_rank": row["chosen_rank"],
+        "reviewer": row["reviewer"],
+        "reason": row["reason"],
+        "note": row.get("note"),
+        "decided_at": iso(row["decided_at"]),
+    }
+
+
+def list_cases(services: Services, statuses: list[str], *, page: int, per_page: int) -> dict[str, Any]:
+    with services.db.transaction() as conn:
+        counts = cases.status_counts(conn)
+        rows = cases.list_cases(conn, statuses, limit=per_page, offset=(page - 1) * per_page)
+        deliveries = jobs.latest_notify_jobs(conn, [row["id"] for row in rows])
+    items = []
+    for row in rows:
+        top = None
+        if row["top_system"] is not None:
+            top = {"manufacturer": row["top_manufacturer"], "system": row["top_system"],
+                   "similarity": round(float(row["top_similarity"]), 4)}
+        decided = _decision_view({**row, "manufacturer": row["decided_manufacturer"],
+                                  "system": row["decided_system"]})
+        items.append({
+            "id": row["id"], "submission_id": row["submission_id"], "submitter_name": row["submitter_name"],
+            "client_id": row["client_id"], "status": row["status"], "error": row["error"],
+            "created_at": iso(row["created_at"]), "images": row["images"], "top": top, "decision": decided,
+            "delivery": delivery_state(row["status"], deliveries.get(row["id"])),
+        })
+    return {
+        "statuses": statuses, "page": page, "per_page": per_page,
+        "total": sum(counts.get(status, 0) for status in statuses),
+        "counts": {str(status): counts.get(status, 0) for status in CaseStatus},
+        "cases": items,
+    }
+
+
+def case_detail(services: Services, case_id: int) -> dict[str, Any]:
+    """The case, its X-rays and each one's candidates as expiring URLs, its decision and delivery."""
+    with services.db.transaction() as conn:
+        case = cases.get_case(conn, case_id)
+        if case is None:
+            raise NotFound(f"there is no case {case_id}")
+        images = cases.case_images(conn, case_id)
+        ranked = cases.candidates(conn, case_id)
+        decided = decisions.decision(conn, case_id)
+        delivery = jobs.latest_notify_jobs(conn, [case_id]).get(case_id)
+    expiry = services.settings.raiox_url_expiry_seconds
+    store = services.store
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for row in ranked:
+        key = row["reference_storage_key"]
+        by_image.setdefault(row["case_image_id"], []).append({
+            "rank": row["rank"], "implant_id": row["implant_id"], "manufacturer": row["manufacturer"],
+            "system": row["system"], "similarity": round(float(row["similarity"]), 4),
+            "reference_image_id": row["reference_image_id"],
+            "reference_url": store.presigned_url(key, expiry) if key else None,
+        })
+    return {
+        "case": {
+            "id": case.id, "submission_id": case.submission_id, "submitter_name": case.submitter_name,
+            "submitter_email": case.submitter_email, "client_id": case.client_id, "status": case.status,
+            "error": case.error, "created_at": iso(case.created_at),
+            "notified_at": iso(case.notified_at),
+        },
+        "images": [{
+            "id": image["id"], "position": image["position"], "status": image["status"], "error": image["error"],
+            "width": image["width"], "height": image["height"],
+            "url": store.presigned_url(image["storage_key"], expiry) if image["storage_key"] else None,
+            "candidates": by_image.get(image["id"], []),
+            "low_confidence": bool(by_image.get(image["id"])) and is_low_confidence(
+                [c["similarity"] for c in by_image[image["id"]]], services.settings),
+        } for image in images],
+        "decision": _decision_view(decided),
+        "delivery": delivery_state(case.status, delivery),
+        "url_expires_in": expiry,
+    }
+
+
+def search_catalog(services: Services, query: str, *, limit: int = 25) -> list[dict[str, Any]]:
+    """Implant systems whose manufacturer and system together contain every word of the query."""
+    with services.db.transaction() as conn:
+        rows = catalog.search_implants(conn, query.split()[:8], limit=limit)
+    return [dict(row) for row in rows]
+
+

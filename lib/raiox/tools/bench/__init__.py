@@ -1,0 +1,1 @@
+"""Benchmarks (`raiox bench …`), each measuring its baseline in the same run."""

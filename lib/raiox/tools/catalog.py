@@ -1,0 +1,208 @@
+"""The implant catalog from tools: importing a CSV or JSON Lines manifest of implant systems and their reference
+images, re-embedding them under a new model, and writing a manifest for films made here (demo, benchmarks, tests)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from tqdm import tqdm
+
+from raiox.adapters.imaging import ImageError, sniff
+from raiox.repository import catalog
+from raiox.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_REFERENCE_BYTES = 50 * 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read, or one of its rows is invalid (the message names the line)."""
+
+
+class ManifestRow(BaseModel):
+    manufacturer: str = Field(min_length=1)
+    system: str = Field(min_length=1)
+    implant_type: str | None = Field(default=None, alias="type")
+    connection: str | None = None
+    notes: str | None = None
+    images: list[str] = Field(min_length=1)
+
+    model_config = {"populate_by_name": True, "str_strip_whitespace": True}
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _split_images(cls, value: object) -> object:
+        if isinstance(value, str):  # CSV: several images separated by "|"
+            return [part.strip() for part in value.split("|") if part.strip()]
+        return value
+
+    @field_validator("implant_type", "connection", "notes", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def read_manifest(path: Path) -> list[tuple[int, ManifestRow]]:
+    """Rows with their line numbers; `.csv` (header row, images separated by `|`) or `.jsonl`/`.ndjson`."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
+    records: Iterator[tuple[int, object]]
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        records = ((reader.line_num, dict(row)) for row in reader)
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        records = _json_lines(text)
+    else:
+        raise ManifestError(f"{path.name}: a manifest is .csv or .jsonl")
+    rows = []
+    for line, record in records:
+        try:
+            rows.append((line, ManifestRow.model_validate(record)))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ManifestError(f"{path.name} line {line}: {problems}") from None
+    return rows
+
+
+def _json_lines(text: str) -> Iterator[tuple[int, object]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if raw.strip():
+            try:
+                yield line, json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"line {line}: not JSON ({exc.msg})") from None
+
+
+def read_reference(location: str, base: Path) -> bytes:
+    """A reference image from a path (relative to the manifest) or an http(s) URL the catalog owner gave."""
+    if location.startswith(("http://", "https://")):
+        try:
+            with requests.get(location, timeout=(5, 30), stream=True) as response:
+                response.raise_for_status()
+                data = response.raw.read(MAX_REFERENCE_BYTES + 1, decode_content=True)
+        except requests.RequestException as exc:
+            raise ManifestError(f"cannot download {location}: {exc}") from None
+    else:
+        try:
+            data = (base / location).read_bytes()
+        except OSError as exc:
+            raise ManifestError(f"cannot read {location}: {exc.strerror}") from None
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise ManifestError(f"{location} is larger than {MAX_REFERENCE_BYTES} bytes")
+    return data
+
+
+@dataclass
+class ImportReport:
+    implants: int = 0
+    images: int = 0
+    references_added: int = 0
+    references_present: int = 0
+    model_id: str = ""
+
+
+def import_manifest(services: Services, path: Path, *, progress: bool = True,
+                    source: str = "catalog") -> ImportReport:
+    """Store, embed and upsert every row. Importing the same manifest twice changes nothing the second time."""
+    encoder = services.encoder
+    rows = read_manifest(path)
+    report = ImportReport(model_id=encoder.model_id)
+    pending: list[tuple[int, str, str, bytes]] = []  # (implant_id, storage_key, sha256, bytes) to embed
+    for line, row in tqdm(rows, desc="reading", unit="row", disable=not progress):
+        with services.db.transaction() as conn:
+            implant = catalog.upsert_implant(conn, row.manufacturer, row.system, implant_type=row.implant_type,
+                                             connection=row.connection, notes=row.notes)
+            present = catalog.existing_reference_shas(conn, implant.id, encoder.model_id)
+        report.implants += 1
+        for location in row.images:
+            data = read_reference(location, path.parent)
+            try:
+                kind = sniff(data)
+            except ImageError as exc:
+                raise ManifestError(f"{path.name} line {line}: {location}: {exc}") from None
+            stored = services.store.put(data, namespace="references", extension=kind.extension)
+            report.images += 1
+            if stored.sha256 in present:
+                report.references_present += 1
+                continue
+            present.add(stored.sha256)
+            pending.append((implant.id, stored.key, stored.sha256, data))
+
+    batch = encoder.batch_size
+    with tqdm(total=len(pending), desc="embedding", unit="image", disable=not progress) as bar:
+        for start in range(0, len(pending), batch):
+            chunk = pending[start:start + batch]
+            encoded = encoder.encode([data for *_, data in chunk])
+            if encoded.errors:
+                position, error = next(iter(encoded.errors.items()))
+                raise ManifestError(f"reference image {chunk[position][1]} does not decode: {error}")
+            with services.db.transaction() as conn:
+                for position, (implant_id, key, sha, _) in enumerate(chunk):
+                    _, created = catalog.add_reference_image(
+                        conn, implant_id=implant_id, storage_key=key, sha256=sha, model_id=encoder.model_id,
+                        embedding=encoded.embeddings[position], source=source)
+                    report.references_added += created
+                    report.references_present += not created
+            bar.update(len(chunk))
+    log.info("imported %s: %s", path.name, report)
+    return report
+
+
+def reembed_catalog(services: Services, *, progress: bool = True) -> int:
+    """Embed every stored reference image under the current encoder's model id (after training a new
+    model): references gain rows for the new model, the old model's rows stay. Returns the rows added."""
+    encoder = services.encoder
+    with services.db.transaction() as conn:
+        missing = catalog.references_missing_model(conn, encoder.model_id)
+    added = 0
+    with tqdm(total=len(missing), desc="re-embedding", unit="image", disable=not progress) as bar:
+        for start in range(0, len(missing), encoder.batch_size):
+            chunk = missing[start:start + encoder.batch_size]
+            encoded = encoder.encode([services.store.get(row["storage_key"]) for row in chunk])
+            with services.db.transaction() as conn:
+                for position, row in enumerate(chunk):
+                    if position in encoded.embeddings:
+                        added += catalog.add_reference_image(
+                            conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
+                            model_id=encoder.model_id, embedding=encoded.embeddings[position], source=row["source"],
+                            source_case_id=row["source_case_id"])[1]
+            bar.update(len(chunk))
+    return added
+
+
+@dataclass(frozen=True)
+class ReferenceSystem:
+    """One implant system of a catalog made here, with its reference films (bytes)."""
+
+    manufacturer: str
+    system: str
+    films: list[bytes]
+    columns: dict[str, str] = field(default_factory=dict)  # type, connection, notes
+
+
+def write_catalog(folder: Path, systems: Sequence[ReferenceSystem]) -> Path:
+    """Each system's films as files in `folder` and a JSON Lines manifest naming them; returns the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for number, entry in enumerate(systems):
+        names = []
+        for view, film in enumerate(entry.films):
+            name = f"{number:04d}-{view}{sniff(film).extension}"
+            (folder / name).write_bytes(film)
+            names.append(name)
+        lines.append(json.dumps({"manufacturer": entry.manufacturer, "system": entry.system, **entry.columns,
+                                 "images": names}))
+    manifest = folder / "catalog.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

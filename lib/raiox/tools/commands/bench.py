@@ -1,0 +1,124 @@
+"""`raiox bench …`: the benchmarks, each reporting its baseline from the same run (add --json for one line)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from raiox.adapters.encoder import Encoder, EncoderUnavailable
+from raiox.settings import Settings
+from raiox.tools.commands.common import pass_settings
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks; each reports its baseline from the same run. Add --json for one JSON line."""
+
+
+@bench_group.command("embed")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--model", default="ViT-B-32", show_default=True, help="open_clip model to time.")
+@click.option("--pretrained", default=None, help="Weights (tag or path); default: random, fine for speed.")
+@click.option("--images", default=64, show_default=True, help="Films in the batched runs.")
+@click.option("--batch-size", default=32, show_default=True, help="Batch size of the pipeline run.")
+@click.option("--model-batch-sizes", default="1,8,16,32,64", show_default=True,
+              help="Batch sizes tried for the model-only rate.")
+@pass_settings
+def bench_embed_command(settings: Settings, as_json: bool, model: str, pretrained: str | None, images: int,
+                        batch_size: int, model_batch_sizes: str) -> None:
+    """Encoding throughput: one image at a time vs the batched pipeline vs the model alone."""
+    from raiox.tools.bench.embed import bench_embed
+
+    try:
+        encoder = Encoder.load(model, pretrained, device=settings.raiox_device, batch_size=batch_size,
+                               max_pixels=settings.raiox_max_image_pixels)
+    except EncoderUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    report = bench_embed(encoder, images=images,
+                         batch_sizes=tuple(int(size) for size in model_batch_sizes.split(",")))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['model_id']} on {report['device']}, {report['images']} films of 1024x1280")
+    click.echo(f"one at a time:      {report['one_at_a_time_images_per_s']:8.2f} images/s")
+    click.echo(f"batched pipeline:   {report['pipeline_images_per_s']:8.2f} images/s "
+               f"(x{report['pipeline_vs_one_at_a_time']} vs one at a time)")
+    click.echo(f"preprocessing only: {report['preprocess_only_images_per_s']:8.2f} images/s")
+    best = report["model_only_best_batch_size"]
+    click.echo(f"model only (b={best}): {report['model_only_images_per_s'][str(best)]:8.2f} images/s; "
+               f"pipeline reaches {report['pipeline_vs_model_only']:.0%} of it")
+
+
+@bench_group.command("match")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--sizes", default="10000,100000", show_default=True, help="Reference counts to test.")
+@click.option("--queries", default=200, show_default=True)
+@click.option("--ef-search", default=64, show_default=True)
+@click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
+def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool) -> None:
+    """Top-3 latency and recall@3, HNSW vs exact scan, on a scratch embedded database."""
+    from raiox.tools.bench.match import bench_match
+
+    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=ef_search,
+                         structured=not uniform)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['data']} synthetic embeddings, {report['references_per_implant']} references per "
+               f"implant, ef_search {report['ef_search']}, {report['queries']} queries")
+    for row in report["results"]:
+        click.echo(f"{row['references']:>8} refs: HNSW p50 {row['hnsw']['p50_ms']} ms p99 {row['hnsw']['p99_ms']} ms"
+                   f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
+                   f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
+                   f" | index build {row['index_build_s']} s")
+
+
+@bench_group.command("webhook")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+@click.option("--requests", "count", default=100, show_default=True, type=click.IntRange(1),
+              help="Requests per scenario and concurrency.")
+def bench_webhook_command(as_json: bool, count: int) -> None:
+    """Ack latency of the webhook (loopback, throw-away embedded database and local objects).
+
+    Scenarios: `refused` (wrong token: the HTTP stack alone, the baseline), `new` (download, decode, store,
+    one transaction) and `duplicate` (the repeat fast path), each with 1 and 16 concurrent clients."""
+    from raiox.tools.bench.webhook import bench_webhook
+
+    report = bench_webhook(count=count)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{'scenario':<10} {'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}  statuses")
+    for row in report["results"]:
+        click.echo(f"{row['scenario']:<10} {row['concurrency']:>7} {row['requests']:>8} {row['p50_ms']:>8} "
+                   f"{row['p99_ms']:>8} {row['throughput_rps']:>7}  {row['statuses']}")
+
+
+@bench_group.command("pipeline")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+@click.option("--submissions", default=20, show_default=True, type=click.IntRange(1, 500),
+              help="Submissions timed from webhook to `ready`, one at a time.")
+@click.option("--model", default="raiox-tiny-vit", show_default=True, help="open_clip model of dev, worker and match.")
+@click.option("--pretrained", default=None, help="Its weights (tag or path); default: seeded random (speed only).")
+@click.option("--cold-runs", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Fresh `raiox match` processes timed.")
+def bench_pipeline_command(as_json: bool, submissions: int, model: str, pretrained: str | None,
+                           cold_runs: int) -> None:
+    """Webhook-to-ready p50/p99 through `raiox dev` + a worker vs the webhook ack alone; embed cold start
+    (process start to first result of `raiox match`) vs a warm match in one process."""
+    from raiox.tools.bench.pipeline import bench_pipeline
+
+    report = bench_pipeline(submissions=submissions, model=model, pretrained=pretrained, cold_runs=cold_runs)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    flow, cold = report["webhook_to_ready"], report["cold_start"]
+    click.echo(f"{report['model_id']} on {report['device']}, {flow['submissions']} films of 1024x1280, "
+               f"{flow['server']}")
+    click.echo(f"{'':<28} {'p50 ms':>9} {'p99 ms':>9}")
+    click.echo(f"{'webhook ack (baseline)':<28} {flow['ack']['p50_ms']:>9} {flow['ack']['p99_ms']:>9}")
+    click.echo(f"{'webhook to ready':<28} {flow['ready']['p50_ms']:>9} {flow['ready']['p99_ms']:>9}  "
+               f"x{flow['ready_over_ack_p50']} the ack")
+    click.echo(f"cold start (fresh `raiox match`, median of {cold['runs']}): {cold['process_to_first_result_s']} s; "
+               f"warm match p50 {cold['warm_match_p50_ms']} ms (x{cold['cold_over_warm']})")

@@ -1,0 +1,97 @@
+"""Catalog import from CSV and JSON Lines: stored, embedded, idempotent, with clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raiox.adapters.encoder import Encoder
+from raiox.repository import catalog
+from raiox.services import Services
+from raiox.tools.catalog import ManifestError, import_manifest, read_manifest
+from support import make_xray
+
+
+def _write_images(folder: Path, seeds: list[int]) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    names = []
+    for seed in seeds:
+        (folder / f"ref{seed}.png").write_bytes(make_xray(seed))
+        names.append(f"refs/ref{seed}.png")
+    return names
+
+
+def _counts(services: Services) -> tuple[int, int]:
+    with services.db.transaction() as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM implants) AS i, "
+                           "(SELECT count(*) FROM reference_images) AS r").fetchone()
+    return row["i"], row["r"]
+
+
+def test_csv_import_is_idempotent(services: Services, tiny_encoder: Encoder, tmp_path: Path) -> None:
+    a = _write_images(tmp_path / "refs", [1, 2, 3])
+    b = _write_images(tmp_path / "refs", [4])
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(
+        "manufacturer,system,type,connection,notes,images\n"
+        f"Acme,Tapered Pro,bone level,conical,,{'|'.join(a)}\n"
+        f"Zenith,Straight,tissue level,,short,{b[0]}\n"
+    )
+    first = import_manifest(services, manifest, progress=False)
+    assert (first.implants, first.images, first.references_added, first.references_present) == (2, 4, 4, 0)
+    assert _counts(services) == (2, 4)
+    second = import_manifest(services, manifest, progress=False)
+    assert (second.references_added, second.references_present) == (0, 4)
+    assert _counts(services) == (2, 4)
+    with services.db.transaction() as conn:
+        summary = {row["system"]: row for row in catalog.catalog_summary(conn)}
+    assert summary["Tapered Pro"]["references"] == 3
+    assert summary["Tapered Pro"]["model_id"] == tiny_encoder.model_id
+    assert summary["Tapered Pro"]["connection"] == "conical"
+    key = services.store.put(make_xray(1), namespace="references", extension=".png")
+    assert not key.created  # the reference bytes are in object storage, once
+
+
+def test_jsonl_import_and_matching_an_identical_image(services: Services, tiny_encoder: Encoder,
+                                                      tmp_path: Path) -> None:
+    rows = [{"manufacturer": "Maker", "system": f"S{seed}", "images": _write_images(tmp_path / "refs", [seed])}
+            for seed in range(10, 15)]
+    manifest = tmp_path / "catalog.jsonl"
+    manifest.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    import_manifest(services, manifest, progress=False)
+    from raiox.embed.matching import match_image
+
+    candidates = match_image(services, make_xray(12))
+    assert candidates[0].system == "S12"
+    assert candidates[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert len(candidates) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("c.csv", "manufacturer,system,images\nAcme,,x.png\n", "line 2: system"),
+        ("c.csv", "manufacturer,system,images\nAcme,S1,\n", "line 2: images"),
+        ("c.jsonl", '{"manufacturer": "A", "system": "B", "images": ["x.png"]}\nnot json\n', "line 2: not JSON"),
+        ("c.txt", "", "a manifest is .csv or .jsonl"),
+    ],
+)
+def test_bad_manifests_name_the_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(tmp_path / name)
+
+
+def test_missing_and_non_image_files_stop_the_import(services: Services, tiny_encoder: Encoder,
+                                                     tmp_path: Path) -> None:
+    manifest = tmp_path / "c.csv"
+    manifest.write_text("manufacturer,system,images\nAcme,S1,missing.png\n")
+    with pytest.raises(ManifestError, match="cannot read missing.png"):
+        import_manifest(services, manifest, progress=False)
+    (tmp_path / "notes.png").write_text("this is text")
+    manifest.write_text("manufacturer,system,images\nAcme,S1,notes.png\n")
+    with pytest.raises(ManifestError, match="not a JPEG, PNG or TIFF"):
+        import_manifest(services, manifest, progress=False)
+    assert _counts(services)[1] == 0
