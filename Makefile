@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raiox-installed
 
-.PHONY: demo test env clean chromium
+.PHONY: demo test env docs clean chromium
 
 # torch and torchvision are pinned to the builds this machine (and CI) has on local disk.
 $(STAMP): pyproject.toml
@@ -18,9 +18,16 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/raiox demo --json
 
+# Reference pages generated from the code (docs/settings.md, docs/cli.md) must be current: `make docs` rewrites them.
+GENERATED_DOCS := docs/settings.md docs/cli.md
+
 test: $(STAMP) chromium
 	$(BIN)/ruff check lib tests functions
+	$(BIN)/cog --check $(GENERATED_DOCS)
 	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	$(BIN)/cog -r $(GENERATED_DOCS)
 
 # The admin page's browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:

@@ -18,179 +18,263 @@ class Settings(BaseSettings):
 
     raiox_home: Path = Field(
         default=Path(".raiox"),
-        description="Folder for all local state: embedded PostgreSQL, local objects, signing key.",
+        description="Folder for all local state: embedded PostgreSQL (`pg/`), local objects (`objects/`), "
+        "`signing.key`.",
     )
     raiox_env: Literal["dev", "prod"] = Field(
-        default="prod", description="`dev` relaxes checks meant for the internet (e.g. loopback image URLs)."
+        default="prod",
+        description="`dev` relaxes checks meant for the internet (loopback image URLs for the simulator, http "
+        "delivery URLs, no token needed where none is set).",
     )
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL with pgvector. Unset: an embedded server (pgserver) under $RAIOX_HOME/pg.",
+        description="PostgreSQL with pgvector ≥ 0.6, e.g. a DigitalOcean managed database. Unset: an embedded "
+        "PostgreSQL 16 + pgvector (pgserver) with data in `$RAIOX_HOME/pg`, started on first use and "
+        "stopped when the last process using it exits.",
     )
-    database_pool_max: int = Field(default=5, ge=1, description="Largest number of pooled connections.")
+    database_pool_max: int = Field(
+        default=5, ge=1,
+        description="Largest number of pooled connections per process.",
+    )
     database_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Longest wait for a database connection before answering 503."
+        default=10.0, gt=0,
+        description="Longest wait for a database connection before a function answers 503.",
     )
     raiox_storage: str | None = Field(
         default=None,
-        description="`file:///path` (default `$RAIOX_HOME/objects`) or `s3://bucket[/prefix]` for Spaces.",
+        description="Where X-rays and reference images go: `file:///path` (default `$RAIOX_HOME/objects`) or "
+        "`s3://bucket[/prefix]` (Spaces or any S3 endpoint).",
     )
     spaces_endpoint: str | None = Field(
-        default=None, description="S3 endpoint, e.g. https://fra1.digitaloceanspaces.com."
+        default=None,
+        description="S3 endpoint for `s3://` storage, e.g. `https://fra1.digitaloceanspaces.com` (virtual-hosted "
+        "buckets there, path style elsewhere).",
     )
-    spaces_region: str = Field(default="us-east-1", description="Region of the Spaces bucket, e.g. fra1.")
-    spaces_key: SecretStr | None = Field(default=None, description="Spaces access key id.")
-    spaces_secret: SecretStr | None = Field(default=None, description="Spaces secret key.")
+    spaces_region: str = Field(
+        default="us-east-1",
+        description="Region of the bucket, e.g. `fra1`.",
+    )
+    spaces_key: SecretStr | None = Field(
+        default=None,
+        description="Spaces access key id.",
+    )
+    spaces_secret: SecretStr | None = Field(
+        default=None,
+        description="Spaces secret key.",
+    )
     raiox_signing_key: SecretStr | None = Field(
         default=None,
-        description="Key that signs local object URLs. Unset: generated once into $RAIOX_HOME/signing.key.",
+        description="Key that signs local-object URLs. Unset: a random key created once in "
+        "`$RAIOX_HOME/signing.key` (mode 0600).",
     )
     raiox_public_url: str = Field(
         default="http://127.0.0.1:8080",
-        description="Base URL of the local server that serves signed local-object URLs.",
+        description="Base URL of the local server that answers signed local-object URLs.",
     )
     raiox_url_expiry_seconds: int = Field(
-        default=900, ge=1, le=604800, description="Lifetime of presigned X-ray and reference image URLs."
+        default=900, ge=1, le=604800,
+        description="Lifetime of expiring X-ray and reference-image URLs (1 s to 7 days).",
     )
     raiox_max_image_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest image accepted, in pixels (decompression-bomb guard)."
+        default=40_000_000, ge=1,
+        description="Largest image accepted anywhere, in pixels (decompression-bomb guard; 413 above).",
     )
     # Encoder and matching (embed)
-    raiox_clip_model: str = Field(default="ViT-B-32", description="open_clip model name (512-d output).")
-    raiox_clip_pretrained: str = Field(
-        default="laion2b_s34b_b79k", description="open_clip pretrained tag, or a path to a checkpoint file."
+    raiox_clip_model: str = Field(
+        default="ViT-B-32",
+        description="open_clip model name; it must embed to 512 dimensions (the schema's `vector(512)`).",
     )
-    raiox_device: str = Field(default="auto", description="`auto` (CUDA when present), `cpu` or `cuda[:n]`.")
-    raiox_embed_batch_size: int = Field(default=32, ge=1, description="Images per encoder forward pass.")
+    raiox_clip_pretrained: str = Field(
+        default="laion2b_s34b_b79k",
+        description="open_clip pretrained tag, or the path of a checkpoint file. Weights that cannot be loaded "
+        "stop the encoder with an error naming this setting; it never falls back to random weights.",
+    )
+    raiox_device: str = Field(
+        default="auto",
+        description="`auto` (CUDA with fp16 autocast when present, else CPU), `cpu` or `cuda[:n]`.",
+    )
+    raiox_embed_batch_size: int = Field(
+        default=32, ge=1,
+        description="Images per encoder forward pass.",
+    )
     raiox_crop_to_implant: bool = Field(
         default=False,
-        description="Crop each film to its most radiopaque object (the implant) before encoding; part of the "
-        "model id, so references and queries always agree.",
+        description="Crop each film to its most radiopaque object before encoding; part of the model id, so "
+        "references and queries always agree. A checkpoint written by `raiox train` overrides it with"
+        " how it was trained.",
     )
-    raiox_top_k: int = Field(default=3, ge=1, le=20, description="Implant systems proposed per X-ray.")
+    raiox_top_k: int = Field(
+        default=3, ge=1, le=20,
+        description="Implant systems proposed per X-ray.",
+    )
     raiox_hnsw_ef_search: int = Field(
         default=64, ge=10, le=1000,
-        description="HNSW candidate list per query; also how many references are aggregated per match.",
+        description="`hnsw.ef_search` of the matching query and the number of nearest references aggregated into "
+        "implant systems.",
     )
     raiox_low_confidence_margin: float = Field(
         default=0.02, ge=0, le=2,
-        description="A match is low-confidence when its top similarity leads the second by less than this; "
-        "calibrate per model with `raiox eval`, which suggests a value.",
+        description="A match is low-confidence when its top similarity leads the second by less than this; the "
+        "admin page and the Jotform result say so. Calibrate per model with `raiox eval`, which "
+        "suggests a value.",
     )
     raiox_low_confidence_similarity: float = Field(
-        default=0.0, ge=-1, le=1, description="…or when its top similarity is below this (0: off).",
+        default=0.0, ge=-1, le=1,
+        description="…or when its top similarity is below this (0: off).",
     )
-    embed_jobs_per_call: int = Field(default=16, ge=1, description="Embed jobs claimed per batch.")
+    embed_jobs_per_call: int = Field(
+        default=16, ge=1,
+        description="Embed jobs claimed (and encoded together) per batch.",
+    )
     embed_lease_seconds: int = Field(
-        default=300, ge=10, description="How long a claimed embed job is held before another worker may take it."
+        default=300, ge=10,
+        description="How long a claimed embed job stays with its worker before another may take it over.",
     )
-    embed_max_attempts: int = Field(default=5, ge=1, description="Attempts before an embed job and its case fail.")
+    embed_max_attempts: int = Field(
+        default=5, ge=1,
+        description="Attempts before an embed job, and its case, are marked failed.",
+    )
 
     # Intake (webhook)
     webhook_token: SecretStr | None = Field(
         default=None,
-        description="Secret the webhook URL carries as `?token=`. Unset: the webhook answers 503 to "
-        "everything, except with RAIOX_ENV=dev where it accepts calls without a token.",
+        description="Secret the webhook URL carries as `?token=`. Unset: the webhook answers 503 to everything, "
+        "except with `RAIOX_ENV=dev` where calls need no token.",
     )
     jotform_form_ids: str = Field(
-        default="", description="Comma-separated Jotform form ids the webhook accepts; empty: any form."
+        default="",
+        description="Comma-separated Jotform form ids the webhook accepts (403 for others); empty: any form.",
     )
     jotform_xray_field: str | None = Field(
         default=None,
-        description="rawRequest key of the X-ray upload answer (e.g. `xrayImage`); unset: every list of "
-        "upload URLs in the submission.",
+        description="rawRequest key of the X-ray upload answer, with or without its `q<N>_` prefix (e.g. "
+        "`xrayImage`); unset: every list of upload URLs in the submission.",
     )
     jotform_name_field: str | None = Field(
         default=None,
-        description="rawRequest key of the client's name answer (e.g. `q3_name`); unset: the first "
-        "full-name answer.",
+        description="rawRequest key of the client's name answer (e.g. `q3_name`); unset: the first full-name "
+        "answer.",
     )
     jotform_api_key: SecretStr | None = Field(
         default=None,
-        description="Jotform API key, sent as `apiKey` only to Jotform hosts (forms whose uploads need login).",
+        description="Jotform API key: added as `apiKey=` only to downloads from Jotform hosts (forms whose "
+        "uploads require login), and sent in the `APIKEY` header when results are written back.",
     )
     fetch_allowed_hosts: str = Field(
         default="",
-        description="Comma-separated extra hosts (and their subdomains) images may be fetched from, beside "
-        "Jotform's upload hosts and the Spaces endpoint.",
+        description="Comma-separated extra hosts (with their subdomains) X-rays may be downloaded from, beside "
+        "Jotform's and the Spaces endpoint.",
     )
-    fetch_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="Largest image download.")
+    fetch_max_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1,
+        description="Largest X-ray download or upload, enforced while streaming.",
+    )
     fetch_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Connect and read timeout of an image download; also its overall "
-        "deadline, so a server that drips bytes cannot hold the webhook longer.",
+        default=10.0, gt=0,
+        description="Connect and read timeout of a download, and its overall deadline, so a server that drips "
+        "bytes cannot hold the webhook longer.",
     )
     webhook_max_body_bytes: int = Field(
-        default=26 * 1024 * 1024, ge=1, description="Largest request body the webhook reads (413 above)."
+        default=26 * 1024 * 1024, ge=1,
+        description="Largest webhook request body (413 above).",
     )
-    webhook_max_images: int = Field(default=10, ge=1, description="Most X-rays taken from one submission.")
+    webhook_max_images: int = Field(
+        default=10, ge=1,
+        description="Most X-rays taken from one submission (422 above).",
+    )
     embed_url: str | None = Field(
-        default=None, description="URL the webhook pokes after a commit so embed starts at once; unset: no poke."
+        default=None,
+        description="URL the webhook POSTs `{\"case_id\"}` to after a commit so embed starts at once, and the "
+        "sweeper hands due embed jobs to; unset: no poke (the job waits in the table for `raiox "
+        "worker`).",
     )
     embed_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token the embed function requires (and the webhook sends with its poke). Unset: "
-        "embed answers 503, except with RAIOX_ENV=dev where it accepts calls without a token.",
+        description="Bearer token the embed function requires, sent with the webhook's and the sweeper's pokes. "
+        "Unset: embed answers 503, except with `RAIOX_ENV=dev`.",
     )
 
     # Review (approve)
     review_token_secret: SecretStr | None = Field(
         default=None,
-        description="Key that signs reviewer tokens. Unset: approve answers 503 (except health), except with "
-        "RAIOX_ENV=dev where a key is derived from the local signing key.",
+        description="Key that signs reviewers' sign-in tokens (e.g. `openssl rand -hex 32`). Unset: approve "
+        "answers 503 (except `/health`), except with `RAIOX_ENV=dev` where a key is derived from the "
+        "local signing key. Changing it signs everyone out.",
     )
     review_token_ttl_seconds: int = Field(
-        default=8 * 3600, ge=60, le=7 * 86400, description="Lifetime of a reviewer's sign-in token."
+        default=8 * 3600, ge=60, le=7 * 86400,
+        description="Lifetime of a sign-in token (1 min to 7 days); then the page asks to sign in again.",
     )
     admin_origin: str | None = Field(
         default=None,
-        description="Comma-separated origins (scheme://host[:port]) of the admin page that may call approve "
-        "from a browser (CORS); unset: same-origin only.",
+        description="Comma-separated origins of the admin page (`https://admin.example.com`) that may call "
+        "approve from a browser (CORS); unset: same origin only, as with `raiox dev`.",
     )
     learn_from_approvals: bool = Field(
-        default=True, description="An approved case's X-rays become new references of the chosen implant."
+        default=True,
+        description="An approved case's X-rays become references of the chosen implant (source `approved_case`), "
+        "so later X-rays match them; `false` keeps the catalog as imported.",
     )
     review_login_max_failures: int = Field(
-        default=5, ge=1, description="Wrong passwords for one reviewer name within the window before 429."
+        default=5, ge=1,
+        description="Wrong passwords for one reviewer name within the window before sign-in answers 429 (even to "
+        "the right password).",
     )
     review_login_window_seconds: int = Field(
-        default=900, ge=1, description="Window of the sign-in rate limit, in seconds."
+        default=900, ge=1,
+        description="Window of that limit; counted in the database, so it holds across every function instance.",
     )
     notify_url: str | None = Field(
-        default=None, description="URL approve pokes after a decision so notify starts at once; unset: no poke."
+        default=None,
+        description="URL approve POSTs `{\"case_id\"}` to after a decision so delivery starts at once; unset: no "
+        "poke (the notify job waits for the sweeper).",
     )
     notify_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token the notify function requires (and approve sends with its poke).",
+        description="Bearer token the notify function requires, sent with approve's poke.",
     )
 
     # Delivery (notify)
     jotform_api_base: str = Field(
         default="https://api.jotform.com",
-        description="Jotform REST API base: https://api.jotform.com (US), https://eu-api.jotform.com (EU) or "
-        "https://hipaa-api.jotform.com (HIPAA).",
+        description="Jotform REST API base of the account: `https://api.jotform.com` (US), `https://eu-"
+        "api.jotform.com` (EU) or `https://hipaa-api.jotform.com` (HIPAA); https only outside "
+        "`RAIOX_ENV=dev`.",
     )
     jotform_result_fields: str = Field(
         default="",
-        description="Which question ids of the form receive the decision, e.g. `system=12,manufacturer=13,"
-        "similarity=14,reviewer=15,decision=16,note=17`; empty: nothing is written back to Jotform.",
+        description="Which questions of the form receive the decision, `key=QID,…` (see docs/delivery.md), e.g. "
+        "`system=12,manufacturer=13,similarity=14,reviewer=15,decision=16,note=17`; empty: nothing is"
+        " written to Jotform. Uses `JOTFORM_API_KEY`.",
     )
     notify_webhook_url: str | None = Field(
-        default=None, description="Optional URL that also receives each decision as a signed JSON document."
+        default=None,
+        description="Also POST each decision as a signed JSON document here (see docs/delivery.md); https only "
+        "outside `RAIOX_ENV=dev`.",
     )
     notify_webhook_secret: SecretStr | None = Field(
-        default=None, description="Key of the HMAC-SHA256 signature sent with each NOTIFY_WEBHOOK_URL delivery."
+        default=None,
+        description="Key of the `X-Raiox-Signature` HMAC-SHA256 of each webhook delivery; required with "
+        "`NOTIFY_WEBHOOK_URL`.",
     )
     notify_max_attempts: int = Field(
-        default=10, ge=1, description="Delivery attempts of a decision before its notify job fails."
+        default=10, ge=1,
+        description="Delivery attempts of a decision before its notify job fails (backoff 30 s, 1 min, 2 min … 1 "
+        "h, with jitter).",
     )
     notify_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Connect and read timeout of each delivery request."
+        default=10.0, gt=0,
+        description="Connect and read timeout of each delivery request (Jotform, webhook) and of the sweeper's "
+        "embed poke connect.",
     )
     notify_jobs_per_call: int = Field(
-        default=10, ge=1, description="Most notify jobs one call of the notify function (or sweep round) runs."
+        default=10, ge=1,
+        description="Most notify jobs one call of the notify function, or one `raiox worker` round, delivers.",
     )
     notify_lease_seconds: int = Field(
-        default=120, ge=10, description="How long a claimed notify job is held before another worker may take it."
+        default=120, ge=10,
+        description="How long a claimed notify job stays with its worker before another may take it over (longer "
+        "than one delivery).",
     )
 
     @field_validator("raiox_storage")
@@ -211,6 +295,16 @@ class Settings(BaseSettings):
         """Settings from `values` alone (field names), nothing read from the environment or a `.env`: for
         tools that run a Raiox of their own, and for tests."""
         return _GivenSettings(**values)
+
+
+# The sections of docs/settings.md, each named at its first field; fields follow in the order declared above.
+SECTIONS = {
+    "raiox_home": "Where Raiox keeps things",
+    "raiox_clip_model": "Embed: the encoder and matching",
+    "webhook_token": "Intake: the webhook",
+    "review_token_secret": "Review: the approve function and the admin page",
+    "jotform_api_base": "Delivery: the notify function",
+}
 
 
 class _GivenSettings(Settings):

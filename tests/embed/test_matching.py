@@ -127,10 +127,10 @@ def test_low_confidence_rule() -> None:
 
 
 def test_case_detail_and_result_carry_the_confidence(catalogued) -> None:  # type: ignore[no-untyped-def]
-    from support import make_xray, submit_case
     from raiox.delivery.document import load_result
     from raiox.embed.worker import run_embed_jobs
     from raiox.review import queue
+    from support import make_xray, submit_case
 
     case_id = submit_case(catalogued, "conf-1", [make_xray(12)])
     run_embed_jobs(catalogued)

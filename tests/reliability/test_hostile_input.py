@@ -1,7 +1,7 @@
 """Hostile input, table-driven: each kind gets its documented status and a clear error, and changes nothing.
 
-`HOSTILE` below is the one list; the "Hostile input" table in README.md mirrors it and
-`test_readme_documents_every_hostile_input` fails when the two disagree. The server is the real one-port
+`HOSTILE` below is the one list; the "Hostile input" table in docs/intake.md mirrors it and
+`test_docs_document_every_hostile_input` fails when the two disagree. The server is the real one-port
 `raiox dev` app in a thread, in production mode (token, form allow-list, sign-in secret), reached over HTTP;
 X-ray URLs point at an https server with a certificate for files.jotform.com whose "public" address the
 test's network routes to loopback (the `tls_files` fixture of test_intake_fetch).
@@ -200,7 +200,7 @@ def check_decodes(target: Target) -> None:
 
 @dataclass(frozen=True)
 class Hostile:
-    kind: str  # as in README.md's table
+    kind: str  # as in docs/intake.md's table
     status: int
     error: str  # what the answer says (a substring of it)
     send: Callable[[Target], Answer]
@@ -366,10 +366,10 @@ def test_every_hostile_input_gets_its_documented_answer_and_changes_nothing(targ
     assert [p.name for p in target.store_root.rglob("passwd")] == []
 
 
-def readme_table() -> list[tuple[str, int, str]]:
-    """The rows of README.md's "Hostile input" table: (input, status, what the answer says)."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Hostile input", 1)[1]
+def documented_table() -> list[tuple[str, int, str]]:
+    """The rows of docs/intake.md's "Hostile input" table: (input, status, what the answer says)."""
+    text = (REPO / "docs" / "intake.md").read_text()
+    section = text.split("## Hostile input", 1)[1]
     rows = []
     for line in section.splitlines()[1:]:
         if rows and not line.startswith("|"):
@@ -380,5 +380,5 @@ def readme_table() -> list[tuple[str, int, str]]:
     return rows
 
 
-def test_readme_documents_every_hostile_input() -> None:
-    assert readme_table() == [(row.kind, row.status, row.error) for row in HOSTILE]
+def test_docs_document_every_hostile_input() -> None:
+    assert documented_table() == [(row.kind, row.status, row.error) for row in HOSTILE]

@@ -42,12 +42,12 @@ def test_secrets_only_in_environment_and_every_variable_documented() -> None:
     scopes = [manifest, *manifest["packages"], *(f.spec for f in FUNCTIONS)]
     assert not any("${" in json.dumps(scope.get("parameters", {})) for scope in scopes)
     env_example = (REPO / ".env.example").read_text()
-    readme = (REPO / "README.md").read_text()
+    reference = (REPO / "docs" / "settings.md").read_text()
     names = placeholders(manifest)
     assert {"DATABASE_URL", "WEBHOOK_TOKEN", "SPACES_SECRET"} <= names
     for name in names:
         assert re.search(rf"^{name}=", env_example, re.M), f"{name} missing from .env.example"
-        assert f"`{name}`" in readme, f"{name} missing from README's settings table"
+        assert f"`{name}`" in reference, f"{name} missing from docs/settings.md"
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +68,22 @@ def test_built_functions_import_and_answer_a_digitalocean_event(built: list[Path
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAIOX_", "DATABASE_", "WEBHOOK_"))}
     for folder in built:
-        assert not (folder / "raiox" / "tools").exists()
         assert (folder / "raiox" / "sql" / "0001_initial.sql").is_file()  # the link became real files
         run = subprocess.run([sys.executable, "-c", probe, str(folder), json.dumps(event)], env={**env,
                              "RAIOX_ENV": "prod"}, cwd=folder, capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         answer = json.loads(run.stdout.strip().splitlines()[-1])
         assert isinstance(answer["statusCode"], int) and answer["statusCode"] < 500, (folder.name, answer)
+
+
+def test_built_functions_hold_runtime_code_only(built: list[Path]) -> None:
+    """The tooling package is left out as a whole (and the encoder's weights: torch runs only in embed)."""
+    runtime = {path.relative_to(REPO / "lib") for path in (REPO / "lib" / "raiox").rglob("*.py")
+               if "tools" not in path.relative_to(REPO / "lib" / "raiox").parts}
+    for folder in built:
+        shipped = {path.relative_to(folder) for path in (folder / "raiox").rglob("*.py")}
+        assert shipped == runtime, folder.name
+        assert not list((folder / "raiox").rglob("*.pt")), folder.name
 
 
 def test_built_function_stays_under_the_size_limit(built: list[Path]) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, SecretStr
 
-# What JOTFORM_RESULT_FIELDS may name; each key's value is described in README.md ("Delivery").
+# What JOTFORM_RESULT_FIELDS may name; each key's value is described in docs/delivery.md.
 RESULT_KEYS = ("system", "manufacturer", "implant", "similarity", "confidence", "decision", "reviewer", "reason",
                "note", "decided_at")
 _PAIR = re.compile(r"^\s*([a-z_]+)\s*=\s*(\d+)\s*$")

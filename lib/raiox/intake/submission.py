@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from werkzeug.datastructures import FileStorage
 
 from raiox.adapters.jotform_payload import JotformPayloadError, parse_webhook, valid_id
 from raiox.errors import InvalidInput, TooLarge
@@ -38,6 +37,13 @@ class Submission(BaseModel):
     client_id: str | None = None
     raw_payload: dict[str, Any]
     images: list[ImageSource]
+
+
+class UploadedFile(Protocol):
+    """A file of a multipart body (werkzeug's FileStorage is one)."""
+
+    filename: str | None
+    stream: IO[bytes]
 
 
 class JsonIntake(BaseModel):
@@ -81,7 +87,7 @@ def from_json(data: Any) -> Submission:
     )
 
 
-def from_upload(fields: Mapping[str, str], files: list[FileStorage], settings: Settings) -> Submission:
+def from_upload(fields: Mapping[str, str], files: Sequence[UploadedFile], settings: Settings) -> Submission:
     """The `file` fields of a direct multipart upload (one case, one or more X-rays)."""
     try:
         metadata = json.loads(fields.get("metadata") or "{}")

@@ -1,0 +1,1 @@
+"""The review step: reviewers sign in, see ready cases with their candidates, and decide."""

@@ -33,7 +33,7 @@ from raiox.tools.waiting import wait_until
 DEMO_FORM_ID = "240000000000001"
 RESULT_FIELDS = "system=12,manufacturer=13,similarity=14,reviewer=15,decision=16,note=17"
 REFERENCES_PER_SYSTEM = 3
-# The committed demo encoder, made by the command in README.md ("Demo encoder"); absent, the demo says so and
+# The committed demo encoder, made by the command in docs/quality.md; absent, the demo says so and
 # runs an untrained architecture instead.
 DEMO_ENCODER = Path(__file__).resolve().parents[1] / "adapters" / "model_weights" / "demo-encoder.pt"
 DEMO_MODEL = "raiox-small-rn"

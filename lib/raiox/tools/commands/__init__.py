@@ -1,1 +1,1 @@
-"""Click commands grouped by pipeline step; `raiox.tools.cli` registers them on the `raiox` command."""
+"""The `raiox` subcommands, grouped by what they serve; tools.cli registers them."""

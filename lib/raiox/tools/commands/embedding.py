@@ -90,7 +90,10 @@ def match_command(services: Services, image: Path, as_json: bool) -> None:
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between looks when idle.")
 @pass_services
 def worker_command(services: Services, once: bool, poll: float) -> None:
-    """Run due embed and notify jobs continuously (for a long-lived GPU container): the sweeper."""
+    """Run due embed and notify jobs continuously (for a long-lived GPU container): the sweeper.
+
+    Every round runs the due embed jobs here, then delivers the due notify jobs; it prints one JSON line per
+    round that did something. Several workers may run at once: jobs are claimed with FOR UPDATE SKIP LOCKED."""
     encoder = loaded_encoder(services)
     name = default_worker_name()
     click.echo(f"worker {name} with {encoder.model_id} on {encoder.device}", err=True)

@@ -22,7 +22,13 @@ from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
 @click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
 @pass_settings
 def dev_command(settings: Settings, host: str, port: int) -> None:
-    """Serve every function, the admin page and local objects on one port (embedded defaults)."""
+    """Serve every function, the admin page and local objects on one port (embedded defaults).
+
+    Each function answers at its DigitalOcean-like path /api/v1/web/raiox/<function>[/…] through the same
+    adapter as in production, the admin page at /admin/, signed local-object URLs at /objects/. Unless set:
+    RAIOX_ENV=dev, and RAIOX_PUBLIC_URL and EMBED_URL point at this server. The database is migrated first;
+    in dev mode a sign-in for the admin page is printed (reviewer `local-reviewer`, a new password on every
+    start). The access log leaves out query strings (they carry tokens)."""
     port = port or free_port(host)
     services = Services(one_port(settings, host, port))
     migrations.migrate(database_url(services.settings))
