@@ -3,9 +3,11 @@ scripted server playing Jotform's API, a webhook receiver or embed."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -32,16 +34,19 @@ JOTFORM_OK = {"responseCode": 200, "message": "success", "limit-left": 987,
 class FileServer:
     """A local server with test files and misbehaviours; records each request's path, query and headers.
 
-    /files/<name>        the bytes in `files[name]`
+    /files/<name>        the bytes in `files[name]` (also at /uploads/<name>, where Jotform serves uploads)
     /redirect?to=<url>   302 to <url>
     /drip                declares 1000 bytes, sends one every 0.2 s
     /endless             sends 64 KiB chunks until the client hangs up (no Content-Length)
     /status/<code>       an empty answer with that status
+    /flaky/<n>/<name>    503 for the first n requests of this path, then the bytes in `files[name]`
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[dict[str, Any]] = []
+        self.tries: dict[str, int] = {}
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         owner = self
 
@@ -56,8 +61,14 @@ class FileServer:
                     pass
 
             def _answer(self, path: str, query: dict[str, list[str]]) -> None:
-                if path.startswith("/files/") and path[7:] in owner.files:
-                    data = owner.files[path[7:]]
+                if path.startswith("/flaky/"):
+                    failures, name = path[len("/flaky/"):].split("/", 1)
+                    with owner.lock:
+                        owner.tries[path] = tries = owner.tries.get(path, 0) + 1
+                    path = "/status/503" if tries <= int(failures) else f"/files/{name}"
+                name = path.removeprefix("/files/").removeprefix("/uploads/")
+                if path.startswith(("/files/", "/uploads/")) and name in owner.files:
+                    data = owner.files[name]
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -220,3 +231,63 @@ class FakeServer:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class OutageProxy:
+    """A TCP forwarder to `target_port` on loopback that can be cut: while `down`, every connection is closed
+    as soon as it arrives (and open ones are dropped), as when a service goes away; nothing it held is lost."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.down = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+            with self._lock:
+                self._open.difference_update((source, sink))
+
+    def cut(self) -> None:
+        self.down.set()
+        with self._lock:
+            for connection in list(self._open):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

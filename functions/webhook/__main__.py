@@ -2,9 +2,8 @@
 
 from typing import Any
 
-from raiox.intake.http import handle
-from raiox.web.platforms import do_entry
+from raiox.intake.http import do_main
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return do_entry(handle, event)
+    return do_main(event)

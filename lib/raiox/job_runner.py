@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -84,6 +85,15 @@ class Failed:
     error: str
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Try the job again after the backoff (at least `retry_after` seconds), keeping what `finish` wrote (what
+    already succeeded stays done); fails it for good once its attempts are used up."""
+
+    error: str
+    retry_after: float | None = None
+
+
 @dataclass
 class JobReport:
     """What one run did; steps extend it with their own outcome counters (`Done.outcome`)."""
@@ -110,7 +120,7 @@ class JobStep(Protocol[Batch]):
     def work(self, batch: Batch) -> None:
         """Outside any transaction, once per batch: the slow part (encoding, network calls)."""
 
-    def finish(self, conn: Connection, job: Job, batch: Batch) -> Done | Failed:
+    def finish(self, conn: Connection, job: Job, batch: Batch) -> Done | Failed | Retry:
         """Inside the job's own transaction: write its results. Raise JobFailure to roll them back."""
 
     def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
@@ -126,10 +136,13 @@ class JobRunner(Generic[Batch]):
         self.per_claim = per_claim
         self.worker = worker or default_worker_name()
 
-    def run(self, report: Report, *, limit: int | None = None, max_batches: int | None = None) -> Report:
-        """Claim and run batches until no job is due, `limit` jobs were claimed, or `max_batches` ran."""
+    def run(self, report: Report, *, limit: int | None = None, max_batches: int | None = None,
+            deadline: float | None = None) -> Report:
+        """Claim and run batches until no job is due, `limit` jobs were claimed, `max_batches` ran, or the
+        `deadline` (a `time.monotonic()` value: a function's time limit) has passed."""
         batches = 0
-        while (limit is None or report.claimed < limit) and (max_batches is None or batches < max_batches):
+        while ((limit is None or report.claimed < limit) and (max_batches is None or batches < max_batches)
+               and (deadline is None or time.monotonic() < deadline)):
             size = self.per_claim if limit is None else min(self.per_claim, limit - report.claimed)
             if not self.run_batch(report, size):
                 break
@@ -163,6 +176,9 @@ class JobRunner(Generic[Batch]):
                 outcome = self.step.finish(conn, job, batch)
                 if isinstance(outcome, Failed):
                     self._fail(conn, job, outcome.error, retry_in=None)
+                elif isinstance(outcome, Retry):
+                    status = self._fail(conn, job, outcome.error,
+                                        retry_in=self.step.backoff.delay(job.attempts, outcome.retry_after))
                 elif not jobs.complete(conn, job.id, worker=self.worker, result=outcome.result):
                     raise LostLease(f"job {job.id}")
         except LostLease:
@@ -178,8 +194,11 @@ class JobRunner(Generic[Batch]):
             log.exception("%s job %d failed", self.step.kind, job.id)
             self._retry_or_fail(report, job, JobFailure(f"{type(exc).__name__}: {exc}"))
             return
-        if isinstance(outcome, Failed):
+        if isinstance(outcome, Failed) or (isinstance(outcome, Retry) and status == JobStatus.FAILED):
             report.failed += 1
+            report.errors.append(outcome.error)
+        elif isinstance(outcome, Retry):
+            report.retried += 1
             report.errors.append(outcome.error)
         else:
             report.add(outcome)
@@ -213,10 +232,10 @@ class JobRunner(Generic[Batch]):
             report.retried += 1
 
 
-def due_jobs(services: Services, kind: JobKind) -> int:
-    """How many jobs of `kind` a claim would take now."""
+def due_jobs(services: Services, *kinds: JobKind) -> int:
+    """How many jobs of these kinds a claim would take now."""
     with services.db.transaction() as conn:
-        return jobs.due_count(conn, kind)
+        return sum(jobs.due_count(conn, kind) for kind in kinds)
 
 
 # The poke: only a speed-up. If it fails, the job still waits in the table for the sweeper. ----------------
@@ -250,3 +269,19 @@ def poke_soon(url: str | None, token: SecretStr | None, body: dict[str, Any], *,
                               name=what.replace(" ", "-"), daemon=True)
     thread.start()
     return thread
+
+
+def hand_over_to_embed(services: Services, *, read_timeout: float = 5.0) -> dict[str, Any]:
+    """Where torch is absent (the webhook's and notify's scheduled sweeps): if fetch or embed jobs are due
+    (pending past run_after, or running with an expired lease), POST `{"sweep": true}` to EMBED_URL with
+    EMBED_TOKEN, which runs them. Returns {"due": n, "poke": what happened}."""
+    settings = services.settings
+    due = due_jobs(services, JobKind.FETCH, JobKind.EMBED)
+    if not due:
+        return {"due": 0}
+    if not settings.embed_url:
+        log.warning("%d fetch or embed job(s) are due and EMBED_URL is unset: run `raiox worker` where torch is", due)
+        return {"due": due, "poke": "EMBED_URL unset"}
+    return {"due": due, "poke": poke(settings.embed_url, settings.embed_token, {"sweep": True},
+                                     what=f"embed poke for {due} due job(s)",
+                                     timeout=(settings.notify_timeout_seconds, read_timeout))}

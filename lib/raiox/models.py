@@ -22,6 +22,7 @@ class CaseStatus(StrEnum):
 
 
 class JobKind(StrEnum):
+    FETCH = "fetch"
     EMBED = "embed"
     NOTIFY = "notify"
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from raiox.adapters.storage import ObjectStore, open_store
 from raiox.database import Database
+from raiox.errors import NotConfigured
 from raiox.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -46,6 +47,13 @@ class Services:
         from raiox.adapters.encoder import Encoder
 
         return self._once("encoder", lambda: Encoder.from_settings(self.settings))
+
+    def refuse_placeholder_secrets(self) -> None:
+        """In production, NotConfigured naming (never showing) every secret left empty or as a placeholder."""
+        if self.settings.raiox_env == "prod":
+            names = self._once("placeholders", self.settings.placeholder_secrets)
+            if names:
+                raise NotConfigured(f"refusing to run with empty or placeholder secrets: {', '.join(names)}")
 
     def close(self) -> None:
         if "db" in self._built:

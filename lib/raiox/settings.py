@@ -171,8 +171,32 @@ class Settings(BaseSettings):
     )
     fetch_timeout_seconds: float = Field(
         default=10.0, gt=0,
-        description="Connect and read timeout of a download, and its overall deadline, so a server that drips "
-        "bytes cannot hold the webhook longer.",
+        description="Connect and read timeout of one download, and its overall deadline, so a server that drips "
+        "bytes cannot hold a worker longer.",
+    )
+    fetch_deadline_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Overall deadline of one submission's downloads in one fetch attempt, however many X-rays it "
+        "has; what is not done by then is tried again.",
+    )
+    fetch_max_attempts: int = Field(
+        default=6, ge=1,
+        description="Attempts of a fetch job before X-rays that kept failing for a passing reason (timeouts, "
+        "5xx, 429, object storage down) are given up on (backoff 5 s, 10 s, 20 s … 5 min, with jitter).",
+    )
+    fetch_jobs_per_call: int = Field(
+        default=8, ge=1,
+        description="Fetch jobs (submissions) claimed per batch.",
+    )
+    fetch_lease_seconds: int = Field(
+        default=180, ge=10,
+        description="How long a claimed fetch job stays with its worker before another may take it over.",
+    )
+    jotform_reconcile_minutes: int = Field(
+        default=10, ge=0,
+        description="How often the sweeper asks Jotform's API for each form's recent submissions and records any "
+        "that never became a case (a webhook Jotform did not deliver); 0: never. Needs `JOTFORM_FORM_IDS` and "
+        "`JOTFORM_API_KEY`.",
     )
     webhook_max_body_bytes: int = Field(
         default=26 * 1024 * 1024, ge=1,
@@ -289,6 +313,18 @@ class Settings(BaseSettings):
         if self.raiox_storage:
             return self.raiox_storage
         return (self.raiox_home.resolve() / "objects").as_uri()
+
+    def placeholder_secrets(self) -> list[str]:
+        """Secret settings holding an empty or placeholder value (`CHANGE-ME…`, as in .env.example): production
+        refuses to run with any of them."""
+        found = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value().strip().lower()
+                if not text or "change-me" in text or "changeme" in text:
+                    found.append(name.upper())
+        return found
 
     @classmethod
     def given(cls, **values: Any) -> Settings:

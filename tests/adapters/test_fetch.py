@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 
 import pytest
 
 import raiox.adapters.fetch
 from fakes import FileServer
-from raiox.adapters.fetch import FetchFailed, FetchPolicy, FetchTimeout, FetchTooLarge, UnsafeURL, check_url, fetch
+from raiox.adapters.fetch import (
+    TRANSIENT_FETCH_ERRORS,
+    FetchFailed,
+    FetchPolicy,
+    FetchTimeout,
+    FetchTooLarge,
+    FetchUnavailable,
+    UnsafeURL,
+    check_url,
+    fetch,
+)
 
 
 @pytest.fixture
@@ -100,26 +111,47 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(files: FileServer) -> None
         fetch(files.url("/drip"), FetchPolicy(dev=True, timeout=1))
 
 
-def test_server_errors_and_redirect_loops_fail_cleanly(files: FileServer) -> None:
-    with pytest.raises(FetchFailed, match="HTTP 500"):
-        fetch(files.url("/status/500"), DEV)
-    with pytest.raises(FetchFailed, match="HTTP 404"):
-        fetch(files.url("/files/missing.jpg"), DEV)
+def test_errors_say_whether_trying_again_can_help(files: FileServer) -> None:
+    """Passing trouble (5xx, 408, 429, no connection) is FetchUnavailable, which the fetch step retries;
+    what will not change (404, 410, a redirect loop) is FetchFailed."""
+    for status in (500, 503, 408, 429):
+        with pytest.raises(FetchUnavailable, match=f"HTTP {status}"):
+            fetch(files.url(f"/status/{status}"), DEV)
+    with pytest.raises(FetchUnavailable, match="cannot connect"):
+        fetch("http://127.0.0.1:1/x.jpg", DEV)
+    for status in (404, 410, 403):
+        with pytest.raises(FetchFailed, match=f"HTTP {status}"):
+            fetch(files.url(f"/status/{status}"), DEV)
     loop = files.url("/redirect?to=/redirect%3Fto%3D/redirect%253Fto%253D/files/a.bin")
     with pytest.raises(FetchFailed, match="redirects"):
         fetch(loop, FetchPolicy(dev=True, timeout=5, max_redirects=1))
-    with pytest.raises(FetchFailed, match="cannot connect"):
-        fetch("http://127.0.0.1:1/x.jpg", DEV)
+    assert not issubclass(FetchFailed, TRANSIENT_FETCH_ERRORS) and issubclass(FetchTimeout, TRANSIENT_FETCH_ERRORS)
+
+
+def test_a_submission_deadline_cuts_every_download_short(files: FileServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        fetch(files.url("/drip"), FetchPolicy(dev=True, timeout=30), deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 10  # the drip alone would take 200 s
+
+
+def test_ipv6_transition_addresses_are_refused() -> None:
+    for address in ("64:ff9b::7f00:1", "2002:7f00:1::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "::7f00:1"):
+        policy = FetchPolicy(allowed_hosts=("images.example.org",), resolve=lambda host, port, a=address: [a])
+        with pytest.raises(UnsafeURL, match="transition"):
+            check_url("https://images.example.org/x.jpg", policy)
 
 
 # Production mode over TLS, with "public" addresses routed to the local server -------------------------
 
 def test_prod_https_pins_the_checked_address_and_verifies_the_name(tls_files: tuple[FileServer, FetchPolicy]) -> None:
     server, policy = tls_files
-    assert fetch(server.url("/files/x.bin", host="files.jotform.com"), policy) == b"X" * 100
+    assert fetch(server.url("/uploads/x.bin", host="files.jotform.com"), policy) == b"X" * 100
     request = server.requests[-1]
     assert request["headers"]["host"] == f"files.jotform.com:{server.port}"
-    assert request["query"]["apiKey"] == ["jf-secret-key"]  # Jotform hosts get the API key
+    assert request["query"]["apiKey"] == ["jf-secret-key"]  # a submission's file on a Jotform host gets the key
+    assert fetch(server.url("/files/x.bin", host="files.jotform.com"), policy) == b"X" * 100
+    assert "apiKey" not in server.requests[-1]["query"]  # any other page of a Jotform host does not
     with pytest.raises(FetchFailed, match="TLS"):
         fetch(server.url("/files/x.bin", host="other.example.org"), policy)  # certificate is not for it
 
@@ -128,10 +160,11 @@ def test_prod_api_key_never_leaves_jotform_and_redirects_are_rechecked(
     tls_files: tuple[FileServer, FetchPolicy],
 ) -> None:
     server, policy = tls_files
-    elsewhere = server.url("/files/x.bin", host="images.example.org")
+    elsewhere = server.url("/uploads/x.bin", host="images.example.org")
+    assert fetch(server.url(f"/uploads/x.bin?to={elsewhere}", host="files.jotform.com"), policy) == b"X" * 100
+    assert server.requests[-1]["query"].get("apiKey") == ["jf-secret-key"]
     assert fetch(server.url(f"/redirect?to={elsewhere}", host="files.jotform.com"), policy) == b"X" * 100
-    assert server.requests[-2]["query"].get("apiKey") == ["jf-secret-key"]
-    assert "apiKey" not in server.requests[-1]["query"]
+    assert [r["query"].get("apiKey") for r in server.requests[-2:]] == [None, None]  # never beyond Jotform
     count = len(server.requests)
     for target in (f"https://localhost:{server.port}/files/x.bin", f"http://127.0.0.1:{server.port}/files/x.bin",
                    f"https://[::1]:{server.port}/files/x.bin"):

@@ -77,3 +77,11 @@ def test_missing_raw_request_is_refused() -> None:
     del payload["rawRequest"]
     with pytest.raises(JotformPayloadError, match="rawRequest is missing"):
         parse_webhook(payload)
+
+
+def test_without_a_configured_field_only_upload_urls_are_taken() -> None:
+    """Any other list of URLs a submitter writes into an answer is not an X-ray, and never gets the API key."""
+    raw = json.loads(fields()["rawRequest"])
+    raw["q7_links"] = ["https://www.jotform.com/API/user?apiKey=", "https://www.jotform.com/myforms/"]
+    raw["q8_mixed"] = [URLS[0], "https://evil.example.org/x.jpg"]
+    assert parse_webhook(fields(rawRequest=json.dumps(raw))).upload_urls == URLS

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 
 from fakes import FakeServer, Recorded, Reply
 from raiox.adapters.jotform_client import parse_result_fields
+from raiox.delivery.targets import SIGNATURE_TOLERANCE_SECONDS
 from raiox.delivery.worker import NotifyStep, run_notify_jobs
 from raiox.embed.worker import run_embed_jobs
 from raiox.models import CaseStatus, JobKind
@@ -331,8 +333,11 @@ def test_the_custom_webhook_gets_a_signed_document(notifier: Services, jotform: 
     first, second = receiver.requests
     assert (first.method, first.path, first.headers["content-type"]) == ("POST", "/hook", "application/json")
     # How a receiver verifies: HMAC-SHA256 of the exact body bytes with the shared secret.
-    expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), first.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(first.headers["x-raiox-signature"], expected)
+    # What docs/delivery.md gives receivers: t and v1 from the header, HMAC of "t." + body, a fresh t.
+    fields = dict(part.split("=", 1) for part in first.headers["x-raiox-signature"].split(","))
+    expected = hmac.new(WEBHOOK_SECRET.encode(), f"{fields['t']}.".encode() + first.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
+    assert abs(time.time() - int(fields["t"])) <= SIGNATURE_TOLERANCE_SECONDS
     assert first.headers["x-raiox-event"] == "raiox.decision"
     document = json.loads(first.body)
     assert document.pop("decided_at").endswith("Z")  # UTC

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability.support import Processes
+from reliability.support import OwnPostgres, Processes
 
 
 @pytest.fixture
@@ -17,3 +17,13 @@ def processes(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Processes]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A PostgreSQL of this test alone, to stop and start (the session's server is shared by every other test)."""
+    postgres = OwnPostgres()
+    try:
+        yield postgres
+    finally:
+        postgres.server.cleanup()  # stops it if it runs, then deletes its data

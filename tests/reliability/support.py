@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,11 @@ from psycopg.rows import dict_row
 
 from raiox.tools.local import BASE_PATH, SETTING_NAMES
 from raiox.tools.processes import RaioxProcess, start_dev, start_worker
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+    import pgserver
+    from pgserver._commands import pg_ctl
 
 
 def query(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -59,3 +66,19 @@ class Processes:
     def stop_all(self) -> None:
         for process in reversed(self.started):
             process.stop()
+
+
+class OwnPostgres:
+    """A PostgreSQL of this test alone (the session's server is shared by every other test)."""
+
+    def __init__(self) -> None:
+        self.server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="raiox-rel-pg-")), cleanup_mode="delete")
+        self.url = self.server.get_uri()
+
+    def stop(self) -> None:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+        assert self.server.get_uri() == self.url

@@ -33,19 +33,20 @@ ADMIN = "https://admin.example.org"
 
 
 def call(services: Services, method: str, path: str, *, token: str | None = None, body: Any = None,
-         query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> HttpResponse:
+         query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+         client: str = "198.51.100.7") -> HttpResponse:
     sent = dict(headers or {})
     if token:
         sent["authorization"] = f"Bearer {token}"
     raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
     if body is not None:
         sent.setdefault("content-type", "application/json")
-    request = HttpRequest(method=method, path=path, headers=sent, query=query or {}, body=raw)
+    request = HttpRequest(method=method, path=path, headers=sent, query=query or {}, body=raw, client=client)
     return handle(request, services)
 
 
-def sign_in(services: Services, name: str = NAME, password: str = PASSWORD) -> str:
-    answer = call(services, "POST", "/login", body={"name": name, "password": password})
+def sign_in(services: Services, name: str = NAME, password: str = PASSWORD, client: str = "198.51.100.7") -> str:
+    answer = call(services, "POST", "/login", body={"name": name, "password": password}, client=client)
     assert answer.status == 200, answer.body
     return str(answer.body["token"])
 
@@ -114,7 +115,7 @@ def test_forged_expired_and_revoked_tokens_are_refused(reviewer: Services) -> No
         assert answer.status == 401 and "not valid" in answer.body["error"], forged
 
     key = accounts.token_key(reviewer.settings)
-    [row] = rows(reviewer, "SELECT id, name, password_hash FROM reviewers")
+    [row] = rows(reviewer, "SELECT id, name, password_hash, session_epoch FROM reviewers")
     ttl = reviewer.settings.review_token_ttl_seconds
     expired, _ = accounts.issue_token(key, row, ttl, now=time.time() - ttl - 1)
     answer = call(reviewer, "GET", "/cases", token=expired)
@@ -130,33 +131,59 @@ def test_forged_expired_and_revoked_tokens_are_refused(reviewer: Services) -> No
     assert call(reviewer, "POST", "/login", body={"name": NAME, "password": "another good password"}).status == 401
 
 
-def test_wrong_passwords_are_rate_limited_across_instances(reviewer: Services) -> None:
+STRANGER = "203.0.113.9"
+
+
+def test_wrong_passwords_slow_down_the_guesser_and_never_lock_the_reviewer_out(reviewer: Services) -> None:
     reviewer.settings.review_login_max_failures = 3
+    guess = {"name": NAME, "password": "guess guess"}
     for _ in range(3):
-        assert call(reviewer, "POST", "/login", body={"name": NAME, "password": "guess guess"}).status == 401
-    limited = call(reviewer, "POST", "/login", body={"name": NAME, "password": PASSWORD})
+        assert call(reviewer, "POST", "/login", body=guess, client=STRANGER).status == 401
+    limited = call(reviewer, "POST", "/login", body={"name": NAME, "password": PASSWORD}, client=STRANGER)
     assert limited.status == 429 and "too many wrong passwords" in limited.body["error"]
-    assert 1 <= int(limited.headers["Retry-After"]) <= reviewer.settings.review_login_window_seconds
+    assert int(limited.headers["Retry-After"]) == 1  # the first delay: 1 s
 
     # Another process (a second function instance) sees the same count: it lives in the database.
     other = Services(reviewer.settings.model_copy())
     try:
-        assert call(other, "POST", "/login", body={"name": NAME.upper(), "password": PASSWORD}).status == 429
+        assert call(other, "POST", "/login", body=guess, client=STRANGER).status == 429
     finally:
         other.close()
-    # Unknown names are limited alike, and one name's failures do not lock out another.
-    for _ in range(4):
-        call(reviewer, "POST", "/login", body={"name": "ghost", "password": "guess guess"})
-    assert call(reviewer, "POST", "/login", body={"name": "ghost", "password": "guess"}).status == 429
-    accounts.add_reviewer(reviewer, "ben.reviewer", PASSWORD)
-    sign_in(reviewer, "ben.reviewer")
+    # The reviewer, from her own address, is not held back by the stranger's guesses.
+    sign_in(reviewer, client="198.51.100.7")
 
-    # Once the failures leave the window, the right password works again and clears the count.
+    # The delay doubles with each wrong try after the free ones: 1 s, 2 s, 4 s …, never beyond the window.
+    for expected_wait in (2, 4, 8):
+        with reviewer.db.transaction() as conn:  # the stranger waited (still within the 15-minute window)
+            conn.execute("UPDATE login_failures SET at = now() - interval '10 minutes' WHERE client = %s",
+                         (STRANGER,))
+        assert call(reviewer, "POST", "/login", body=guess, client=STRANGER).status == 401  # waited: checked
+        held = call(reviewer, "POST", "/login", body=guess, client=STRANGER)
+        assert held.status == 429 and int(held.headers["Retry-After"]) == expected_wait
+    assert accounts.throttle_delay(40, 3, 900) == 900
+
+    # Unknown names are slowed alike; one name's failures hold back no other name.
+    for _ in range(3):
+        call(reviewer, "POST", "/login", body={"name": "ghost", "password": "guess guess"}, client=STRANGER)
+    assert call(reviewer, "POST", "/login", body={"name": "ghost", "password": "guess"}, client=STRANGER).status == 429
+    accounts.add_reviewer(reviewer, "ben.reviewer", PASSWORD)
+    sign_in(reviewer, "ben.reviewer", client=STRANGER)
+
+    # Once the failures leave the window, the count is gone.
     with reviewer.db.transaction() as conn:
         conn.execute("UPDATE login_failures SET at = at - interval '1 day'")
-    sign_in(reviewer)
-    assert call(reviewer, "POST", "/login", body={"name": NAME, "password": "guess guess"}).status == 401
-    assert rows(reviewer, "SELECT name_key FROM login_failures") == [{"name_key": NAME}]
+    assert call(reviewer, "POST", "/login", body=guess, client=STRANGER).status == 401
+    assert rows(reviewer, "SELECT name_key, client FROM login_failures") == [{"name_key": NAME, "client": STRANGER}]
+
+
+def test_sign_out_ends_the_session_on_the_server(reviewer: Services) -> None:
+    token, elsewhere = sign_in(reviewer), sign_in(reviewer, client="192.0.2.44")
+    assert call(reviewer, "GET", "/cases", token=token).status == 200
+    assert call(reviewer, "POST", "/logout", token=token).body == {"signed_out": True}
+    for ended in (token, elsewhere):  # a copied (leaked) token too
+        assert call(reviewer, "GET", "/cases", token=ended).status == 401
+    assert call(reviewer, "POST", "/logout").status == 401
+    assert call(reviewer, "GET", "/cases", token=sign_in(reviewer)).status == 200
 
 
 def test_unconfigured_token_secret_refuses_in_production(db_url: str, tmp_path: Path) -> None:

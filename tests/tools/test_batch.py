@@ -10,6 +10,7 @@ from typing import Any
 
 from raiox.tools.batch import match_folder, summarise
 from raiox.tools.local import BASE_PATH
+from raiox.tools.waiting import wait_until
 from support import make_xray
 
 
@@ -43,8 +44,16 @@ def test_webhook_mode_sends_every_film_as_a_submission(dev_server: tuple, tmp_pa
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary == {"images": 4, "accepted": 3, "refused": 1}
+    assert summary == {"images": 4, "accepted": 4}  # the webhook records first; films are fetched after
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [i["status"] for i in report["items"] if i["file"].endswith("notes.jpg")] == ["refused"]
-    with services.db.transaction() as conn:
-        assert conn.execute("SELECT count(*) AS n FROM cases").fetchone()["n"] == 3
+    assert len({i["detail"] for i in report["items"]}) == 4  # one case each
+
+    def settled() -> list[dict[str, Any]]:
+        with services.db.transaction() as conn:
+            rows = conn.execute("SELECT status, error FROM cases ORDER BY id").fetchall()
+        return rows if all(r["status"] in ("ready", "failed") for r in rows) else []
+
+    # The not-an-image film is fetched, refused and shown as a failed case, with why.
+    statuses = wait_until(settled, 60, "every case to be ready or failed")
+    assert sorted(r["status"] for r in statuses) == ["failed", "ready", "ready", "ready"]
+    assert "not a JPEG, PNG or TIFF" in next(r["error"] for r in statuses if r["status"] == "failed")

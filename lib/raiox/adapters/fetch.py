@@ -36,6 +36,15 @@ _ALWAYS_REFUSED = (
     ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IPv6 metadata
 )
+# IPv6 ranges that carry an IPv4 address (or tunnel to one) and so can reach a private network although
+# Python calls some of them global: NAT64, 6to4, Teredo, IPv4-compatible.
+_TRANSITION = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("2002::/16"),
+    ipaddress.ip_network("2001::/32"),
+    ipaddress.ip_network("::/96"),
+)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
 
@@ -57,7 +66,17 @@ class FetchTimeout(FetchError):
 
 
 class FetchFailed(FetchError):
-    """The server could not be reached or did not answer with the file."""
+    """The server did not answer with the file (404, 410, another 4xx, a redirect loop): trying again will
+    not help."""
+
+
+class FetchUnavailable(FetchError):
+    """The server could not be reached, or answered 5xx, 408 or 429: trying again later may help."""
+
+
+# What a fetch step may retry: the network, the server's mood, a slow answer.
+TRANSIENT_FETCH_ERRORS = (FetchTimeout, FetchUnavailable)
+UPLOAD_PATH = "/uploads/"  # where Jotform serves a submission's files; the API key goes nowhere else
 
 
 def split_list(value: str) -> list[str]:
@@ -118,8 +137,14 @@ class _Hop:
     host_header: str
 
 
-def check_url(url: str, policy: FetchPolicy) -> _Hop:
-    """Refuse (UnsafeURL) a URL this policy does not allow; return where to connect for it."""
+def check_url_statically(url: str, policy: FetchPolicy) -> None:
+    """What can be refused without a DNS lookup: scheme, host, credentials, port, the allow-list (outside dev
+    mode); UnsafeURL otherwise. `check_url` does this and then checks every address the host resolves to."""
+    _static_parts(url, policy)
+
+
+def _static_parts(url: str, policy: FetchPolicy) -> tuple[str, str, int, bool]:
+    """(scheme, host, port, whether the host is on the allow-list) of a URL, or UnsafeURL."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -136,15 +161,24 @@ def check_url(url: str, policy: FetchPolicy) -> _Hop:
     allowed = host_matches(host, policy.allowed_hosts)
     if not allowed and not policy.dev:  # refuse before any DNS lookup
         raise UnsafeURL(f"host {host} is not on the allow-list")
+    return scheme, host, port, allowed
+
+
+def check_url(url: str, policy: FetchPolicy) -> _Hop:
+    """Refuse (UnsafeURL) a URL this policy does not allow; return where to connect for it."""
+    scheme, host, port, allowed = _static_parts(url, policy)
+    parts = urlsplit(url)
     try:
         addresses = [_address(a) for a in policy.resolve(host, port)]
     except (OSError, UnicodeError, ValueError):
-        raise FetchFailed(f"cannot resolve host {host}") from None
+        raise FetchUnavailable(f"cannot resolve host {host}") from None
     if not addresses:
-        raise FetchFailed(f"cannot resolve host {host}")
+        raise FetchUnavailable(f"cannot resolve host {host}")
     for ip in addresses:
         if any(ip in network for network in _ALWAYS_REFUSED):
             raise UnsafeURL(f"host {host} resolves to a link-local or metadata address")
+        if not ip.is_loopback and any(ip in network for network in _TRANSITION):
+            raise UnsafeURL(f"host {host} resolves to an IPv6 transition address")
     if not (policy.dev and all(ip.is_loopback for ip in addresses)):
         if not allowed:
             raise UnsafeURL(f"host {host} is not on the allow-list")
@@ -153,8 +187,10 @@ def check_url(url: str, policy: FetchPolicy) -> _Hop:
         if not all(ip.is_global for ip in addresses):
             raise UnsafeURL(f"host {host} resolves to a private or reserved address")
     query = parts.query
-    if policy.jotform_api_key and scheme == "https" and host_matches(host, JOTFORM_DOMAINS):
-        # Jotform's API reads the key from `apiKey`; uploads that need login accept it the same way.
+    if (policy.jotform_api_key and scheme == "https" and host_matches(host, JOTFORM_DOMAINS)
+            and parts.path.startswith(UPLOAD_PATH)):
+        # Uploads that need login accept the key as `apiKey`, as Jotform's API does; only a submission's
+        # files under /uploads/ ever get it, never another page of a Jotform host.
         query = "&".join(filter(None, [query, urlencode({"apiKey": policy.jotform_api_key})]))
     name = f"[{host}]" if ":" in host else host
     default_port = 443 if scheme == "https" else 80
@@ -204,7 +240,7 @@ def _open(
             pool.close()
             raise
     if isinstance(error, NewConnectionError):  # refused or unreachable (a subclass of the timeout error)
-        raise FetchFailed(f"cannot connect to {hop.host}")
+        raise FetchUnavailable(f"cannot connect to {hop.host}")
     raise FetchTimeout(f"connecting to {hop.host} timed out")
 
 
@@ -230,11 +266,12 @@ def _read_body(response: urllib3.BaseHTTPResponse, host: str, policy: FetchPolic
         chunks.append(chunk)
 
 
-def fetch(url: str, policy: FetchPolicy) -> bytes:
-    """The bytes at `url`, following up to `policy.max_redirects` redirects, each one checked.
+def fetch(url: str, policy: FetchPolicy, *, deadline: float | None = None) -> bytes:
+    """The bytes at `url`, following up to `policy.max_redirects` redirects, each one checked; within
+    `policy.timeout` and, when given, the overall `deadline` (a `time.monotonic()` value) of a whole submission.
 
-    Raises UnsafeURL, FetchTooLarge, FetchTimeout or FetchFailed (all FetchError)."""
-    deadline = time.monotonic() + policy.timeout
+    Raises UnsafeURL, FetchTooLarge, FetchTimeout, FetchUnavailable or FetchFailed (all FetchError)."""
+    deadline = min(time.monotonic() + policy.timeout, deadline if deadline is not None else float("inf"))
     current = url
     for _ in range(policy.max_redirects + 1):
         hop = check_url(current, policy)
@@ -247,6 +284,8 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
                         raise FetchFailed(f"{hop.host} answered a redirect without a Location")
                     current = urljoin(current, location)
                     continue
+                if response.status in (408, 429) or response.status >= 500:
+                    raise FetchUnavailable(f"{hop.host} answered HTTP {response.status}")
                 if response.status != 200:
                     raise FetchFailed(f"{hop.host} answered HTTP {response.status}")
                 return _read_body(response, hop.host, policy, deadline)
@@ -258,5 +297,5 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
         except Urllib3SSLError:
             raise FetchFailed(f"TLS with {hop.host} failed (certificate not valid for the host?)") from None
         except (Urllib3Error, OSError) as exc:
-            raise FetchFailed(f"downloading from {hop.host} failed: {type(exc).__name__}") from None
+            raise FetchUnavailable(f"downloading from {hop.host} failed: {type(exc).__name__}") from None
     raise FetchFailed(f"more than {policy.max_redirects} redirects")

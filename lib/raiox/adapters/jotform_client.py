@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -29,6 +31,14 @@ class JotformAnswer(BaseModel):
     """What is kept of a successful call: the status and the daily calls left (never the body)."""
 
     status: int
+    limit_left: int | None = None
+
+
+class SubmissionsPage(BaseModel):
+    """One page of `GET /form/{id}/submissions`: each submission as Jotform's API gives it (`id`, `form_id`,
+    `created_at`, `status`, `answers{qid: {name, type, answer}}`), and the daily calls left."""
+
+    submissions: list[dict[str, Any]]
     limit_left: int | None = None
 
 
@@ -90,6 +100,28 @@ class JotformClient:
         except requests.RequestException as exc:  # its text names the URL; the type is enough
             raise JotformError(f"connection failed ({type(exc).__name__})", retryable=True) from None
         return self._answer(response)
+
+    def list_submissions(self, form_id: str, *, created_after: str | None, offset: int,
+                         limit: int) -> SubmissionsPage:
+        """A page of the form's submissions, oldest first, created after `created_after` (Jotform's
+        `YYYY-MM-DD HH:MM:SS`) when given."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit, "orderby": "created_at,ASC"}
+        if created_after:
+            params["filter"] = json.dumps({"created_at:gt": created_after})
+        url = f"{self.base_url}/form/{quote(form_id, safe='')}/submissions"
+        try:
+            response = self._session.get(url, params=params, headers={"APIKEY": self._key.get_secret_value()},
+                                         timeout=(self.timeout, self.timeout), allow_redirects=False)
+        except requests.Timeout:
+            raise JotformError(f"no answer within {self.timeout:g} s", retryable=True) from None
+        except requests.RequestException as exc:
+            raise JotformError(f"connection failed ({type(exc).__name__})", retryable=True) from None
+        answer = self._answer(response)
+        content = response.json().get("content")
+        if not isinstance(content, list):
+            raise JotformError("the answer has no list of submissions", retryable=False)
+        return SubmissionsPage(submissions=[item for item in content if isinstance(item, dict)],
+                               limit_left=answer.limit_left)
 
     def _answer(self, response: requests.Response) -> JotformAnswer:
         try:

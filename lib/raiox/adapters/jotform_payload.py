@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
+
+from raiox.adapters.fetch import UPLOAD_PATH
+from raiox.errors import InvalidInput
+from raiox.storable import load_json
 
 # Webhook fields kept with the case. Left out: `pretty` (a lossy "Label:Value, …" rendering that must
 # never be parsed) and `webhookURL` (our own URL, which carries the webhook token).
@@ -53,10 +57,13 @@ def _is_url(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("https://", "http://"))
 
 
-def _url_list(value: Any) -> list[str]:
-    if _is_url(value):
-        return [value]
-    if isinstance(value, list) and value and all(_is_url(item) for item in value):
+def _is_upload_url(value: Any) -> bool:
+    """An absolute URL of a submission's file: Jotform serves them under /uploads/<user>/<form>/<submission>/."""
+    return _is_url(value) and urlsplit(value).path.startswith(UPLOAD_PATH)
+
+
+def _upload_list(value: Any) -> list[str]:
+    if isinstance(value, list) and value and all(_is_upload_url(item) for item in value):
         return list(value)
     return []
 
@@ -80,10 +87,10 @@ def _upload_urls(answers: Mapping[str, Any], xray_field: str | None) -> list[str
         items = value if isinstance(value, list) else [value]
         urls = [item.strip() for item in items if isinstance(item, str) and item.strip()]
     else:
-        # Upload answers are lists of absolute URLs (a lone URL string is metadata such as
-        # `uploadServerUrl`); `temp_upload` holds internal references, not URLs.
-        urls = [url for key, value in answers.items()
-                if key != "temp_upload" and isinstance(value, list) for url in _url_list(value)]
+        # Upload answers are lists of absolute URLs under /uploads/ (a lone URL string is metadata such as
+        # `uploadServerUrl`; a list of other URLs is some other answer); `temp_upload` holds internal
+        # references, not URLs.
+        urls = [url for key, value in answers.items() if key != "temp_upload" for url in _upload_list(value)]
     return list(dict.fromkeys(urls))  # the same file listed twice is one X-ray
 
 
@@ -132,11 +139,19 @@ def parse_webhook(
     if raw is None:
         raise JotformPayloadError("rawRequest is missing")
     try:
-        answers = json.loads(raw)
-    except json.JSONDecodeError:
-        raise JotformPayloadError("rawRequest is not valid JSON") from None
+        answers = load_json(raw, "rawRequest")
+    except InvalidInput as exc:
+        raise JotformPayloadError(exc.message) from None
     if not isinstance(answers, dict):
         raise JotformPayloadError("rawRequest is not a JSON object")
+    return submission_from_answers(form_id, submission_id, answers, xray_field=xray_field, name_field=name_field,
+                                   fields={key: fields[key] for key in _KEPT_FIELDS if key in fields})
+
+
+def submission_from_answers(form_id: str, submission_id: str, answers: dict[str, Any], *, xray_field: str | None,
+                            name_field: str | None, fields: dict[str, str] | None = None) -> JotformSubmission:
+    """A submission from its answers keyed as in rawRequest (`q<QID>_<name>`), whether they came from the
+    webhook or from Jotform's API (reconciliation)."""
     return JotformSubmission(
         form_id=form_id,
         submission_id=submission_id,
@@ -144,5 +159,5 @@ def parse_webhook(
         submitter_name=_name(answers, name_field),
         submitter_email=_email(answers),
         answers=answers,
-        fields={key: fields[key] for key in _KEPT_FIELDS if key in fields},
+        fields=fields or {"formID": form_id, "submissionID": submission_id},
     )

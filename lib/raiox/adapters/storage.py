@@ -81,8 +81,16 @@ class ObjectStore(ABC):
             self._write(key, data, content_type)
         return StoredObject(key, sha256, len(data), content_type, created)
 
+    def put_at(self, key: str, data: bytes) -> None:
+        """Store `data` under a key the caller chose (not content-addressed), replacing what was there."""
+        self._write(validate_key(key), data, content_type_for(key))
+
     @abstractmethod
     def _write(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    @abstractmethod
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (a folder such as `inbox/`), sorted."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -136,6 +144,13 @@ class LocalFolderStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def keys(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        return sorted(str(path.relative_to(self.root)) for path in folder.rglob("*")
+                      if path.is_file() and not path.name.startswith(".tmp-"))
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -154,7 +169,8 @@ class LocalFolderStore(ObjectStore):
             expires_at = int(expires)
         except (TypeError, ValueError):
             raise InvalidSignature("missing or malformed expiry") from None
-        if not hmac.compare_digest(self._signature(validate_key(key), expires_at), signature or ""):
+        expected = self._signature(validate_key(key), expires_at).encode()
+        if not hmac.compare_digest(expected, (signature or "").encode("utf-8", "surrogateescape")):
             raise InvalidSignature("bad signature")
         if expires_at < (time.time() if now is None else now):
             raise InvalidSignature("link expired")
@@ -231,6 +247,16 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=self._object_key(key))
+
+    def keys(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = self._call("list_objects_v2", Prefix=self.prefix + prefix, **token)
+            found += [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(found)
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         return str(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,9 +23,15 @@ class DeliveryError(JobFailure):
     429, Jotform's API limit), not for other 4xx or missing settings."""
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The value of the signature header: `sha256=` + hex HMAC-SHA256 of the exact body bytes."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE_SECONDS = 300  # what docs/delivery.md tells receivers to accept
+
+
+def sign(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
+    """The signature header, Stripe-style: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + the exact body>`.
+    The time is signed with the body, so a receiver that refuses old timestamps cannot be replayed to."""
+    sent_at = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{sent_at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={sent_at},v1={mac}"
 
 
 def _check_url(url: str, setting: str, settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""The embed function's HTTP handler: run due embed jobs, match one image directly, health."""
+"""The embed function's HTTP handler: run due intake (inbox, fetch) and embed jobs, match one image directly,
+health."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ from dataclasses import asdict
 from raiox.embed.matching import match_image
 from raiox.embed.worker import run_embed_jobs
 from raiox.errors import InvalidInput
+from raiox.intake.sweep import sweep_intake
 from raiox.services import Services
-from raiox.web.http import HttpRequest, HttpResponse, bearer_token, json_response, require_method, require_secret
+from raiox.web.http import (
+    HttpRequest,
+    HttpResponse,
+    bearer_token,
+    body_limit,
+    json_response,
+    require_method,
+    require_secret,
+)
 
 
 def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
@@ -23,8 +33,10 @@ def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
     return request.body
 
 
+@body_limit(lambda settings: settings.fetch_max_bytes + 64 * 1024)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
-    """GET …/health answers without a token; POST …/match matches one image; POST otherwise runs due jobs."""
+    """GET …/health answers without a token; POST …/match matches one image; POST otherwise (a poke, or the
+    sweeper's `{"sweep": true}`) records what the inbox kept, fetches due X-rays, then embeds due cases."""
     settings = services.settings
     if request.path.rstrip("/").endswith("/health"):
         return json_response(200, {"status": "ok"})
@@ -37,4 +49,5 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
         return json_response(200, {"model_id": encoder.model_id,
                                    "candidates": [c.model_dump(exclude={"reference_storage_key"})
                                                   for c in candidates]})
-    return json_response(200, {"model_id": encoder.model_id, **asdict(run_embed_jobs(services))})
+    intake = sweep_intake(services)
+    return json_response(200, {"model_id": encoder.model_id, **asdict(run_embed_jobs(services)), "intake": intake})

@@ -1,16 +1,32 @@
-"""The webhook function's HTTP handler: token, size and shape checks, the body as a `Submission`, the answer."""
+"""The webhook function's HTTP handler: token, size and shape checks, the body as a `Submission`, the answer at
+once (202); and, invoked by its scheduled trigger, intake's sweep."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
 
 from raiox.adapters.jotform_payload import is_webhook
 from raiox.errors import InvalidInput, TooLarge, UnsupportedFormat
 from raiox.intake.receive import receive
 from raiox.intake.submission import Submission, from_jotform, from_json, from_upload
+from raiox.intake.sweep import sweep_intake
+from raiox.job_runner import hand_over_to_embed
 from raiox.services import Services
 from raiox.settings import Settings
-from raiox.web.http import HttpRequest, HttpResponse, json_response, require_method, require_secret
+from raiox.web.http import (
+    HttpRequest,
+    HttpResponse,
+    body_limit,
+    json_response,
+    require_method,
+    require_secret,
+)
+from raiox.web.platforms import do_entry, is_web_event
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+SWEEP_SECONDS = 40.0  # the scheduled sweep stops taking new fetch jobs after this (the function's limit is 60 s)
 
 
 def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
@@ -27,8 +43,10 @@ def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
     raise UnsupportedFormat("send multipart/form-data (Jotform or a `file` upload) or application/json")
 
 
+@body_limit(lambda settings: settings.webhook_max_body_bytes)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
-    """POST from Jotform (or the JSON / upload senders): 202 new case, 200 duplicate, 4xx refused, 503 retry."""
+    """POST from Jotform (or the JSON / upload senders): 202 recorded (or kept while the database is down),
+    200 duplicate, 4xx refused with the reason, 503 only when neither the database nor object storage answers."""
     settings = services.settings
     require_method(request, "POST")
     require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
@@ -37,6 +55,23 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
         raise TooLarge(f"the request body is larger than {settings.webhook_max_body_bytes} bytes")
     receipt = receive(parse_submission(request, settings), services)
     if receipt.duplicate:
-        return json_response(200, {"case_id": receipt.case_id, "status": receipt.status, "duplicate": True})
-    return json_response(202, {"case_id": receipt.case_id, "status": receipt.status, "images": receipt.images,
-                               "failed_images": receipt.failed_images, "duplicate": False})
+        return json_response(200, {"duplicate": True})
+    return json_response(202, {"case_id": receipt.case_id, "status": receipt.status, "queued": receipt.queued,
+                               "images": receipt.images, "refused_images": receipt.refused_images,
+                               "duplicate": False})
+
+
+def handle_platform_call(request: HttpRequest, services: Services) -> HttpResponse:
+    """The scheduled trigger (`{"sweep": true}`, no token: the platform authenticated it): replay the inbox,
+    run due fetch jobs within the time limit, then hand due embed jobs to EMBED_URL."""
+    body = request.json_body() if request.body.strip() else {}
+    if not isinstance(body, dict) or body.get("sweep") is not True:
+        raise InvalidInput('a platform invocation of the webhook must be {"sweep": true}')
+    swept = sweep_intake(services, deadline=time.monotonic() + SWEEP_SECONDS)
+    return json_response(200, {**swept, "embed": hand_over_to_embed(services)})
+
+
+def do_main(event: Mapping[str, Any]) -> dict[str, Any]:
+    """DigitalOcean entry: a web call carries `http` (and needs the token); the scheduled trigger's event is
+    its body alone."""
+    return do_entry(handle if is_web_event(event) else handle_platform_call, event)

@@ -13,21 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raiox.adapters.jotform_payload import JotformPayloadError, parse_webhook, valid_id
 from raiox.errors import InvalidInput, TooLarge
 from raiox.settings import Settings
+from raiox.storable import load_json
 
 
 class ImageSource(BaseModel):
     """One X-ray of a submission: a URL to download, or bytes uploaded with the request."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     url: str | None = None
     data: bytes | None = Field(default=None, repr=False)
 
 
 class Submission(BaseModel):
-    """A parsed intake request, whatever its sender."""
+    """A parsed intake request, whatever its sender. It round-trips through JSON (the outage inbox)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     source: Literal["jotform", "json", "upload"]
     submission_id: str
@@ -89,10 +90,7 @@ def from_json(data: Any) -> Submission:
 
 def from_upload(fields: Mapping[str, str], files: Sequence[UploadedFile], settings: Settings) -> Submission:
     """The `file` fields of a direct multipart upload (one case, one or more X-rays)."""
-    try:
-        metadata = json.loads(fields.get("metadata") or "{}")
-    except json.JSONDecodeError:
-        raise InvalidInput("metadata is not valid JSON") from None
+    metadata = load_json(fields.get("metadata") or "{}", "metadata")
     images: list[ImageSource] = []
     for upload in files:
         data = upload.stream.read(settings.fetch_max_bytes + 1)

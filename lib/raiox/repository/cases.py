@@ -35,7 +35,7 @@ def create_case(
         INSERT INTO cases (submission_id, form_id, source, submitter_name, submitter_email, client_id,
                            raw_payload)
         VALUES (%s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (submission_id) DO NOTHING
+        ON CONFLICT (source, submission_id) DO NOTHING
         RETURNING {_CASE_COLUMNS}
         """,
         (submission_id, form_id, source, submitter_name, submitter_email, client_id,
@@ -43,14 +43,14 @@ def create_case(
     ).fetchone()
     if row is not None:
         return Case.model_validate(row), True
-    existing = case_by_submission_id(conn, submission_id)
+    existing = case_by_submission_id(conn, submission_id, source)
     assert existing is not None
     return existing, False
 
 
-def case_by_submission_id(conn: Connection, submission_id: str) -> Case | None:
+def case_by_submission_id(conn: Connection, submission_id: str, source: str = "jotform") -> Case | None:
     row = conn.execute(
-        f"SELECT {_CASE_COLUMNS} FROM cases WHERE submission_id = %s", (submission_id,)
+        f"SELECT {_CASE_COLUMNS} FROM cases WHERE source = %s AND submission_id = %s", (source, submission_id)
     ).fetchone()
     return Case.model_validate(row) if row else None
 
@@ -78,25 +78,28 @@ def add_case_image(
     *,
     case_id: int,
     position: int,
-    storage_key: str | None,
+    storage_key: str | None = None,
     sha256: str | None = None,
     size_bytes: int | None = None,
     content_type: str | None = None,
     width: int | None = None,
     height: int | None = None,
     source_url: str | None = None,
+    upload: bytes | None = None,
     error: str | None = None,
 ) -> int:
-    """Record one X-ray of a case: stored, or failed with its error when it could not be fetched."""
+    """Record one X-ray of a case: stored; pending (a URL to fetch, or uploaded bytes waiting to be stored);
+    or failed with its error."""
+    status = "failed" if error else "stored" if storage_key else "pending"
     row = conn.execute(
         """
         INSERT INTO case_images (case_id, position, source_url, storage_key, sha256, size_bytes,
-                                 content_type, width, height, status, error)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 content_type, width, height, upload, status, error)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING id
         """,
         (case_id, position, source_url, storage_key, sha256, size_bytes, content_type, width, height,
-         "failed" if error else "stored", error),
+         None if error else upload, status, error),
     ).fetchone()
     assert row is not None
     return int(row["id"])
@@ -129,7 +132,53 @@ def save_image_embedding(conn: Connection, image_id: int, model_id: str, embeddi
 
 
 def mark_image_failed(conn: Connection, image_id: int, error: str) -> None:
-    conn.execute("UPDATE case_images SET status = 'failed', error = %s WHERE id = %s", (error[:2000], image_id))
+    conn.execute("UPDATE case_images SET status = 'failed', error = %s, upload = NULL WHERE id = %s",
+                 (error[:2000], image_id))
+
+
+def pending_images(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]]:
+    """The X-rays of these cases still waiting to be fetched or stored, with their URL or uploaded bytes."""
+    return conn.execute(
+        """SELECT id, case_id, position, source_url, upload FROM case_images
+            WHERE case_id = ANY(%s) AND status = 'pending' ORDER BY case_id, position""",
+        (case_ids,),
+    ).fetchall()
+
+
+def store_image(conn: Connection, image_id: int, *, storage_key: str, sha256: str, size_bytes: int,
+                content_type: str, width: int, height: int) -> None:
+    """A pending X-ray is in object storage now: its key and what it is; the uploaded bytes are dropped."""
+    conn.execute(
+        """UPDATE case_images SET status = 'stored', storage_key = %s, sha256 = %s, size_bytes = %s,
+                  content_type = %s, width = %s, height = %s, upload = NULL, error = NULL
+            WHERE id = %s AND status = 'pending'""",
+        (storage_key, sha256, size_bytes, content_type, width, height, image_id),
+    )
+
+
+def note_image_error(conn: Connection, image_id: int, error: str) -> None:
+    """Why the last try to fetch a still-pending X-ray failed (it will be tried again)."""
+    conn.execute("UPDATE case_images SET error = %s WHERE id = %s AND status = 'pending'", (error[:2000], image_id))
+
+
+def usable_images(conn: Connection, case_id: int) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM case_images WHERE case_id = %s AND status IN ('stored', 'embedded')",
+                       (case_id,)).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def image_errors(conn: Connection, case_id: int) -> list[str]:
+    return [row["error"] for row in conn.execute(
+        "SELECT error FROM case_images WHERE case_id = %s AND error IS NOT NULL ORDER BY position", (case_id,))]
+
+
+def reopen_failed_images(conn: Connection, case_id: int) -> int:
+    """A retry: failed X-rays that came from a URL are fetched again; returns how many."""
+    return conn.execute(
+        """UPDATE case_images SET status = 'pending', error = NULL
+            WHERE case_id = %s AND status = 'failed' AND source_url IS NOT NULL""",
+        (case_id,),
+    ).rowcount
 
 
 def replace_match_results(conn: Connection, image_id: int, model_id: str, results: list[dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from raiox.database import Connection
 
-_REVIEWER_COLUMNS = "id, name, password_hash, disabled, created_at, password_changed_at"
+_REVIEWER_COLUMNS = "id, name, password_hash, disabled, created_at, password_changed_at, session_epoch"
 
 
 def add_reviewer(conn: Connection, name: str, password_hash: str) -> int | None:
@@ -58,23 +58,27 @@ def lock_sign_in(conn: Connection, name_key: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('raiox-login:' || %s, 0))", (name_key,))
 
 
-def recent_failures(conn: Connection, name_key: str, window: timedelta) -> tuple[int, int]:
-    """(failures within the window, seconds until the oldest of them leaves it)."""
+def recent_failures(conn: Connection, name_key: str, client: str, window: timedelta) -> tuple[int, float]:
+    """(failures of this name from this client within the window, seconds since the last of them)."""
     row = conn.execute(
-        """SELECT count(*) AS n,
-                  coalesce(ceil(extract(epoch FROM min(at) + %(window)s - now())), 0)::int AS retry_after
-             FROM login_failures WHERE name_key = %(key)s AND at > now() - %(window)s""",
-        {"key": name_key, "window": window},
+        """SELECT count(*) AS n, coalesce(extract(epoch FROM now() - max(at)), 0)::float AS since
+             FROM login_failures WHERE name_key = %(key)s AND client = %(client)s AND at > now() - %(window)s""",
+        {"key": name_key, "client": client, "window": window},
     ).fetchone()
     assert row is not None
-    return int(row["n"]), max(1, int(row["retry_after"]))
+    return int(row["n"]), float(row["since"])
 
 
-def record_failure(conn: Connection, name_key: str, window: timedelta) -> None:
+def record_failure(conn: Connection, name_key: str, client: str, window: timedelta) -> None:
     """Count a failed sign-in and drop every failure that has left the window (any name)."""
     conn.execute("DELETE FROM login_failures WHERE at <= now() - %s", (window,))
-    conn.execute("INSERT INTO login_failures (name_key) VALUES (%s)", (name_key,))
+    conn.execute("INSERT INTO login_failures (name_key, client) VALUES (%s, %s)", (name_key, client))
 
 
-def clear_failures(conn: Connection, name_key: str) -> None:
-    conn.execute("DELETE FROM login_failures WHERE name_key = %s", (name_key,))
+def clear_failures(conn: Connection, name_key: str, client: str) -> None:
+    conn.execute("DELETE FROM login_failures WHERE name_key = %s AND client = %s", (name_key, client))
+
+
+def end_sessions(conn: Connection, reviewer_id: int) -> None:
+    """Sign-out: every token issued to the reviewer before now stops working."""
+    conn.execute("UPDATE reviewers SET session_epoch = session_epoch + 1 WHERE id = %s", (reviewer_id,))

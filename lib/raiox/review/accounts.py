@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -138,7 +139,7 @@ def _fingerprint(key: bytes, password_hash: str) -> str:
 def issue_token(key: bytes, reviewer: dict[str, Any], ttl_seconds: int, *, now: float | None = None) -> tuple[str, int]:
     expires = int(now if now is not None else time.time()) + ttl_seconds
     claims = {"rid": reviewer["id"], "sub": reviewer["name"], "exp": expires,
-              "pwv": _fingerprint(key, reviewer["password_hash"])}
+              "pwv": _fingerprint(key, reviewer["password_hash"]), "sep": reviewer["session_epoch"]}
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{payload}.{_sign(key, payload)}", expires
 
@@ -156,10 +157,19 @@ def authenticate(services: Services, token: str | None) -> Reviewer:
         raise NotAuthenticated("the session has expired; sign in again")
     with services.db.transaction() as conn:
         row = sql.reviewer_by_id(conn, claims["rid"])
-    if row is None or row["disabled"] or not hmac.compare_digest(
-            claims["pwv"], _fingerprint(key, row["password_hash"])):
+    if (row is None or row["disabled"] or claims.get("sep") != row["session_epoch"]
+            or not hmac.compare_digest(claims["pwv"], _fingerprint(key, row["password_hash"]))):
         raise NotAuthenticated("the sign-in token is no longer valid; sign in again")
     return Reviewer(id=row["id"], name=row["name"])
+
+
+def logout(services: Services, reviewer: Reviewer) -> dict[str, Any]:
+    """End the reviewer's sessions on the server: every token issued before now stops working, on every
+    device (a leaked token included)."""
+    with services.db.transaction() as conn:
+        sql.end_sessions(conn, reviewer.id)
+    log.info("reviewer %s signed out", reviewer.name)
+    return {"signed_out": True}
 
 
 class LoginBody(BaseModel):
@@ -169,40 +179,44 @@ class LoginBody(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-def login(services: Services, body: LoginBody) -> dict[str, Any]:
-    """A token for a right name and password. Wrong ones are counted per name (known or not) in the
-    database; past REVIEW_LOGIN_MAX_FAILURES within the window every attempt, even a right one, gets 429."""
+def throttle_delay(failures: int, free: int, window_seconds: int) -> float:
+    """Seconds a client must wait after its last wrong password: none for the first `free` failures, then
+    1 s, 2 s, 4 s … doubling, never more than the window."""
+    return 0.0 if failures < free else float(min(window_seconds, 2 ** (failures - free)))
+
+
+def login(services: Services, body: LoginBody, *, client: str = "") -> dict[str, Any]:
+    """A token for a right name and password. Wrong ones are counted per name and client address in the
+    database (so the limit holds across function instances); past REVIEW_LOGIN_MAX_FAILURES that client waits
+    a growing delay before its next try is even checked. Another client — the reviewer herself — is never
+    held back by a stranger's guesses."""
     settings = services.settings
     key = token_key(settings)
     name_key = body.name.strip().lower()
     window = timedelta(seconds=settings.review_login_window_seconds)
     with services.db.transaction() as conn:
         sql.lock_sign_in(conn, name_key)
-        failures, retry_after = sql.recent_failures(conn, name_key, window)
-        limited = failures >= settings.review_login_max_failures
+        failures, since = sql.recent_failures(conn, name_key, client, window)
+        wait = throttle_delay(failures, settings.review_login_max_failures, settings.review_login_window_seconds)
+        limited = since < wait
         reviewer = None
         if not limited:
             row = sql.reviewer_by_name(conn, body.name.strip())
             right = verify_password(body.password, row["password_hash"] if row else _decoy_hash())
             if row is not None and right and not row["disabled"]:
                 reviewer = row
-                sql.clear_failures(conn, name_key)
+                sql.clear_failures(conn, name_key, client)
             else:
-                sql.record_failure(conn, name_key, window)
+                sql.record_failure(conn, name_key, client, window)
     if limited:
-        log.warning("sign-in for %r refused: %d wrong passwords within %s", name_key, failures, window)
-        raise Throttled(f"too many wrong passwords; try again in {_minutes(retry_after)}",
-                          retry_after=retry_after)
+        retry_after = max(1, math.ceil(wait - since))
+        log.warning("sign-in for %r from %s held back: %d wrong passwords", name_key, client or "?", failures)
+        raise Throttled(f"too many wrong passwords; try again in {retry_after} s", retry_after=retry_after)
     if reviewer is None:
         log.warning("wrong name or password for %r", name_key)
         raise NotAuthenticated("wrong name or password")
     token, expires = issue_token(key, reviewer, settings.review_token_ttl_seconds)
     log.info("reviewer %s signed in", reviewer["name"])
     return {"token": token, "name": reviewer["name"], "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}
-
-
-def _minutes(seconds: int) -> str:
-    minutes = max(1, -(-seconds // 60))
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 

@@ -21,6 +21,8 @@ from raiox.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+
 
 class DecisionBody(BaseModel):
     """approve with a candidate's `rank` (of `image_id`, default the first X-ray) or an `implant_id` from
@@ -30,8 +32,8 @@ class DecisionBody(BaseModel):
 
     action: Literal["approve", "reject"]
     rank: int | None = Field(default=None, ge=1, le=20)
-    implant_id: int | None = Field(default=None, ge=1)
-    image_id: int | None = Field(default=None, ge=1)
+    implant_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    image_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     reason: str | None = Field(default=None, max_length=2000)
     note: str | None = Field(default=None, max_length=2000)
 
@@ -123,3 +125,23 @@ def poke_notify(settings: Settings, case_id: int) -> threading.Thread | None:
     """Ask notify to deliver now, in the background; if this fails the job still waits in the table."""
     return poke_soon(settings.notify_url, settings.notify_token, {"case_id": case_id},
                      what=f"notify poke for case {case_id}")
+
+
+def retry(services: Services, reviewer: Reviewer, case_id: int) -> dict[str, Any]:
+    """Try a failed case again: its failed X-rays that came from a URL are fetched again, and it goes back
+    through fetch and embed (failed → received); then embed, which runs fetch jobs, is poked."""
+    settings = services.settings
+    with services.db.transaction() as conn:
+        case = cases.get_case(conn, case_id, lock=True)
+        if case is None:
+            raise NotFound(f"there is no case {case_id}")
+        if case.status != CaseStatus.FAILED:
+            raise Conflict(f"case {case_id} is {case.status}; only a failed case is retried")
+        reopened = cases.reopen_failed_images(conn, case_id)
+        cases.set_case_status(conn, case_id, CaseStatus.RECEIVED)
+        job = jobs.enqueue(conn, JobKind.FETCH, case_id=case_id, max_attempts=settings.fetch_max_attempts)
+        cases.record_audit(conn, actor=reviewer.name, action="case.retry", case_id=case_id,
+                           details={"fetch_job_id": job.id, "images_reopened": reopened})
+    log.info("case %d: retried by %s (%d X-ray(s) to fetch again)", case_id, reviewer.name, reopened)
+    poke_soon(settings.embed_url, settings.embed_token, {"case_id": case_id}, what=f"embed poke for case {case_id}")
+    return {"case_id": case_id, "status": CaseStatus.RECEIVED, "fetch_job_id": job.id, "images_reopened": reopened}

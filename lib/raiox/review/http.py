@@ -3,6 +3,7 @@ the admin page's origin, and `Cache-Control: no-store` on every answer."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,6 +17,7 @@ from raiox.web.http import HttpRequest, HttpResponse, bearer_token, json_respons
 from raiox.web.routing import Route, Router
 
 MAX_PER_PAGE = 100
+_DIGITS = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -35,7 +37,7 @@ def _body(request: HttpRequest, model: type[Body]) -> Body:
 
 def _positive(request: HttpRequest, name: str, default: int, maximum: int) -> int:
     text = request.query.get(name, "") or str(default)
-    if not text.isdigit() or not 1 <= int(text) <= maximum:
+    if not _DIGITS.match(text) or not 1 <= int(text) <= maximum:
         raise InvalidInput(f"`{name}` must be a whole number from 1 to {maximum}")
     return int(text)
 
@@ -45,7 +47,11 @@ def health(request: HttpRequest, services: Services) -> Any:
 
 
 def login(request: HttpRequest, services: Services) -> Any:
-    return accounts.login(services, _body(request, accounts.LoginBody))
+    return accounts.login(services, _body(request, accounts.LoginBody), client=request.client)
+
+
+def logout(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:
+    return accounts.logout(services, reviewer)
 
 
 def list_cases(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:
@@ -70,14 +76,20 @@ def redeliver(request: HttpRequest, services: Services, reviewer: Reviewer, case
     return HttpResponse(status=202, body=decisions.redeliver(services, reviewer, case_id))
 
 
+def retry(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
+    return HttpResponse(status=202, body=decisions.retry(services, reviewer, case_id))
+
+
 ROUTES = Router([
     Route("GET", "/health", health, public=True),
     Route("POST", "/login", login, public=True),
+    Route("POST", "/logout", logout),
     Route("GET", "/cases", list_cases),
     Route("GET", "/catalog", search_catalog),
     Route("GET", "/cases/{case_id}", case_detail),
     Route("POST", "/cases/{case_id}/decision", decide),
     Route("POST", "/cases/{case_id}/redeliver", redeliver),
+    Route("POST", "/cases/{case_id}/retry", retry),
 ])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,8 @@ from raiox.adapters.imaging import ImageError
 from raiox.embed.matching import match_image
 from raiox.services import Services
 from raiox.tools.simulator import jotform_fields, multipart, new_submission_id, serve_files, with_token
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
@@ -54,12 +57,14 @@ def match_folder(services: Services, folder: Path, *, progress: bool = True) -> 
 
 
 def send_folder(folder: Path, url: str, token: str | None, *, form_id: str = "251234567890123",
-                progress: bool = True) -> list[BatchItem]:
-    """Webhook mode: each image as one Jotform submission, its file served from a local upload host."""
+                progress: bool = True, wait: float = 120.0) -> list[BatchItem]:
+    """Webhook mode: each image as one Jotform submission, its file served from a local upload host until
+    intake has fetched every accepted one (or `wait` seconds passed)."""
     files = list(images_in(folder))
     paths = {f"/uploads/batch/{form_id}/{n}/{quote(path.name)}": path.read_bytes()
              for n, (path, _) in enumerate(files)}
     items = []
+    accepted: list[str] = []
     with serve_files(paths) as base, requests.Session() as http:
         for (path, label), upload in tqdm(list(zip(files, paths, strict=True)), desc="sending", unit="image",
                                           disable=not progress):
@@ -78,6 +83,13 @@ def send_folder(folder: Path, url: str, token: str | None, *, form_id: str = "25
             items.append(BatchItem(str(path), label, status, time.monotonic() - started,
                                    detail=f"HTTP {answer.status_code} {document.get('error') or ''}".strip()
                                    + (f" case {document['case_id']}" if "case_id" in document else "")))
+            if status == "accepted":
+                accepted.append(upload)
+        try:
+            base.wait_until_served(accepted, wait)
+        except TimeoutError:
+            log.warning("%d accepted film(s) were not fetched within %g s", len(set(accepted) - set(base.served)),
+                        wait)
     return items
 
 

@@ -156,7 +156,8 @@ def _send_cases(services: Services, base: str, count: int, say: Callable[[str], 
             answer.raise_for_status()
             case.case_id, case.status = answer.json()["case_id"], answer.json()["status"]
             cases.append(case)
-    say(f"webhook: {len(cases)} submissions accepted")
+        say(f"webhook: {len(cases)} submissions recorded")
+        files.wait_until_served(films, 300)  # intake fetches them from this host right after
     return cases
 
 

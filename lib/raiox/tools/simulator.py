@@ -7,13 +7,16 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
 from urllib3 import encode_multipart_formdata
+
+from raiox.tools.waiting import wait_until
 
 
 def jotform_fields(
@@ -109,18 +112,37 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
-def serve_files(files: Mapping[str, bytes]) -> AbstractContextManager[str]:
-    """Serve `files` (path → bytes) over HTTP on a free 127.0.0.1 port; yields the base URL."""
+class FileHost(str):
+    """The base URL of a local file host (use it as a string), which also counts what it has served: intake
+    fetches films after it answered, so a sender keeps the host up until they were fetched."""
+
+    served: Counter[str]
+
+    def wait_until_served(self, paths: Iterable[str], timeout: float) -> None:
+        wanted = set(paths)
+        wait_until(lambda: wanted <= set(self.served), timeout, f"{len(wanted)} film(s) to be fetched",
+                   interval=0.05)
+
+
+@contextmanager
+def serve_files(files: Mapping[str, bytes]) -> Iterator[FileHost]:
+    """Serve `files` (path → bytes) over HTTP on a free 127.0.0.1 port; yields its base URL as a FileHost."""
+    served: Counter[str] = Counter()
 
     class Handler(_QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            data = files.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            data = files.get(path)
             if data is None:
                 self.send_error(404)
                 return
             self.reply(data, "application/octet-stream")
+            served[path] += 1
 
-    return _serving(Handler)
+    with _serving(Handler) as url:
+        host = FileHost(url)
+        host.served = served
+        yield host
 
 
 def with_token(url: str, token: str | None) -> str:

@@ -88,6 +88,8 @@ def error_response(error: BaseException, request: HttpRequest) -> HttpResponse:
 def run_handler(handler: Handler, request: HttpRequest, services: Services) -> HttpResponse:
     """Call a step's handler; whatever it raises becomes an answer through ERROR_STATUSES."""
     try:
+        services.refuse_placeholder_secrets()
+        request.check_storable()
         return handler(request, services)
     except Exception as error:  # noqa: BLE001 - the table decides; anything it does not know is a logged 500
         return error_response(error, request)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import io
-import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +13,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import parse_form_data
 
 from raiox.errors import InvalidInput, NotAuthenticated, NotConfigured
+from raiox.storable import check_text, load_json
 
 if TYPE_CHECKING:
     from raiox.services import Services
+    from raiox.settings import Settings
+
+MAX_FORM_PARTS = 64  # a Jotform webhook has about 25 fields; an upload, a few files
 
 
 class HttpRequest(BaseModel):
@@ -27,6 +30,14 @@ class HttpRequest(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)  # names lower-cased
     query: dict[str, str] = Field(default_factory=dict)
     body: bytes = b""
+    client: str = ""  # the caller's address, as the platform reports it
+
+    def check_storable(self) -> None:
+        """Path and query values PostgreSQL can store (no NUL, no lone surrogate); InvalidInput otherwise."""
+        check_text(self.path, "the path")
+        for name, value in self.query.items():
+            check_text(name, "a query parameter")
+            check_text(value, f"query parameter `{name}`")
 
     @property
     def content_type(self) -> str:
@@ -38,11 +49,9 @@ class HttpRequest(BaseModel):
         return self.content_type.split(";", 1)[0].strip().lower()
 
     def json_body(self) -> Any:
-        """The body parsed as JSON; InvalidInput when it is not."""
-        try:
-            return json.loads(self.body or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidInput("the request body is not valid JSON") from None
+        """The body parsed as JSON Raiox can keep; InvalidInput when it is not JSON, nests too deep, or holds
+        what PostgreSQL cannot store."""
+        return load_json(self.body or b"null", "the request body")
 
     def form(self, *, max_memory: int) -> tuple[dict[str, str], MultiDict[str, FileStorage]]:
         """Text fields and uploaded files of a multipart or urlencoded body (werkzeug's parser)."""
@@ -53,10 +62,15 @@ class HttpRequest(BaseModel):
             "wsgi.input": io.BytesIO(self.body),
         }
         try:
-            _, fields, files = parse_form_data(environ, silent=False, max_form_memory_size=max_memory)
+            _, fields, files = parse_form_data(environ, silent=False, max_form_memory_size=max_memory,
+                                               max_form_parts=MAX_FORM_PARTS)
         except (HTTPException, ValueError):
-            raise InvalidInput("the form body is malformed") from None
-        return fields.to_dict(), files
+            raise InvalidInput(f"the form body is malformed (or has more than {MAX_FORM_PARTS} parts)") from None
+        text = fields.to_dict()
+        for name, value in text.items():
+            check_text(name, "a form field name")
+            check_text(value, f"form field `{name}`")
+        return text, files
 
 
 class HttpResponse(BaseModel):
@@ -75,6 +89,23 @@ class MethodNotAllowed(Exception):
 
 
 Handler = Callable[[HttpRequest, "Services"], HttpResponse]
+BodyLimit = Callable[["Settings"], int]
+DEFAULT_BODY_LIMIT = 64 * 1024  # sign-ins, decisions, pokes: small JSON
+
+
+def body_limit(limit: BodyLimit) -> Callable[[Handler], Handler]:
+    """Declare the largest body a handler takes; platform adapters refuse bigger ones before reading them."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.body_limit = limit  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def limit_of(handler: Handler, settings: Settings) -> int:
+    limit: BodyLimit | None = getattr(handler, "body_limit", None)
+    return limit(settings) if limit is not None else DEFAULT_BODY_LIMIT
 
 
 def require_method(request: HttpRequest, *allowed: str) -> None:

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from raiox.errors import TooLarge
 from raiox.services import Services, get_services
-from raiox.web.errors import run_handler
-from raiox.web.http import Handler, HttpRequest, HttpResponse
+from raiox.web.errors import error_response, run_handler
+from raiox.web.http import Handler, HttpRequest, HttpResponse, limit_of
 
 # DigitalOcean Functions ---------------------------------------------------------------------------
 
@@ -24,6 +25,13 @@ def is_web_event(event: Mapping[str, Any]) -> bool:
     """A web call carries `http`; an event without it is an invocation the platform authenticated (a scheduled
     trigger, whose parameters are the event, or an API invoke with the namespace's key)."""
     return any(key in event for key in _WEB_EVENT_KEYS)
+
+
+def _client(forwarded_for: str, fallback: str = "") -> str:
+    """The address the nearest proxy saw: the last entry of X-Forwarded-For (earlier ones are the caller's
+    to write)."""
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    return hops[-1] if hops else fallback
 
 
 def request_from_do_event(event: Mapping[str, Any]) -> HttpRequest:
@@ -45,6 +53,7 @@ def request_from_do_event(event: Mapping[str, Any]) -> HttpRequest:
         headers=headers,
         query=query,
         body=body,
+        client=_client(headers.get("x-forwarded-for", "")),
     )
 
 
@@ -66,13 +75,27 @@ def do_entry(handler: Handler, event: Mapping[str, Any]) -> dict[str, Any]:
 # functions-framework / Flask ----------------------------------------------------------------------
 
 
-def request_from_flask(request: Any, *, path: str | None = None) -> HttpRequest:
+def request_from_flask(request: Any, *, max_body: int, path: str | None = None) -> HttpRequest:
+    """The request with its body read only up to `max_body` bytes (TooLarge beyond), whatever Content-Length
+    claims, so an anonymous caller cannot make the process hold more."""
+    declared = request.content_length
+    if declared is not None and declared > max_body:
+        raise TooLarge(f"the request body is larger than {max_body} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := request.stream.read(min(64 * 1024, max_body + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_body:
+            raise TooLarge(f"the request body is larger than {max_body} bytes")
+    body = b"".join(chunks)
     return HttpRequest(
         method=request.method,
         path=request.path if path is None else path,
         headers={k.lower(): v for k, v in request.headers.items()},
         query=dict(request.args.items()),
-        body=request.get_data(cache=False),
+        body=body,
+        client=request.remote_addr or "",
     )
 
 
@@ -89,4 +112,9 @@ def flask_response(response: HttpResponse) -> Any:
 
 def flask_entry(handler: Handler, request: Any, *, services: Services | None = None, path: str | None = None) -> Any:
     """A function served by functions-framework (or mounted by the dev server, which passes its services)."""
-    return flask_response(run_handler(handler, request_from_flask(request, path=path), services or get_services()))
+    services = services or get_services()
+    try:
+        parsed = request_from_flask(request, max_body=limit_of(handler, services.settings), path=path)
+    except TooLarge as error:
+        return flask_response(error_response(error, HttpRequest(method=request.method, path=path or request.path)))
+    return flask_response(run_handler(handler, parsed, services))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from raiox.repository import catalog
 from raiox.services import Services
 from raiox.tools.catalog import ManifestError, import_manifest
 from raiox.tools.commands.common import loaded_encoder, pass_services
+
+log = logging.getLogger(__name__)
 
 
 @click.group("catalog")
@@ -90,17 +93,29 @@ def match_command(services: Services, image: Path, as_json: bool) -> None:
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between looks when idle.")
 @pass_services
 def worker_command(services: Services, once: bool, poll: float) -> None:
-    """Run due embed and notify jobs continuously (for a long-lived GPU container): the sweeper.
+    """Run due fetch, embed and notify jobs continuously (for a long-lived GPU container): the sweeper.
 
-    Every round runs the due embed jobs here, then delivers the due notify jobs; it prints one JSON line per
-    round that did something. Several workers may run at once: jobs are claimed with FOR UPDATE SKIP LOCKED."""
+    Every round records what the outage inbox kept, fetches due X-rays, embeds due cases, reconciles with
+    Jotform when due and delivers due decisions; it prints one JSON line per round that did something. Several
+    workers may run at once: jobs are claimed with FOR UPDATE SKIP LOCKED."""
+    try:
+        services.refuse_placeholder_secrets()
+    except RaioxError as exc:
+        raise click.ClickException(exc.message) from None
     encoder = loaded_encoder(services)
     name = default_worker_name()
     click.echo(f"worker {name} with {encoder.model_id} on {encoder.device}", err=True)
     try:
         while True:
-            report = sweep(services, worker=name, embed_here=True)
-            if report.claimed:
+            try:
+                report = sweep(services, worker=name, embed_here=True)
+            except Exception:  # noqa: BLE001 - an outage (database, object storage) must not end the worker
+                if once:
+                    raise
+                log.exception("sweep failed; trying again in %g s", poll)
+                time.sleep(poll)
+                continue
+            if report.worked:
                 click.echo(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.as_dict()}))
             elif once:
                 return

@@ -9,6 +9,7 @@ import click
 
 from raiox import migrations
 from raiox.database import database_url
+from raiox.errors import RaioxError
 from raiox.review.accounts import ensure_local_reviewer
 from raiox.services import Services
 from raiox.settings import Settings
@@ -20,8 +21,10 @@ from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
 @click.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--local-reviewer", is_flag=True,
+              help="Create (or reset) `local-reviewer` even though DATABASE_URL names a database of its own.")
 @pass_settings
-def dev_command(settings: Settings, host: str, port: int) -> None:
+def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool) -> None:
     """Serve every function, the admin page and local objects on one port (embedded defaults).
 
     Each function answers at its DigitalOcean-like path /api/v1/web/raiox/<function>[/…] through the same
@@ -31,14 +34,21 @@ def dev_command(settings: Settings, host: str, port: int) -> None:
     start). The access log leaves out query strings (they carry tokens)."""
     port = port or free_port(host)
     services = Services(one_port(settings, host, port))
+    try:
+        services.refuse_placeholder_secrets()
+    except RaioxError as exc:
+        raise click.ClickException(exc.message) from None
     migrations.migrate(database_url(services.settings))
     server = start_dev_server(services, host, port)
     base = f"http://{host}:{port}"
     click.echo(f"Raiox dev server on {base} (RAIOX_ENV={services.settings.raiox_env})")
     click.echo(f"  admin page   {base}/admin/")
-    if services.settings.raiox_env == "dev":
+    if services.settings.raiox_env == "dev" and (settings.database_url is None or local_reviewer):
         reviewer, password = ensure_local_reviewer(services)
         click.echo(f"  sign in as   {reviewer} / {password}  (new password on every start)")
+    elif services.settings.raiox_env == "dev":
+        click.echo("  reviewers    DATABASE_URL names a database of its own: no reviewer was created or changed "
+                   "(raiox reviewer add NAME, or --local-reviewer)")
     for name in FUNCTIONS:
         click.echo(f"  {name:<12} {base}{BASE_PATH}/{name}")
     click.echo("Ctrl-C stops it.")
