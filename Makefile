@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.raiox-installed
 .PHONY: demo test env docs clean chromium
 
 # torch and torchvision are pinned to the builds this machine (and CI) has on local disk.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml infra/workflow-lint/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	npm ci --silent --prefix infra/workflow-lint
 	@touch $(STAMP)
 
 env: $(STAMP)

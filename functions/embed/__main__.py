@@ -7,4 +7,4 @@ from raiox.web.platforms import do_entry
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return do_entry(handle, event)
+    return do_entry(handle, event, context)

@@ -6,4 +6,4 @@ from raiox.delivery.http import do_main
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return do_main(event)
+    return do_main(event, context)

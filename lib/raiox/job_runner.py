@@ -21,16 +21,19 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 from pydantic import SecretStr
 
+from raiox import logs
 from raiox.database import Connection
 from raiox.models import Job, JobKind, JobStatus
-from raiox.repository import jobs
+from raiox.repository import heartbeats, jobs
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -157,20 +160,30 @@ class JobRunner(Generic[Batch]):
             batch = self.step.claimed(conn, claimed) if claimed else None
         if not claimed:
             return 0
+        started = time.perf_counter()
         report.claimed += len(claimed)
         assert batch is not None
         try:
             self.step.work(batch)
         except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: every job of the batch retries
             log.exception("%s batch of %d job(s) failed", self.step.kind, len(claimed))
+            failure = JobFailure(f"{type(exc).__name__}: {exc}")
             for job in claimed:
-                self._retry_or_fail(report, job, JobFailure(f"{type(exc).__name__}: {exc}"))
+                self._logged(job, started, partial(self._retry_or_fail, report, job, failure))
             return len(claimed)
         for job in claimed:
-            self._finish(report, job, batch)
+            self._logged(job, started, partial(self._finish, report, job, batch))
         return len(claimed)
 
-    def _finish(self, report: JobReport, job: Job, batch: Batch) -> None:
+    def _logged(self, job: Job, started: float, see_through: Callable[[], str]) -> None:
+        """One log line per job, with its ids bound for everything logged on the way: step, job and case id,
+        outcome, time since the batch was claimed."""
+        with logs.bound(step=str(self.step.kind), job_id=job.id, case_id=job.case_id):
+            outcome = see_through()
+            log.info("%s job %d: %s", self.step.kind, job.id, outcome,
+                     extra={"outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    def _finish(self, report: JobReport, job: Job, batch: Batch) -> str:
         try:
             with self.services.db.transaction() as conn:
                 outcome = self.step.finish(conn, job, batch)
@@ -186,22 +199,22 @@ class JobRunner(Generic[Batch]):
             log.warning("%s job %d was taken over by another worker; this worker's results were discarded",
                         self.step.kind, job.id)
             report.lost += 1
-            return
+            return "lost"
         except JobFailure as failure:
-            self._retry_or_fail(report, job, failure)
-            return
+            return self._retry_or_fail(report, job, failure)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the batch
             log.exception("%s job %d failed", self.step.kind, job.id)
-            self._retry_or_fail(report, job, JobFailure(f"{type(exc).__name__}: {exc}"))
-            return
+            return self._retry_or_fail(report, job, JobFailure(f"{type(exc).__name__}: {exc}"))
         if isinstance(outcome, Failed) or (isinstance(outcome, Retry) and status == JobStatus.FAILED):
             report.failed += 1
             report.errors.append(outcome.error)
-        elif isinstance(outcome, Retry):
+            return "failed"
+        if isinstance(outcome, Retry):
             report.retried += 1
             report.errors.append(outcome.error)
-        else:
-            report.add(outcome)
+            return "retried"
+        report.add(outcome)
+        return outcome.outcome
 
     def _fail(self, conn: Connection, job: Job, error: str, *, retry_in: timedelta | None) -> str:
         status = jobs.fail(conn, job.id, worker=self.worker, error=error, retry_in=retry_in)
@@ -211,7 +224,7 @@ class JobRunner(Generic[Batch]):
             self.step.failed_for_good(conn, job, error)
         return status
 
-    def _retry_or_fail(self, report: JobReport, job: Job, failure: JobFailure) -> None:
+    def _retry_or_fail(self, report: JobReport, job: Job, failure: JobFailure) -> str:
         """Back to pending after a backoff (at least a server's Retry-After), or failed for good."""
         retry_in = self.step.backoff.delay(job.attempts, failure.retry_after) if failure.retryable else None
         report.errors.append(str(failure))
@@ -221,15 +234,22 @@ class JobRunner(Generic[Batch]):
         except LostLease:
             log.warning("%s job %d was taken over by another worker", self.step.kind, job.id)
             report.lost += 1
-            return
+            return "lost"
         if status == JobStatus.FAILED:
             log.error("%s job %d (case %s) failed after %d attempt(s): %s", self.step.kind, job.id, job.case_id,
                       job.attempts, failure)
             report.failed += 1
-        else:
-            log.warning("%s job %d (case %s) attempt %d: %s; retry in %.0f s", self.step.kind, job.id,
-                        job.case_id, job.attempts, failure, retry_in.total_seconds() if retry_in else 0)
-            report.retried += 1
+            return "failed"
+        log.warning("%s job %d (case %s) attempt %d: %s; retry in %.0f s", self.step.kind, job.id,
+                    job.case_id, job.attempts, failure, retry_in.total_seconds() if retry_in else 0)
+        report.retried += 1
+        return "retried"
+
+
+def beat(services: Services, name: str, **details: Any) -> None:
+    """Say that a sweeper, worker or function ran just now (the system view shows when each last did)."""
+    with services.db.transaction() as conn:
+        heartbeats.beat(conn, name, details)
 
 
 def due_jobs(services: Services, *kinds: JobKind) -> int:

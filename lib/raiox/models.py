@@ -60,6 +60,7 @@ class Case(Record):
     created_at: datetime
     updated_at: datetime
     notified_at: datetime | None = None
+    erased_at: datetime | None = None
 
 
 class Job(Record):

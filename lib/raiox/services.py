@@ -55,6 +55,24 @@ class Services:
             if names:
                 raise NotConfigured(f"refusing to run with empty or placeholder secrets: {', '.join(names)}")
 
+    def check(self, *, storage: bool = True) -> dict[str, str]:
+        """A deep health check: does the database answer, and (when this function uses it) object storage?
+        Each part says `ok` or what went wrong, in words that carry no secret."""
+        parts: dict[str, str] = {}
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("SELECT 1")
+            parts["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+            parts["database"] = f"unreachable ({type(exc).__name__})"
+        if storage:
+            try:
+                self.store.exists("health/check")
+                parts["storage"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                parts["storage"] = f"unreachable ({type(exc).__name__})"
+        return parts
+
     def close(self) -> None:
         if "db" in self._built:
             self._built.pop("db").close()

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         description="`dev` relaxes checks meant for the internet (loopback image URLs for the simulator, http "
         "delivery URLs, no token needed where none is set).",
     )
+    raiox_log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="How functions and workers log: one JSON object per event (for `doctl serverless "
+        "activations logs` and log search), or text. The `raiox` command logs text unless this is set.",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="PostgreSQL with pgvector ≥ 0.6, e.g. a DigitalOcean managed database. Unset: an embedded "
@@ -233,6 +238,11 @@ class Settings(BaseSettings):
         default=None,
         description="Comma-separated origins of the admin page (`https://admin.example.com`) that may call "
         "approve from a browser (CORS); unset: same origin only, as with `raiox dev`.",
+    )
+    raiox_retention_days: int = Field(
+        default=0, ge=0,
+        description="Erase a case's X-rays and personal fields this many days after its answer was delivered (the "
+        "sweeper does it; an anonymous record of the decision stays); 0: keep until erased by hand.",
     )
     learn_from_approvals: bool = Field(
         default=True,

@@ -135,9 +135,9 @@ def test_case_detail_and_result_carry_the_confidence(catalogued) -> None:  # typ
     case_id = submit_case(catalogued, "conf-1", [make_xray(12)])
     run_embed_jobs(catalogued)
     catalogued.settings.raiox_low_confidence_margin = 0.0  # nothing is close enough to flag
-    assert queue.case_detail(catalogued, case_id)["images"][0]["low_confidence"] is False
+    assert queue.case_detail(catalogued, case_id, "dr.test")["images"][0]["low_confidence"] is False
     catalogued.settings.raiox_low_confidence_margin = 2.0  # everything is
-    assert queue.case_detail(catalogued, case_id)["images"][0]["low_confidence"] is True
+    assert queue.case_detail(catalogued, case_id, "dr.test")["images"][0]["low_confidence"] is True
     with catalogued.db.transaction() as conn:
         implant_id = conn.execute("SELECT id FROM implants WHERE system = 'S12'").fetchone()["id"]
         conn.execute("UPDATE cases SET status = 'approved' WHERE id = %s", (case_id,))

@@ -79,7 +79,8 @@ def test_jotform_down_for_a_while_the_decision_lands_once_after_recovery(
     try:
         env = processes.env(db_url, tmp_path / "home", RAIOX_ENV="dev", WEBHOOK_TOKEN=TOKEN,
                             JOTFORM_API_BASE=jotform.url, JOTFORM_API_KEY="jf-key",
-                            JOTFORM_RESULT_FIELDS="system=12,decision=16", NOTIFY_TIMEOUT_SECONDS="2")
+                            JOTFORM_RESULT_FIELDS="system=12,decision=16", NOTIFY_TIMEOUT_SECONDS="2",
+                            NOTIFY_URL="")  # no poke: the sweeps below drive delivery
         base, dev = processes.dev(env)  # its webhook pokes its own embed function: no worker needed
         sid = "7400000000000000001"
         with serve_files({f"/uploads/{sid}.png": make_xray(12)}) as file_base:

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raiox.delivery.worker import NotifyReport, run_notify_jobs
+from raiox.erasure import erase_expired
 from raiox.intake.reconcile import reconcile_when_due
-from raiox.job_runner import hand_over_to_embed
+from raiox.job_runner import beat, hand_over_to_embed
 from raiox.services import Services
 
 
@@ -21,6 +22,7 @@ class SweepReport:
     embed: dict[str, Any] = field(default_factory=dict)
     intake: dict[str, Any] | None = None
     reconcile: dict[str, Any] | None = None
+    erased: list[int] | None = None  # cases past RAIOX_RETENTION_DAYS
 
     @property
     def worked(self) -> bool:
@@ -30,7 +32,8 @@ class SweepReport:
                     or intake.get("inbox", {}).get("recorded") or (self.reconcile or {}).get("recorded"))
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {key: value for key, value in (("intake", self.intake), ("reconcile", self.reconcile)) if value}
+        extra = {key: value for key, value in (("intake", self.intake), ("reconcile", self.reconcile),
+                                               ("erased", self.erased)) if value}
         return {"notify": asdict(self.notify), "embed": self.embed, **extra}
 
 
@@ -46,7 +49,11 @@ def sweep(services: Services, *, worker: str | None = None, embed_here: bool) ->
         intake = sweep_intake(services, worker=worker)
         embed = asdict(run_embed_jobs(services, worker=worker))
     reconciled = reconcile_when_due(services)
+    retention = erase_expired(services)
     if not embed_here:
         embed = hand_over_to_embed(services)  # after reconciliation, which may have queued fetch jobs
-    return SweepReport(notify=run_notify_jobs(services, worker=worker), embed=embed, intake=intake,
-                       reconcile=reconciled)
+    report = SweepReport(notify=run_notify_jobs(services, worker=worker), embed=embed, intake=intake,
+                         reconcile=reconciled, erased=retention.erased or None)
+    beat(services, f"worker:{worker}" if embed_here and worker else "sweeper:notify",
+         notified=report.notify.notified, embedded=int(embed.get("ready", 0)))
+    return report

@@ -9,15 +9,17 @@ from raiox.embed.matching import match_image
 from raiox.embed.worker import run_embed_jobs
 from raiox.errors import InvalidInput
 from raiox.intake.sweep import sweep_intake
+from raiox.job_runner import beat
 from raiox.services import Services
 from raiox.web.http import (
     HttpRequest,
     HttpResponse,
     bearer_token,
-    body_limit,
+    health,
     json_response,
     require_method,
     require_secret,
+    serves,
 )
 
 
@@ -33,16 +35,20 @@ def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
     return request.body
 
 
-@body_limit(lambda settings: settings.fetch_max_bytes + 64 * 1024)
+@serves("embed", body_limit=lambda settings: settings.fetch_max_bytes + 64 * 1024)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """GET …/health answers without a token; POST …/match matches one image; POST otherwise (a poke, or the
     sweeper's `{"sweep": true}`) records what the inbox kept, fetches due X-rays, then embeds due cases."""
     settings = services.settings
+
+    def authorized() -> None:
+        require_secret(bearer_token(request), settings.embed_token, setting="EMBED_TOKEN",
+                       dev=settings.raiox_env == "dev")
+
     if request.path.rstrip("/").endswith("/health"):
-        return json_response(200, {"status": "ok"})
+        return health(request, services, authorized=authorized)
     require_method(request, "POST")
-    require_secret(bearer_token(request), settings.embed_token, setting="EMBED_TOKEN",
-                   dev=settings.raiox_env == "dev")
+    authorized()
     encoder = services.encoder
     if request.path.rstrip("/").endswith("/match"):
         candidates = match_image(services, _uploaded_image(request, settings.fetch_max_bytes))
@@ -50,4 +56,6 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
                                    "candidates": [c.model_dump(exclude={"reference_storage_key"})
                                                   for c in candidates]})
     intake = sweep_intake(services)
-    return json_response(200, {"model_id": encoder.model_id, **asdict(run_embed_jobs(services)), "intake": intake})
+    embedded = run_embed_jobs(services)
+    beat(services, "embed", model_id=encoder.model_id, embedded=embedded.ready)
+    return json_response(200, {"model_id": encoder.model_id, **asdict(embedded), "intake": intake})

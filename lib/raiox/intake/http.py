@@ -12,16 +12,17 @@ from raiox.errors import InvalidInput, TooLarge, UnsupportedFormat
 from raiox.intake.receive import receive
 from raiox.intake.submission import Submission, from_jotform, from_json, from_upload
 from raiox.intake.sweep import sweep_intake
-from raiox.job_runner import hand_over_to_embed
+from raiox.job_runner import beat, hand_over_to_embed
 from raiox.services import Services
 from raiox.settings import Settings
 from raiox.web.http import (
     HttpRequest,
     HttpResponse,
-    body_limit,
+    health,
     json_response,
     require_method,
     require_secret,
+    serves,
 )
 from raiox.web.platforms import do_entry, is_web_event
 
@@ -43,14 +44,20 @@ def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
     raise UnsupportedFormat("send multipart/form-data (Jotform or a `file` upload) or application/json")
 
 
-@body_limit(lambda settings: settings.webhook_max_body_bytes)
+@serves("webhook", body_limit=lambda settings: settings.webhook_max_body_bytes)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """POST from Jotform (or the JSON / upload senders): 202 recorded (or kept while the database is down),
     200 duplicate, 4xx refused with the reason, 503 only when neither the database nor object storage answers."""
     settings = services.settings
+
+    def authorized() -> None:
+        require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
+                       dev=settings.raiox_env == "dev")
+
+    if request.method == "GET" and request.path.rstrip("/").endswith("/health"):
+        return health(request, services, authorized=authorized)
     require_method(request, "POST")
-    require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
-                   dev=settings.raiox_env == "dev")
+    authorized()
     if len(request.body) > settings.webhook_max_body_bytes:
         raise TooLarge(f"the request body is larger than {settings.webhook_max_body_bytes} bytes")
     receipt = receive(parse_submission(request, settings), services)
@@ -61,6 +68,7 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
                                "duplicate": False})
 
 
+@serves("webhook")
 def handle_platform_call(request: HttpRequest, services: Services) -> HttpResponse:
     """The scheduled trigger (`{"sweep": true}`, no token: the platform authenticated it): replay the inbox,
     run due fetch jobs within the time limit, then hand due embed jobs to EMBED_URL."""
@@ -68,10 +76,12 @@ def handle_platform_call(request: HttpRequest, services: Services) -> HttpRespon
     if not isinstance(body, dict) or body.get("sweep") is not True:
         raise InvalidInput('a platform invocation of the webhook must be {"sweep": true}')
     swept = sweep_intake(services, deadline=time.monotonic() + SWEEP_SECONDS)
-    return json_response(200, {**swept, "embed": hand_over_to_embed(services)})
+    handed = hand_over_to_embed(services)
+    beat(services, "sweeper:webhook", fetched=swept["fetch"]["fetched"], replayed=swept["inbox"]["recorded"])
+    return json_response(200, {**swept, "embed": handed})
 
 
-def do_main(event: Mapping[str, Any]) -> dict[str, Any]:
+def do_main(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """DigitalOcean entry: a web call carries `http` (and needs the token); the scheduled trigger's event is
     its body alone."""
-    return do_entry(handle if is_web_event(event) else handle_platform_call, event)
+    return do_entry(handle if is_web_event(event) else handle_platform_call, event, context)

@@ -11,7 +11,7 @@ from raiox.database import Connection
 from raiox.models import Case, CaseStatus
 
 _CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
-                   status, error, created_at, updated_at, notified_at"""
+                   status, error, created_at, updated_at, notified_at, erased_at"""
 
 
 def create_case(
@@ -305,3 +305,61 @@ def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int |
         """,
         {"case": case_id, "rank": rank, "image": image_id},
     ).fetchone()
+
+
+def audit_trail(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+    """Who did what to the case, and when (its details are left out: the case view shows the trail)."""
+    return conn.execute("SELECT at, actor, action FROM audit_log WHERE case_id = %s ORDER BY id", (case_id,)).fetchall()
+
+
+# Erasure -------------------------------------------------------------------------------------------
+
+
+def erase_case(conn: Connection, case_id: int, actor: str) -> list[str]:
+    """Remove what is personal of a case: its X-rays' rows (and the references learned from them), the
+    submitter's fields and payload, free texts of its decision and audit details; stop its live jobs. The case
+    keeps its id, status, decision (implant, reviewer, time) and the trail of who did what. Returns the storage
+    keys those X-rays used."""
+    keys = [row["storage_key"] for row in conn.execute(
+        """SELECT storage_key FROM case_images WHERE case_id = %(case)s AND storage_key IS NOT NULL
+           UNION SELECT storage_key FROM reference_images WHERE source_case_id = %(case)s""", {"case": case_id})]
+    conn.execute("DELETE FROM reference_images WHERE source_case_id = %s", (case_id,))
+    conn.execute("DELETE FROM case_images WHERE case_id = %s", (case_id,))
+    conn.execute(
+        """UPDATE cases SET submitter_name = NULL, submitter_email = NULL, client_id = NULL,
+                  raw_payload = '{}'::jsonb, error = NULL, erased_at = now(), erased_by = %s
+            WHERE id = %s""",
+        (actor, case_id),
+    )
+    conn.execute(
+        """UPDATE review_decisions SET note = NULL,
+                  reason = CASE WHEN reason IS NULL THEN NULL ELSE '(erased)' END
+            WHERE case_id = %s""",
+        (case_id,),
+    )
+    conn.execute("UPDATE audit_log SET details = '{}'::jsonb WHERE case_id = %s", (case_id,))
+    conn.execute(
+        """UPDATE jobs SET status = 'failed', last_error = 'the case was erased', lease_owner = NULL,
+                  leased_until = NULL, finished_at = now(), updated_at = now()
+            WHERE case_id = %s AND status IN ('pending', 'running')""",
+        (case_id,),
+    )
+    return keys
+
+
+def delivered_before(conn: Connection, days: int) -> list[int]:
+    """Cases delivered more than `days` ago and not erased yet (the retention period)."""
+    return [row["id"] for row in conn.execute(
+        """SELECT id FROM cases WHERE status = 'notified' AND erased_at IS NULL
+              AND notified_at < now() - make_interval(days => %s) ORDER BY id""", (days,))]
+
+
+def failed_deliveries(conn: Connection) -> int:
+    """Decided cases whose newest delivery failed for good (the admin page can redeliver them)."""
+    row = conn.execute(
+        """SELECT count(*) AS n FROM cases
+            WHERE status IN ('approved', 'rejected')
+              AND (SELECT status FROM jobs WHERE kind = 'notify' AND case_id = cases.id ORDER BY id DESC LIMIT 1)
+                  = 'failed'"""
+    ).fetchone()
+    return int(row["n"]) if row else 0

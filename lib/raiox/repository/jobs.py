@@ -128,3 +128,18 @@ def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, dict[
         (case_ids,),
     ).fetchall()
     return {int(row["case_id"]): row for row in rows}
+
+
+def summary(conn: Connection) -> list[dict[str, Any]]:
+    """Per kind: due now, running under a live lease, failed for good, and how long the oldest due one waited."""
+    return conn.execute(
+        """SELECT kind,
+                  count(*) FILTER (WHERE (status = 'pending' AND run_after <= now())
+                                      OR (status = 'running' AND leased_until <= now())) AS due,
+                  count(*) FILTER (WHERE status = 'pending' AND run_after > now()) AS waiting_to_retry,
+                  count(*) FILTER (WHERE status = 'running' AND leased_until > now()) AS running,
+                  count(*) FILTER (WHERE status = 'failed') AS failed,
+                  coalesce(extract(epoch FROM now() - min(run_after) FILTER (
+                      WHERE status = 'pending' AND run_after <= now())), 0)::float AS oldest_due_seconds
+             FROM jobs GROUP BY kind ORDER BY kind"""
+    ).fetchall()

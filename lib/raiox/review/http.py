@@ -6,14 +6,15 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from raiox import erasure
 from raiox.errors import InvalidInput, Unprocessable
-from raiox.review import accounts, decisions, queue
+from raiox.review import accounts, decisions, queue, system
 from raiox.review.accounts import Reviewer
 from raiox.services import Services
 from raiox.web.errors import run_handler
-from raiox.web.http import HttpRequest, HttpResponse, bearer_token, json_response
+from raiox.web.http import HttpRequest, HttpResponse, bearer_token, health, json_response, serves
 from raiox.web.routing import Route, Router
 
 MAX_PER_PAGE = 100
@@ -42,8 +43,8 @@ def _positive(request: HttpRequest, name: str, default: int, maximum: int) -> in
     return int(text)
 
 
-def health(request: HttpRequest, services: Services) -> Any:
-    return {"status": "ok"}
+def health_check(request: HttpRequest, services: Services) -> Any:
+    return health(request, services, authorized=lambda: accounts.authenticate(services, bearer_token(request)))
 
 
 def login(request: HttpRequest, services: Services) -> Any:
@@ -65,7 +66,7 @@ def search_catalog(request: HttpRequest, services: Services, reviewer: Reviewer)
 
 
 def case_detail(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
-    return queue.case_detail(services, case_id)
+    return queue.case_detail(services, case_id, reviewer.name)
 
 
 def decide(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
@@ -80,8 +81,27 @@ def retry(request: HttpRequest, services: Services, reviewer: Reviewer, case_id:
     return HttpResponse(status=202, body=decisions.retry(services, reviewer, case_id))
 
 
+class EraseBody(BaseModel):
+    """The case id again, typed by the reviewer: erasing cannot be undone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: int
+
+
+def erase(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
+    if _body(request, EraseBody).confirm != case_id:
+        raise Unprocessable(f"to erase case {case_id}, confirm with its id: {{\"confirm\": {case_id}}}")
+    report = erasure.erase(services, case_id, actor=reviewer.name)
+    return {"case_id": case_id, "erased": True, "objects_deleted": report.objects_deleted}
+
+
+def status(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:
+    return system.system_status(services)
+
+
 ROUTES = Router([
-    Route("GET", "/health", health, public=True),
+    Route("GET", "/health", health_check, public=True),
     Route("POST", "/login", login, public=True),
     Route("POST", "/logout", logout),
     Route("GET", "/cases", list_cases),
@@ -90,6 +110,8 @@ ROUTES = Router([
     Route("POST", "/cases/{case_id}/decision", decide),
     Route("POST", "/cases/{case_id}/redeliver", redeliver),
     Route("POST", "/cases/{case_id}/retry", retry),
+    Route("POST", "/cases/{case_id}/erase", erase),
+    Route("GET", "/status", status),
 ])
 
 
@@ -110,6 +132,7 @@ def _allowed_origin(request: HttpRequest, services: Services) -> str | None:
     return origin if origin and origin.rstrip("/") in allowed else None
 
 
+@serves("approve")
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """Route (refusals become their status), CORS for the configured admin origin, no caching."""
     origin = _allowed_origin(request, services)

@@ -93,8 +93,9 @@ def list_cases(services: Services, statuses: list[str], *, page: int, per_page: 
     }
 
 
-def case_detail(services: Services, case_id: int) -> dict[str, Any]:
-    """The case, its X-rays and each one's candidates as expiring URLs, its decision and delivery."""
+def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]:
+    """The case, its X-rays and each one's candidates as expiring URLs, its decision, delivery and access trail.
+    Opening it is audited: who (`viewer`), and how many X-ray URLs were issued to them."""
     with services.db.transaction() as conn:
         case = cases.get_case(conn, case_id)
         if case is None:
@@ -103,6 +104,10 @@ def case_detail(services: Services, case_id: int) -> dict[str, Any]:
         ranked = cases.candidates(conn, case_id)
         decided = decisions.decision(conn, case_id)
         delivery = jobs.latest_notify_jobs(conn, [case_id]).get(case_id)
+        issued = sum(1 for image in images if image["storage_key"])
+        cases.record_audit(conn, actor=viewer, action="case.viewed", case_id=case_id,
+                           details={"xray_urls_issued": issued})
+        trail = cases.audit_trail(conn, case_id)
     expiry = services.settings.raiox_url_expiry_seconds
     store = services.store
     by_image: dict[int, list[dict[str, Any]]] = {}
@@ -119,7 +124,7 @@ def case_detail(services: Services, case_id: int) -> dict[str, Any]:
             "id": case.id, "submission_id": case.submission_id, "submitter_name": case.submitter_name,
             "submitter_email": case.submitter_email, "client_id": case.client_id, "status": case.status,
             "error": case.error, "created_at": iso(case.created_at),
-            "notified_at": iso(case.notified_at),
+            "notified_at": iso(case.notified_at), "erased_at": iso(case.erased_at),
         },
         "images": [{
             "id": image["id"], "position": image["position"], "status": image["status"], "error": image["error"],
@@ -132,6 +137,7 @@ def case_detail(services: Services, case_id: int) -> dict[str, Any]:
         "decision": _decision_view(decided),
         "delivery": delivery_state(case.status, delivery),
         "url_expires_in": expiry,
+        "history": [{"at": iso(row["at"]), "actor": row["actor"], "action": row["action"]} for row in trail],
     }
 
 

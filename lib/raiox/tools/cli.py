@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
 
 import click
 
-from raiox import migrations
+from raiox import logs, migrations
 from raiox.adapters.storage import open_store
 from raiox.database import connect, database_url
 from raiox.repository import migrations as migration_sql
@@ -20,7 +20,7 @@ from raiox.tools.commands.embedding import catalog_group, match_command, worker_
 from raiox.tools.commands.intake import reconcile_command, simulate_webhook
 from raiox.tools.commands.local import batch_test_command, demo_command, dev_command
 from raiox.tools.commands.quality import eval_command, train_command
-from raiox.tools.commands.review import reviewer_group
+from raiox.tools.commands.review import case_group, reviewer_group, status_command
 
 
 @click.group()
@@ -28,11 +28,9 @@ from raiox.tools.commands.review import reviewer_group
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Raiox: identify dental implant systems on X-rays."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Text for people at a terminal, unless RAIOX_LOG_FORMAT asks for JSON (a worker whose logs are collected).
+    logs.configure(json=os.environ.get("RAIOX_LOG_FORMAT", "text").lower() == "json",
+                   level=logging.INFO if verbose else logging.WARNING)
     invocation = ctx.ensure_object(Invocation)
     ctx.call_on_close(invocation.close)
 
@@ -86,7 +84,7 @@ def db_status(settings: Settings, as_json: bool) -> None:
 # Commands live beside their pipeline step (tools/commands/), registered here.
 for command in (catalog_group, match_command, worker_command, simulate_webhook, reconcile_command, dev_command,
                 demo_command, batch_test_command, eval_command, train_command, reviewer_group, deploy_group,
-                bench_group):
+                bench_group, case_group, status_command):
     main.add_command(command)
 
 

@@ -21,8 +21,10 @@ from raiox import migrations
 from raiox.adapters.encoder import random_checkpoint
 from raiox.database import database_url
 from raiox.repository import cases
+from raiox.repository import catalog as catalog_sql
 from raiox.review.accounts import add_reviewer
 from raiox.services import Services
+from raiox.settings import Settings
 from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
 from raiox.tools.devserver import start_dev_server
 from raiox.tools.local import BASE_PATH, free_port, isolated_settings, one_port
@@ -112,8 +114,7 @@ def run_demo(home: Path, *, count: int = 12, say: Callable[[str], None] = print)
         settings = one_port(isolated_settings(
             home, raiox_clip_model=model, raiox_clip_pretrained=str(checkpoint),
             jotform_api_base=jotform.url, jotform_api_key=SecretStr(secrets.token_hex(16)),
-            jotform_result_fields=RESULT_FIELDS, jotform_form_ids=DEMO_FORM_ID,
-            notify_url=f"http://127.0.0.1:{port}{BASE_PATH}/notify"), "127.0.0.1", port)
+            jotform_result_fields=RESULT_FIELDS, jotform_form_ids=DEMO_FORM_ID), "127.0.0.1", port)
         with Services(settings) as services:
             migrations.migrate(database_url(settings))
             say(f"catalog: rendering {len(demo_catalog())} fictional systems x {REFERENCES_PER_SYSTEM} views")
@@ -188,3 +189,48 @@ def _review(services: Services, base: str, cases: list[DemoCase], say: Callable[
             answer.raise_for_status()
             case.decision = "approved (candidate)" if "rank" in body else "approved (override)"
     say(f"review: {sum(bool(c.decision) for c in cases)} cases decided by demo-reviewer")
+
+
+# `raiox dev --demo`: a first run that shows the product -------------------------------------------------
+
+
+def demo_defaults(settings: Settings, jotform_api_base: str) -> Settings:
+    """Settings for `raiox dev --demo`: the demo encoder and a local stand-in for Jotform's API (so delivery
+    works), wherever the settings do not name their own."""
+    model, checkpoint, _ = demo_encoder(settings.raiox_home)
+    defaults: dict[str, Any] = {"raiox_clip_model": model, "raiox_clip_pretrained": str(checkpoint),
+                                "jotform_api_base": jotform_api_base, "jotform_result_fields": RESULT_FIELDS,
+                                "jotform_api_key": SecretStr(secrets.token_hex(16))}
+    if {"raiox_clip_model", "raiox_clip_pretrained"} & settings.model_fields_set:
+        del defaults["raiox_clip_model"], defaults["raiox_clip_pretrained"]
+    return settings.model_copy(update={k: v for k, v in defaults.items() if k not in settings.model_fields_set})
+
+
+def seed_demo(services: Services, *, count: int = 6, say: Callable[[str], None] = print) -> None:
+    """The demo catalog (when the encoder has no references yet) and `count` sample Jotform cases, fetched and
+    matched, waiting in the review queue; nothing is added twice."""
+    from raiox.embed.worker import run_embed_jobs
+    from raiox.intake.fetcher import run_fetch_jobs
+    from raiox.intake.recording import check, record
+    from raiox.intake.submission import ImageSource, Submission
+
+    model_id = services.encoder.model_id
+    with services.db.transaction() as conn:
+        known = any(row["model_id"] == model_id for row in catalog_sql.catalog_summary(conn))
+    if not known:
+        imported = import_manifest(services, write_demo_catalog(services.settings.raiox_home / "demo-catalog"),
+                                   progress=False)
+        say(f"  demo catalog {imported.references_added} references of {len(demo_catalog())} fictional systems")
+    designs = demo_catalog()
+    recorded = 0
+    for n in range(count):
+        design = designs[(n * 5) % len(designs)]
+        submission = Submission(source="jotform", submission_id=f"{9_000_000_000_000_000_000 + n}",
+                                form_id=DEMO_FORM_ID, submitter_name=f"Demo Clinic {n + 1}",
+                                raw_payload={"demo": True, "system": design.system},
+                                images=[ImageSource(data=render(design, seed=20_000 + n))])
+        recorded += not record(submission, check(submission, services), services, actor="system:demo").duplicate
+    run_fetch_jobs(services)
+    run_embed_jobs(services)
+    if recorded:
+        say(f"  demo cases   {recorded} sample cases are ready for review")

@@ -65,10 +65,13 @@ def create_dev_app(services: Services, *, admin_dir: Path = ADMIN_DIR) -> Flask:
 
 
 class QuietRequestHandler(WSGIRequestHandler):
-    """Access log with the path only: query strings carry the webhook token and object-URL signatures."""
+    """Access log with the path only (query strings carry the webhook token and object-URL signatures); the
+    functions' own requests are logged by their adapter, with their function and request id."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.info('"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
+        path = self.path.split("?", 1)[0]
+        if not path.startswith(BASE_PATH + "/"):
+            log.info('"%s %s" %s', self.command, path, code)
 
 
 def start_dev_server(services: Services, host: str = "127.0.0.1", port: int = 8080) -> BaseWSGIServer:

@@ -48,9 +48,10 @@ def isolated_settings(home: Path, **values: Any) -> Settings:
 
 def one_port(settings: Settings, host: str, port: int) -> Settings:
     """Defaults that make one process on one port a complete Raiox: dev mode, local-object URLs and the embed
-    poke pointing at itself (settings given explicitly still win)."""
+    and notify pokes pointing at itself (settings given explicitly still win)."""
     defaults = {"raiox_env": "dev", "raiox_public_url": f"http://{host}:{port}",
-                "embed_url": f"http://{host}:{port}{BASE_PATH}/embed"}
+                "embed_url": f"http://{host}:{port}{BASE_PATH}/embed",
+                "notify_url": f"http://{host}:{port}{BASE_PATH}/notify"}
     return settings.model_copy(update={k: v for k, v in defaults.items() if k not in settings.model_fields_set})
 
 

@@ -93,14 +93,20 @@ BodyLimit = Callable[["Settings"], int]
 DEFAULT_BODY_LIMIT = 64 * 1024  # sign-ins, decisions, pokes: small JSON
 
 
-def body_limit(limit: BodyLimit) -> Callable[[Handler], Handler]:
-    """Declare the largest body a handler takes; platform adapters refuse bigger ones before reading them."""
+def serves(function: str, *, body_limit: BodyLimit | None = None) -> Callable[[Handler], Handler]:
+    """Mark a step's handler with the function it serves (named in every log line of its requests) and the
+    largest body it takes (platform adapters refuse bigger ones before reading them)."""
 
     def mark(handler: Handler) -> Handler:
-        handler.body_limit = limit  # type: ignore[attr-defined]
+        handler.function = function  # type: ignore[attr-defined]
+        handler.body_limit = body_limit  # type: ignore[attr-defined]
         return handler
 
     return mark
+
+
+def function_of(handler: Handler) -> str:
+    return str(getattr(handler, "function", getattr(handler, "__name__", "function")))
 
 
 def limit_of(handler: Handler, settings: Settings) -> int:
@@ -130,3 +136,15 @@ def bearer_token(request: HttpRequest) -> str | None:
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> HttpResponse:
     return HttpResponse(status=status, body=body, headers=dict(headers or {}))
+
+
+def health(request: HttpRequest, services: Services, *, authorized: Callable[[], object],
+           storage: bool = True) -> HttpResponse:
+    """`…/health`: 200 `{"status": "ok"}` to anyone. With `?deep=1`, for callers `authorized` lets through only:
+    the database (and object storage, where the function uses it) checked, 503 naming what is down."""
+    if request.query.get("deep") not in ("1", "true"):
+        return json_response(200, {"status": "ok"})
+    authorized()
+    parts = services.check(storage=storage)
+    healthy = all(state == "ok" for state in parts.values())
+    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", **parts})

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from raiox import logs
 from raiox.errors import TooLarge
 from raiox.services import Services, get_services
 from raiox.web.errors import error_response, run_handler
-from raiox.web.http import Handler, HttpRequest, HttpResponse, limit_of
+from raiox.web.http import Handler, HttpRequest, HttpResponse, function_of, limit_of
+
+log = logging.getLogger(__name__)
 
 # DigitalOcean Functions ---------------------------------------------------------------------------
 
@@ -67,9 +73,12 @@ def do_response(response: HttpResponse) -> dict[str, Any]:
     return {"statusCode": response.status, "headers": response.headers, "body": body}
 
 
-def do_entry(handler: Handler, event: Mapping[str, Any]) -> dict[str, Any]:
+def do_entry(handler: Handler, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """A function's DigitalOcean `main`: the process-wide services, the handler, a DigitalOcean answer."""
-    return do_response(run_handler(handler, request_from_do_event(event), get_services()))
+    services = get_services()
+    logs.configure(json=services.settings.raiox_log_format == "json")
+    request_id = str(getattr(context, "activation_id", "") or uuid.uuid4().hex[:16])
+    return do_response(served(handler, request_from_do_event(event), services, request_id))
 
 
 # functions-framework / Flask ----------------------------------------------------------------------
@@ -113,8 +122,24 @@ def flask_response(response: HttpResponse) -> Any:
 def flask_entry(handler: Handler, request: Any, *, services: Services | None = None, path: str | None = None) -> Any:
     """A function served by functions-framework (or mounted by the dev server, which passes its services)."""
     services = services or get_services()
+    logs.configure(json=services.settings.raiox_log_format == "json")
+    request_id = request.headers.get("Function-Execution-Id") or uuid.uuid4().hex[:16]
     try:
         parsed = request_from_flask(request, max_body=limit_of(handler, services.settings), path=path)
     except TooLarge as error:
-        return flask_response(error_response(error, HttpRequest(method=request.method, path=path or request.path)))
-    return flask_response(run_handler(handler, parsed, services))
+        with logs.bound(function=function_of(handler), request_id=request_id):
+            return flask_response(error_response(error, HttpRequest(method=request.method, path=path or request.path)))
+    return flask_response(served(handler, parsed, services, request_id))
+
+
+def served(handler: Handler, request: HttpRequest, services: Services, request_id: str) -> HttpResponse:
+    """The handler's answer, and one log line for the request: function, request id, method, path (never the
+    query: it carries tokens), status and duration."""
+    started = time.perf_counter()
+    with logs.bound(function=function_of(handler), request_id=request_id):
+        response = run_handler(handler, request, services)
+        log.info("%s %s -> %d", request.method, request.path or "/", response.status,
+                 extra={"status": response.status, "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "outcome": "ok" if response.status < 400 else "refused" if response.status < 500
+                        else "error"})
+    return response

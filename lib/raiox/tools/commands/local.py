@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import click
 from raiox import migrations
 from raiox.database import database_url
 from raiox.errors import RaioxError
+from raiox.repository import catalog
 from raiox.review.accounts import ensure_local_reviewer
 from raiox.services import Services
 from raiox.settings import Settings
 from raiox.tools.commands.common import pass_services, pass_settings
+from raiox.tools.demo import demo_defaults, seed_demo
 from raiox.tools.devserver import FUNCTIONS, start_dev_server
 from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
+from raiox.tools.simulator import JotformApiStandIn
 
 
 @click.command("dev")
@@ -23,17 +27,27 @@ from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
 @click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
 @click.option("--local-reviewer", is_flag=True,
               help="Create (or reset) `local-reviewer` even though DATABASE_URL names a database of its own.")
+@click.option("--demo", is_flag=True, help="Start with the demo catalog and a few sample cases ready for review, "
+              "and a local stand-in for Jotform's API, so review and delivery can be clicked through at once.")
 @pass_settings
-def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool) -> None:
+def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool, demo: bool) -> None:
     """Serve every function, the admin page and local objects on one port (embedded defaults).
 
     Each function answers at its DigitalOcean-like path /api/v1/web/raiox/<function>[/…] through the same
     adapter as in production, the admin page at /admin/, signed local-object URLs at /objects/. Unless set:
-    RAIOX_ENV=dev, and RAIOX_PUBLIC_URL and EMBED_URL point at this server. The database is migrated first;
+    RAIOX_ENV=dev, and RAIOX_PUBLIC_URL, EMBED_URL and NOTIFY_URL point at this server. The database is migrated first;
     in dev mode a sign-in for the admin page is printed (reviewer `local-reviewer`, a new password on every
     start). The access log leaves out query strings (they carry tokens)."""
     port = port or free_port(host)
-    services = Services(one_port(settings, host, port))
+    with contextlib.ExitStack() as stack:
+        if demo:
+            jotform = stack.enter_context(JotformApiStandIn())
+            settings = demo_defaults(settings, jotform.url)
+        _serve(Services(one_port(settings, host, port)), host, port, local_reviewer=local_reviewer, demo=demo)
+
+
+def _serve(services: Services, host: str, port: int, *, local_reviewer: bool, demo: bool) -> None:
+    settings = services.settings
     try:
         services.refuse_placeholder_secrets()
     except RaioxError as exc:
@@ -51,6 +65,11 @@ def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool) 
                    "(raiox reviewer add NAME, or --local-reviewer)")
     for name in FUNCTIONS:
         click.echo(f"  {name:<12} {base}{BASE_PATH}/{name}")
+    if demo:
+        seed_demo(services, say=click.echo)
+    elif not _has_references(services):
+        click.echo("  catalog      empty: `raiox dev --demo` starts with a demo catalog and sample cases, or "
+                   "`raiox catalog import MANIFEST`")
     click.echo("Ctrl-C stops it.")
     try:
         server.serve_forever()
@@ -110,3 +129,8 @@ def batch_test_command(services: Services, folder: Path, url: str | None, token:
         best = f"{item.top3[0]['system']} ({item.top3[0]['similarity']:.3f})" if item.top3 else item.detail
         click.echo(f"{item.status:<9} {item.seconds * 1000:7.0f} ms  {item.file}  {best}")
     click.echo(json.dumps(document["summary"]))
+
+
+def _has_references(services: Services) -> bool:
+    with services.db.transaction() as conn:
+        return any(row["references"] for row in catalog.catalog_summary(conn))

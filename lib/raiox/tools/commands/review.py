@@ -1,12 +1,15 @@
-"""Commands for review: the reviewers who may sign in to the admin page."""
+"""Commands for review and operations: reviewers of the admin page, erasing a case, the system at a glance."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
-from raiox.review import accounts
+from raiox import erasure
+from raiox.errors import RaioxError
+from raiox.review import accounts, system
 from raiox.services import Services
 from raiox.tools.commands.common import pass_services
 
@@ -51,3 +54,52 @@ def reviewer_list(services: Services) -> None:
     for row in accounts.list_reviewers(services):
         state = "disabled" if row["disabled"] else "enabled"
         click.echo(f"{row['name']:<24} {state:<9} password set {row['password_changed_at']:%Y-%m-%d %H:%M}")
+
+
+@click.group("case")
+def case_group() -> None:
+    """One case: erase a patient's data on request."""
+
+
+@case_group.command("erase")
+@click.argument("case_id", type=click.IntRange(1))
+@click.option("--by", "actor", required=True, help="Who asked for (or carries out) the erasure, for the audit trail.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_services
+def case_erase(services: Services, case_id: int, actor: str, yes: bool) -> None:
+    """Erase CASE_ID: its X-rays leave object storage (unless another case has the same bytes), its personal
+    fields and free texts leave the database, references learned from it are removed; the decision's implant
+    and time and the trail of who did what stay, anonymous, for statistics. Cannot be undone."""
+    if not yes:
+        click.confirm(f"Erase case {case_id}? This cannot be undone", abort=True)
+    try:
+        report = erasure.erase(services, case_id, actor=f"cli:{actor}")
+    except RaioxError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"case {case_id} erased; {report.objects_deleted} object(s) deleted"
+               + (f", {report.objects_left} left for the next sweep (object storage unreachable)"
+                  if report.objects_left else ""))
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_services
+def status_command(services: Services, as_json: bool) -> None:
+    """The system at a glance: jobs due, waiting to retry, running and failed per kind (with the oldest wait),
+    when each sweeper and worker last ran, reconciliation, failed deliveries, cases needing attention."""
+    report = system.system_status(services)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{'jobs':<8} {'due':>5} {'retry':>6} {'running':>8} {'failed':>7}  oldest due")
+    for kind, row in report["jobs"].items():
+        click.echo(f"{kind:<8} {row['due']:>5} {row['waiting_to_retry']:>6} {row['running']:>8} {row['failed']:>7}"
+                   f"  {row['oldest_due_seconds']:.0f} s")
+    click.echo("cases    " + ", ".join(f"{status} {n}" for status, n in sorted(report["cases"].items())))
+    click.echo(f"needs attention {report['needs_attention']}, failed deliveries {report['failed_deliveries']}")
+    for name, beat in report["heartbeats"].items():
+        click.echo(f"{name:<32} last ran {beat['seconds_ago']:.0f} s ago{'  (stale)' if beat['stale'] else ''}")
+    for form in report["reconciliation"]:
+        error = f", last error: {form['last_error']}" if form["last_error"] else ""
+        click.echo(f"reconciliation of form {form['form_id']}: last ran {form['last_run_at'] or 'never'}, "
+                   f"{form['recorded']} recorded{error}")

@@ -1,0 +1,163 @@
+"""Operating Raiox: the access trail of a case, erasure on request and by retention, the system view and the
+deep health checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from click.testing import CliRunner
+
+from raiox import erasure
+from raiox.delivery.sweep import sweep
+from raiox.embed.worker import run_embed_jobs
+from raiox.intake.sweep import sweep_intake
+from raiox.repository import cases
+from raiox.review import accounts, decisions, queue, system
+from raiox.review.http import handle
+from raiox.services import Services
+from raiox.tools.cli import main as cli
+from raiox.web.http import HttpRequest
+from support import make_xray, submit_case
+
+NAME, PASSWORD = "brenda", "a long enough password"
+
+
+def brenda(services: Services) -> accounts.Reviewer:
+    accounts.add_reviewer(services, NAME, PASSWORD, reset=True)
+    with services.db.transaction() as conn:
+        row = conn.execute("SELECT id FROM reviewers WHERE name = %s", (NAME,)).fetchone()
+    return accounts.Reviewer(id=row["id"], name=NAME)
+
+
+def approved_case(services: Services, submission_id: str, seed: int) -> int:
+    case_id = submit_case(services, submission_id, [make_xray(seed)])
+    run_embed_jobs(services)
+    decisions.decide(services, brenda(services), case_id, decisions.DecisionBody(action="approve", rank=1))
+    return case_id
+
+
+def rows(services: Services, sql: str, *params: Any) -> list[dict[str, Any]]:
+    with services.db.transaction() as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_opening_a_case_is_audited_and_the_case_shows_its_trail(catalogued: Services) -> None:
+    case_id = submit_case(catalogued, "trail-1", [make_xray(12)])
+    run_embed_jobs(catalogued)
+    first = queue.case_detail(catalogued, case_id, "brenda")
+    second = queue.case_detail(catalogued, case_id, "carla")
+    assert [entry["action"] for entry in first["history"]][-1] == "case.viewed"
+    assert [(e["actor"], e["action"]) for e in second["history"][-2:]] == [("brenda", "case.viewed"),
+                                                                          ("carla", "case.viewed")]
+    [viewed, *_] = rows(catalogued, "SELECT details FROM audit_log WHERE actor = 'carla'")
+    assert viewed["details"] == {"xray_urls_issued": 1}
+
+
+def test_erasing_a_case_removes_its_films_and_personal_data_and_keeps_an_anonymous_decision(
+    catalogued: Services,
+) -> None:
+    case_id = approved_case(catalogued, "erase-1", 42)  # a film no catalog reference has
+    shared = submit_case(catalogued, "erase-2", [make_xray(42)])  # another case with the same bytes
+    with catalogued.db.transaction() as conn:
+        conn.execute("UPDATE cases SET submitter_name = 'Ana Souza', submitter_email = 'ana@example.com', "
+                     "raw_payload = '{\"rawRequest\": {\"q3_name\": \"Ana Souza\"}}' WHERE id = %s", (case_id,))
+        key = conn.execute("SELECT storage_key FROM case_images WHERE case_id = %s", (case_id,)).fetchone()
+    learned = rows(catalogued, "SELECT id FROM reference_images WHERE source_case_id = %s", case_id)
+    assert learned  # the approval taught the catalog this film
+
+    report = erasure.erase(catalogued, case_id, actor="brenda")
+    assert report.erased == [case_id] and report.objects_deleted == 0  # the other case still uses those bytes
+    [case] = rows(catalogued, "SELECT * FROM cases WHERE id = %s", case_id)
+    assert (case["submitter_name"], case["submitter_email"], case["raw_payload"]) == (None, None, {})
+    assert case["erased_by"] == "brenda" and case["erased_at"] is not None and case["status"] == "approved"
+    assert rows(catalogued, "SELECT id FROM case_images WHERE case_id = %s", case_id) == []
+    assert rows(catalogued, "SELECT id FROM reference_images WHERE source_case_id = %s", case_id) == []
+    [decision] = rows(catalogued, "SELECT decision, implant_id, note FROM review_decisions WHERE case_id = %s",
+                      case_id)
+    assert decision["decision"] == "approved" and decision["implant_id"] and decision["note"] is None
+    trail = rows(catalogued, "SELECT action, details FROM audit_log WHERE case_id = %s ORDER BY id", case_id)
+    assert trail[-1]["action"] == "case.erased" and all(row["details"] == {} for row in trail)
+    assert "Ana" not in json.dumps(rows(catalogued, "SELECT * FROM cases WHERE id = %s", case_id), default=str)
+    assert catalogued.store.exists(key["storage_key"])
+
+    # Once the other case is erased too, nothing uses the bytes: the object leaves storage.
+    run_embed_jobs(catalogued)
+    erasure.erase(catalogued, shared, actor="brenda")
+    assert not catalogued.store.exists(key["storage_key"])
+    assert rows(catalogued, "SELECT * FROM object_deletions") == []
+    assert erasure.erase(catalogued, case_id, actor="brenda").erased == [case_id]  # again: nothing more to do
+
+
+def test_a_case_in_flight_is_not_erased(catalogued: Services) -> None:
+    case_id = submit_case(catalogued, "erase-in-flight", [make_xray(11)])
+    response = handle(HttpRequest(method="POST", path=f"/cases/{case_id}/erase", body=b'{"confirm": 1}',
+                                  headers={"content-type": "application/json"}), catalogued)
+    assert response.status == 401  # signed in first
+    token = accounts.login(catalogued, accounts.LoginBody(name=NAME, password=PASSWORD)) if brenda(catalogued) else {}
+    auth = {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
+    wrong = handle(HttpRequest(method="POST", path=f"/cases/{case_id}/erase", body=b'{"confirm": 999}',
+                               headers=auth), catalogued)
+    assert wrong.status == 422 and "confirm" in wrong.body["error"]
+    busy = handle(HttpRequest(method="POST", path=f"/cases/{case_id}/erase",
+                              body=json.dumps({"confirm": case_id}).encode(), headers=auth), catalogued)
+    assert busy.status == 409 and "received" in busy.body["error"]
+    run_embed_jobs(catalogued)
+    done = handle(HttpRequest(method="POST", path=f"/cases/{case_id}/erase",
+                              body=json.dumps({"confirm": case_id}).encode(), headers=auth), catalogued)
+    assert done.status == 200 and done.body["erased"] is True
+
+
+def test_the_retention_period_erases_delivered_cases_in_the_sweep(catalogued: Services) -> None:
+    case_id = approved_case(catalogued, "retain-1", 13)
+    catalogued.settings.raiox_retention_days = 30
+    with catalogued.db.transaction() as conn:
+        conn.execute("UPDATE cases SET status = 'notified', notified_at = now() - interval '31 days' WHERE id = %s",
+                     (case_id,))
+    key = rows(catalogued, "SELECT storage_key FROM case_images WHERE case_id = %s", case_id)[0]["storage_key"]
+    report = sweep(catalogued, embed_here=False)  # the notify function: no object storage there
+    assert report.erased == [case_id]
+    assert rows(catalogued, "SELECT erased_by FROM cases WHERE id = %s", case_id)[0]["erased_by"] == "system:retention"
+    assert catalogued.store.exists(key)  # left for a sweep that has object storage
+    assert sweep_intake(catalogued)["objects_deleted"] == 1
+    assert not catalogued.store.exists(key)
+
+
+def test_the_system_view_shows_jobs_heartbeats_and_what_needs_attention(catalogued: Services) -> None:
+    submit_case(catalogued, "status-1", [make_xray(11)])
+    with catalogued.db.transaction() as conn:
+        case, _ = cases.create_case(conn, submission_id="status-failed")
+        cases.set_case_status(conn, case.id, cases.CaseStatus.FAILED, error="no usable X-ray")
+    sweep(catalogued, embed_here=False)
+    report = system.system_status(catalogued)
+    assert report["jobs"]["embed"]["due"] == 1 and report["jobs"]["embed"]["oldest_due_seconds"] >= 0
+    assert report["needs_attention"] == 1 and report["cases"]["failed"] == 1
+    assert report["heartbeats"]["sweeper:notify"]["stale"] is False
+    printed = CliRunner().invoke(cli, ["status", "--json"], obj=_invocation(catalogued))
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output)["jobs"]["embed"]["due"] == 1
+
+
+def test_deep_health_checks_what_the_function_uses_and_only_for_its_callers(catalogued: Services) -> None:
+    assert handle(HttpRequest(method="GET", path="/health"), catalogued).body == {"status": "ok"}
+    assert handle(HttpRequest(method="GET", path="/health", query={"deep": "1"}), catalogued).status == 401
+    brenda(catalogued)
+    token = accounts.login(catalogued, accounts.LoginBody(name=NAME, password=PASSWORD))["token"]
+    deep = handle(HttpRequest(method="GET", path="/health", query={"deep": "1"},
+                              headers={"authorization": f"Bearer {token}"}), catalogued)
+    assert deep.status == 200 and deep.body == {"status": "ok", "database": "ok", "storage": "ok"}
+    broken = Services(catalogued.settings.model_copy(update={"raiox_storage": "s3://gone",
+                                                             "spaces_endpoint": "http://127.0.0.1:1"}))
+    try:
+        parts = broken.check()
+        assert parts["database"] == "ok" and parts["storage"].startswith("unreachable")
+    finally:
+        broken.close()
+
+
+def _invocation(services: Services) -> Any:
+    from raiox.tools.commands.common import Invocation
+
+    invocation = Invocation()
+    invocation.__dict__["services"] = services  # the command reads these services, not the environment
+    return invocation
