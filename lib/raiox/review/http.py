@@ -1,5 +1,5 @@
 """The approve function's HTTP handler: a route table over the review step, bodies as pydantic models, CORS for
-the admin page's origin, and `Cache-Control: no-store` on every answer."""
+the admin page's origin, `Cache-Control: no-store` on every API answer, and the admin page's own files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from raiox.errors import InvalidInput, Unprocessable
-from raiox.review import accounts, decisions, queue
+from raiox.review import accounts, admin_page, decisions, queue
 from raiox.review.accounts import Reviewer
 from raiox.services import Services
 from raiox.web.errors import run_handler
@@ -78,6 +78,7 @@ ROUTES = Router([
     Route("GET", "/cases/{case_id}", case_detail),
     Route("POST", "/cases/{case_id}/decision", decide),
     Route("POST", "/cases/{case_id}/redeliver", redeliver),
+    *admin_page.ROUTES,
 ])
 
 
@@ -114,7 +115,7 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
     else:
         response = run_handler(route, request, services)
     headers = dict(response.headers)
-    headers["Cache-Control"] = "no-store"
+    headers.setdefault("Cache-Control", "no-store")
     headers["Vary"] = "Origin"
     if origin is not None:
         headers["Access-Control-Allow-Origin"] = origin
