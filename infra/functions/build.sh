@@ -19,9 +19,11 @@ mkdir -p "$SITE" virtualenv/bin
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
     --target "$SITE" -r requirements.txt
 
-# Never imported by a function, and several MB of the 48 MB limit: test suites and console scripts.
+# Never imported by a function, and several MB of the 48 MB limit: test suites, console scripts, numpy's
+# Fortran and distutils tooling, and Pillow's AVIF codec (raiox.adapters.imaging accepts JPEG, PNG and TIFF
+# only; Pillow treats a missing _avif module as "AVIF not supported").
 find "$SITE" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
-rm -rf "$SITE/bin"
+rm -rf "$SITE/bin" "$SITE/numpy/f2py" "$SITE/numpy/distutils" "$SITE"/PIL/_avif.* "$SITE"/pillow.libs/libavif*
 
 # The runtime's launcher execs virtualenv/bin/activate_this.py when virtualenv/ exists (and fails without it).
 cat > virtualenv/bin/activate_this.py <<'PY'

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from raiox.tools.deploy.build import FUNCTION_LIMIT_BYTES, build_do_project
+from raiox.tools.deploy.build import FUNCTION_LIMIT_BYTES, build_do_project, upload_size
 from raiox.tools.deploy.envfile import parse_dotenv, read_env_file, resolve
 from raiox.tools.deploy.manifest import REPO, function_settings, manifest_functions, placeholders, read_manifest
 
@@ -194,6 +194,11 @@ def test_what_the_deployer_would_send(build_do: Path, dry_run: tuple[int, dict[s
         assert body["limits"] == function.spec["limits"]
     assert {"SPACES_KEY", "SPACES_SECRET", "RAIOX_STORAGE"}.isdisjoint(function_settings(
         manifest, next(f for f in manifest_functions(manifest) if f.name == "notify")))
+    # `raiox deploy build --measure` reports what the deployer uploads, or a little more, never less.
+    kept = Path(summary["kept"]) / "packages" / "raiox"
+    for function in manifest_functions(manifest):
+        uploaded = requests[f"{function.package}/{function.name}"]["exec"]["codeBytes"]
+        assert uploaded <= upload_size(kept / function.name) <= uploaded * 1.05, function.name
     # Without an API token the deployer skips triggers (src/triggers.ts): listed and validated, not created.
     triggers = [s for s in summary["stages"]["deploy"]["successes"] if s["kind"] == "trigger"]
     assert triggers == [{"name": "raiox-sweep", "kind": "trigger", "skipped": True}]
@@ -238,6 +243,10 @@ def test_a_built_function_imports_like_the_runtime_would(dry_run: tuple[int, dic
         "s = u.spec_from_file_location('main__', '__main__.py'); m = u.module_from_spec(s); s.loader.exec_module(m)\n"
         "import numpy, pydantic; here = os.path.join(os.getcwd(), 'virtualenv')\n"
         "assert numpy.__file__.startswith(here) and pydantic.__file__.startswith(here), numpy.__file__\n"
+        "if os.path.isdir(os.path.join(here, 'lib/python3.11/site-packages/PIL')):\n"
+        "    import io; from PIL import Image\n"
+        "    for kind in ('JPEG', 'PNG', 'TIFF'):\n"
+        "        b = io.BytesIO(); Image.new('L', (8, 8)).save(b, kind); Image.open(io.BytesIO(b.getvalue())).load()\n"
         f"print(json.dumps(m.main({event!r})))\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAIOX_", "DATABASE_", "PYTHON"))}
