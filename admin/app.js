@@ -1,7 +1,9 @@
 // Raiox review page: plain browser JavaScript over the approve API (no build step, no dependencies).
 "use strict";
 
-const API = String(window.RAIOX_API || "/api/v1/web/raiox/approve").replace(/\/+$/, "");
+// The approve function serves this page at …/approve/admin/index.html, so its API is the folder above: same
+// origin, nothing to configure per deployment.
+const API = new URL("..", window.location.href).pathname.replace(/\/+$/, "");
 const PAGE_SIZE = 50;
 const REFRESH_MS = 30000;
 const QUICK_REASONS = ["X-ray too blurred to identify", "No implant visible", "Implant system not in the catalog",

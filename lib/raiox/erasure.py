@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from raiox.adapters.storage import ObjectNotFound, StorageError
 from raiox.errors import Conflict, NotFound
 from raiox.models import CaseStatus
 from raiox.repository import cases, objects
@@ -26,9 +25,9 @@ class ErasureReport:
     objects_left: int = 0  # object storage was down: the next sweep deletes them
 
 
-def erase(services: Services, case_id: int, *, actor: str, delete_now: bool = True) -> ErasureReport:
-    """Erase one case (idempotent: an erased case stays erased), then delete the objects nothing else uses
-    (`delete_now`; else a sweep with object storage deletes them: the notify function has no storage)."""
+def erase(services: Services, case_id: int, *, actor: str) -> ErasureReport:
+    """Erase one case in the database (idempotent: an erased case stays erased); the objects nothing else uses
+    wait in the outbox for `raiox.deletions` (the notify function, which runs retention, has no storage)."""
     with services.db.transaction() as conn:
         case = cases.get_case(conn, case_id, lock=True)
         if case is None:
@@ -39,36 +38,16 @@ def erase(services: Services, case_id: int, *, actor: str, delete_now: bool = Tr
             objects.request_deletions(conn, cases.erase_case(conn, case_id, actor))
             cases.record_audit(conn, actor=actor, action="case.erased", case_id=case_id)
             log.info("case %d erased by %s", case_id, actor)
-    report = ErasureReport(erased=[case_id])
-    return delete_objects(services, report) if delete_now else report
-
-
-def delete_objects(services: Services, report: ErasureReport) -> ErasureReport:
-    """Delete what the outbox holds; what cannot be deleted now (storage down) stays for the next sweep."""
-    with services.db.transaction() as conn:
-        keys = objects.due_deletions(conn)
-    for key in keys:
-        try:
-            services.store.delete(key)
-        except ObjectNotFound:
-            pass
-        except StorageError:
-            report.objects_left += 1
-            continue
-        with services.db.transaction() as conn:
-            objects.deleted(conn, key)
-        report.objects_deleted += 1
-    return report
-
+    return ErasureReport(erased=[case_id])
 
 def erase_expired(services: Services) -> ErasureReport:
     """The sweeper's share: with RAIOX_RETENTION_DAYS set, erase every case delivered longer ago than that (its
-    objects wait in the outbox for a sweep that has object storage: `delete_objects`)."""
+    objects wait in the outbox for a sweep that has object storage: `raiox.deletions`)."""
     report = ErasureReport()
     days = services.settings.raiox_retention_days
     if days:
         with services.db.transaction() as conn:
             expired = cases.delivered_before(conn, days)
         for case_id in expired:
-            report.erased += erase(services, case_id, actor="system:retention", delete_now=False).erased
+            report.erased += erase(services, case_id, actor="system:retention").erased
     return report

@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from raiox import erasure
+from raiox import deletions
 from raiox.delivery.sweep import sweep
 from raiox.embed.worker import run_embed_jobs
 from raiox.intake.sweep import sweep_intake
@@ -66,7 +66,7 @@ def test_erasing_a_case_removes_its_films_and_personal_data_and_keeps_an_anonymo
     learned = rows(catalogued, "SELECT id FROM reference_images WHERE source_case_id = %s", case_id)
     assert learned  # the approval taught the catalog this film
 
-    report = erasure.erase(catalogued, case_id, actor="brenda")
+    report = deletions.erase_now(catalogued, case_id, actor="brenda")
     assert report.erased == [case_id] and report.objects_deleted == 0  # the other case still uses those bytes
     [case] = rows(catalogued, "SELECT * FROM cases WHERE id = %s", case_id)
     assert (case["submitter_name"], case["submitter_email"], case["raw_payload"]) == (None, None, {})
@@ -83,10 +83,10 @@ def test_erasing_a_case_removes_its_films_and_personal_data_and_keeps_an_anonymo
 
     # Once the other case is erased too, nothing uses the bytes: the object leaves storage.
     run_embed_jobs(catalogued)
-    erasure.erase(catalogued, shared, actor="brenda")
+    deletions.erase_now(catalogued, shared, actor="brenda")
     assert not catalogued.store.exists(key["storage_key"])
     assert rows(catalogued, "SELECT * FROM object_deletions") == []
-    assert erasure.erase(catalogued, case_id, actor="brenda").erased == [case_id]  # again: nothing more to do
+    assert deletions.erase_now(catalogued, case_id, actor="brenda").erased == [case_id]  # again: nothing more to do
 
 
 def test_a_case_in_flight_is_not_erased(catalogued: Services) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from raiox.erasure import ErasureReport, delete_objects
+from raiox.deletions import delete_objects
+from raiox.erasure import ErasureReport
 from raiox.intake.fetcher import run_fetch_jobs
 from raiox.intake.inbox import replay
 from raiox.services import Services

@@ -1,5 +1,5 @@
 """The approve function's HTTP handler: a route table over the review step, bodies as pydantic models, CORS for
-the admin page's origin, and `Cache-Control: no-store` on every answer."""
+the admin page's origin, `Cache-Control: no-store` on every API answer, and the admin page's own files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from raiox import erasure
+from raiox import deletions
 from raiox.errors import InvalidInput, Unprocessable
-from raiox.review import accounts, decisions, queue, system
+from raiox.review import accounts, admin_page, decisions, queue, system
 from raiox.review.accounts import Reviewer
 from raiox.services import Services
 from raiox.web.errors import run_handler
@@ -92,7 +92,7 @@ class EraseBody(BaseModel):
 def erase(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
     if _body(request, EraseBody).confirm != case_id:
         raise Unprocessable(f"to erase case {case_id}, confirm with its id: {{\"confirm\": {case_id}}}")
-    report = erasure.erase(services, case_id, actor=reviewer.name)
+    report = deletions.erase_now(services, case_id, actor=reviewer.name)
     return {"case_id": case_id, "erased": True, "objects_deleted": report.objects_deleted}
 
 
@@ -112,6 +112,7 @@ ROUTES = Router([
     Route("POST", "/cases/{case_id}/retry", retry),
     Route("POST", "/cases/{case_id}/erase", erase),
     Route("GET", "/status", status),
+    *admin_page.ROUTES,
 ])
 
 
@@ -149,7 +150,7 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
     else:
         response = run_handler(route, request, services)
     headers = dict(response.headers)
-    headers["Cache-Control"] = "no-store"
+    headers.setdefault("Cache-Control", "no-store")
     headers["Vary"] = "Origin"
     if origin is not None:
         headers["Access-Control-Allow-Origin"] = origin

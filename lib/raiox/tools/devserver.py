@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, redirect, request, send_from_directory
+from flask import Flask, Response, redirect, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from raiox.adapters.storage import LocalFolderStore
@@ -22,7 +21,8 @@ from raiox.web.platforms import flask_entry
 
 log = logging.getLogger(__name__)
 
-ADMIN_DIR = Path(__file__).resolve().parents[3] / "admin"
+# The admin page as deployed: served by the approve function, which it derives its API URL from.
+ADMIN_PAGE = f"{BASE_PATH}/approve/admin/index.html"
 
 # Function name → the handler its DigitalOcean and functions-framework entries call.
 FUNCTIONS: dict[str, Handler] = {
@@ -33,9 +33,9 @@ FUNCTIONS: dict[str, Handler] = {
 }
 
 
-def create_dev_app(services: Services, *, admin_dir: Path = ADMIN_DIR) -> Flask:
+def create_dev_app(services: Services) -> Flask:
     """A Flask app with each function under BASE_PATH (extra path → the handler's `path`, as on
-    DigitalOcean), the static admin page under /admin/, and signed local-object URLs under /objects/."""
+    DigitalOcean), /admin/ leading to the admin page approve serves, and signed local-object URLs under /objects/."""
     app = Flask("raiox-dev")
 
     for name, handler in FUNCTIONS.items():
@@ -51,15 +51,10 @@ def create_dev_app(services: Services, *, admin_dir: Path = ADMIN_DIR) -> Flask:
         app.register_blueprint(objects_blueprint(services.store))
 
     @app.get("/")
-    def root() -> Response:
-        return redirect("/admin/")  # type: ignore[return-value]
-
+    @app.get("/admin")
     @app.get("/admin/")
-    @app.get("/admin/<path:name>")
-    def admin(name: str = "index.html") -> Response:
-        if not admin_dir.is_dir():
-            abort(404)
-        return send_from_directory(admin_dir, name)
+    def admin() -> Response:
+        return redirect(ADMIN_PAGE)  # type: ignore[return-value]
 
     return app
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from raiox import erasure
+from raiox import deletions
 from raiox.errors import RaioxError
 from raiox.review import accounts, system
 from raiox.services import Services
@@ -73,7 +73,7 @@ def case_erase(services: Services, case_id: int, actor: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Erase case {case_id}? This cannot be undone", abort=True)
     try:
-        report = erasure.erase(services, case_id, actor=f"cli:{actor}")
+        report = deletions.erase_now(services, case_id, actor=f"cli:{actor}")
     except RaioxError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"case {case_id} erased; {report.objects_deleted} object(s) deleted"
