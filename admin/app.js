@@ -12,6 +12,15 @@ const STATUS_LABELS = [["ready", "Ready"], ["processing", "Processing"], ["appro
   ["rejected", "Rejected"], ["notified", "Delivered"], ["failed", "Failed"]];
 const DELIVERY_LABELS = {queued: "Delivery queued", sending: "Sending", retrying: "Retrying delivery",
   delivered: "Delivered", failed: "Delivery failed", none: "Not queued"};
+// The side lists: which statuses each shows and what it says when empty.
+const TABS = {
+  queue: {status: "ready", empty: "The queue is empty. New X-rays appear here when they are ready."},
+  attention: {status: "failed", empty: "Nothing needs attention: every case got through intake."},
+  decided: {status: "decided", empty: "No decisions yet."},
+};
+const HISTORY_LABELS = {"case.viewed": "opened the case and its X-rays", "case.approved": "approved",
+  "case.rejected": "rejected", "case.redeliver": "queued the delivery again", "case.retry": "retried intake",
+  "case.erased": "erased the patient data", "case.fetched": "fetched the X-rays", "fetch_failed": "gave up fetching"};
 
 const state = {
   token: sessionStorage.getItem("raiox.token"),
@@ -29,6 +38,9 @@ const state = {
   compare: false,     // the chosen candidate's reference beside the X-ray
   reason: "",
   busy: false,
+  historyOpen: false, // the case's access history is unfolded
+  erasing: false,     // the erase confirmation is open
+  system: null,       // the last GET /status
 };
 
 const $ = (id) => document.getElementById(id);
@@ -48,6 +60,11 @@ function h(tag, attrs, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// Replaces a node's children; like h(), it leaves out null, undefined and false.
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
 }
 
 // API ----------------------------------------------------------------------------------------------
@@ -154,9 +171,23 @@ async function signIn(event) {
   }
 }
 
+// Ends every session of this reviewer on the server (older tokens, copied ones included, stop working), then here.
+async function logOut() {
+  let message = null;
+  try {
+    await api("POST", "/logout");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;  // already signed out, and told why
+    message = `Signed out on this device only: ${error.message.replace(/\.$/, "")}. Sessions elsewhere may still be open.`;
+  }
+  signOut(message);
+}
+
 function signOut(message) {
   state.token = null;
   state.current = null;
+  state.system = null;
+  $("system-panel").hidden = true;
   sessionStorage.removeItem("raiox.token");
   sessionStorage.removeItem("raiox.name");
   showLogin(message);
@@ -167,6 +198,7 @@ async function showApp() {
   $("app").hidden = false;
   $("who-name").textContent = state.name || "";
   selectTab("queue");
+  loadSystem().catch(failed);
   await loadList({openFirst: true});
 }
 
@@ -174,14 +206,12 @@ async function showApp() {
 
 function selectTab(tab) {
   state.tab = tab;
-  $("tab-queue").setAttribute("aria-selected", String(tab === "queue"));
-  $("tab-decided").setAttribute("aria-selected", String(tab === "decided"));
+  for (const name of Object.keys(TABS)) $(`tab-${name}`).setAttribute("aria-selected", String(tab === name));
 }
 
 async function loadList({openFirst = false, append = false} = {}) {
   const page = append ? state.page + 1 : 1;
-  const status = state.tab === "queue" ? "ready" : "decided";
-  const data = await api("GET", `/cases?status=${status}&page=${page}&per_page=${PAGE_SIZE}`);
+  const data = await api("GET", `/cases?status=${TABS[state.tab].status}&page=${page}&per_page=${PAGE_SIZE}`);
   state.page = page;
   state.cases = append ? state.cases.concat(data.cases) : data.cases;
   state.total = data.total;
@@ -196,6 +226,8 @@ function renderCounts(counts) {
     h("li", {class: `count ${key}${merged[key] ? "" : " zero"}`, dataset: {status: key}},
       h("span", {class: "count-n"}, merged[key] || 0), " ", label)));
   $("queue-count").textContent = counts.ready || 0;
+  $("attention-count").textContent = counts.failed || 0;
+  $("attention-count").classList.toggle("alert", Boolean(counts.failed));
 }
 
 function renderList() {
@@ -216,6 +248,9 @@ function renderList() {
         lines.push(h("div", {class: "row-sub"},
           h("span", {class: `delivery ${item.delivery.state}`}, DELIVERY_LABELS[item.delivery.state] || item.delivery.state)));
       }
+    } else if (item.status === "failed") {
+      lines.push(h("div", {class: "row-sub"}, h("span", {class: "badge failed"}, "Failed"),
+        h("span", {class: "row-text row-error", title: item.error || ""}, item.error || "No reason recorded")));
     } else if (item.top) {
       lines.push(h("div", {class: "row-sub"},
         h("span", {class: "row-text"}, implantName(item.top)),
@@ -229,8 +264,7 @@ function renderList() {
   }));
   const empty = $("list-empty");
   empty.hidden = state.cases.length > 0;
-  empty.textContent = state.tab === "queue" ? "The queue is empty. New X-rays appear here when they are ready."
-    : "No decisions yet.";
+  empty.textContent = TABS[state.tab].empty;
   $("load-more").hidden = state.cases.length >= state.total;
 }
 
@@ -253,6 +287,7 @@ async function openCase(caseId) {
     state.panel = null;
     state.note = "";
     state.reason = "";
+    state.erasing = false;
   }
   renderCase();
   renderList();
@@ -271,12 +306,90 @@ function renderCase() {
   const decided = Boolean(detail.decision);
   const meta = [item.submitter_name, item.client_id && `client ${item.client_id}`,
     `submission ${item.submission_id}`, `received ${when(item.created_at)}`].filter(Boolean).join(" · ");
-  view.replaceChildren(
+  let next;
+  if (decided) next = renderDecision();
+  else if (item.status === "ready") next = renderActions();
+  else if (item.status === "failed") next = renderAttention();
+  else next = h("p", {class: "muted in-progress"}, `This case is ${item.status}: its candidates appear when it is ready.`);
+  fill(view,
     h("div", {class: "case-head"},
       h("div", {}, h("h2", {}, `Case #${item.id}`), h("p", {class: "muted"}, meta)),
-      h("span", {class: `badge big ${item.status}`}, item.status)),
+      h("span", {class: "badges"}, item.erased_at ? h("span", {class: "badge big erased"}, "erased") : null,
+        h("span", {class: `badge big ${item.status}`}, item.status))),
+    item.erased_at ? h("p", {class: "erased-note", role: "note"}, `Patient data erased ${when(item.erased_at)}: `
+      + "the X-rays, the submitter's details and free texts are gone; the decision stays, anonymous.") : null,
     h("div", {class: "case-body"}, renderXray(), h("div", {class: "decide"},
-      renderCandidates(decided), decided ? renderDecision() : renderActions())));
+      renderCandidates(decided), next, renderRecord())));
+}
+
+// A case whose intake failed for good: the reason, and a retry.
+function renderAttention() {
+  const item = state.current.case;
+  return h("div", {class: "attention-card"},
+    h("p", {}, h("strong", {}, "Intake failed: "), item.error || "no reason recorded"),
+    h("p", {class: "muted small"}, "Retry fetches its failed X-rays again (those sent as links) and embeds the case."),
+    h("button", {id: "retry-case", type: "button", class: "primary", onclick: () => retryCase().catch(failed)},
+      "Retry intake"));
+}
+
+async function retryCase() {
+  const caseId = state.current.case.id;
+  $("retry-case").disabled = true;
+  try {
+    const answer = await api("POST", `/cases/${caseId}/retry`);
+    showMessage(`Case #${caseId} went back to intake (${answer.images_reopened} X-ray(s) to fetch again).`, "success");
+  } finally {
+    await loadList();
+    await openCase(caseId);
+  }
+}
+
+// The access history and the erasure: what is kept about the case, and removing it.
+function renderRecord() {
+  const detail = state.current;
+  const history = detail.history || [];
+  const trail = h("details", {class: "history", open: state.historyOpen,
+    ontoggle: (event) => { state.historyOpen = event.target.open; }},
+    h("summary", {}, `Access history (${history.length})`),
+    h("ol", {class: "history-list"}, history.slice().reverse().map((entry) =>
+      h("li", {}, h("span", {class: "history-when"}, when(entry.at)), " ", h("strong", {}, entry.actor), " ",
+        HISTORY_LABELS[entry.action] || entry.action))));
+  if (detail.case.erased_at) return h("div", {class: "record"}, trail);
+  return h("div", {class: "record"}, trail, state.erasing ? renderErasePanel()
+    : h("button", {id: "erase-open", type: "button", class: "link danger-link",
+      onclick: () => { state.erasing = true; renderCase(); }}, "Erase patient data…"));
+}
+
+function renderErasePanel() {
+  const caseId = state.current.case.id;
+  const confirm = h("button", {id: "erase-confirm", type: "button", class: "danger", disabled: true,
+    onclick: () => eraseCase(Number(input.value.trim())).catch(failed)}, "Erase for good");
+  const input = h("input", {id: "erase-confirm-input", inputmode: "numeric", autocomplete: "off",
+    "aria-describedby": "erase-explain",
+    oninput: (event) => { confirm.disabled = event.target.value.trim() !== String(caseId); },
+    onkeydown: (event) => { if (event.key === "Enter" && !confirm.disabled) confirm.click(); }});
+  setTimeout(() => input.focus(), 0);
+  return h("div", {class: "panel reject erase-panel"},
+    h("p", {id: "erase-explain"}, "Removes this case's X-rays from storage and the submitter's name, email and "
+      + "client id, notes and reasons from the database, and any reference learned from it. The decision stays, "
+      + "anonymous, and so does this history. It cannot be undone."),
+    h("label", {class: "field"}, `Type the case number (${caseId}) to confirm`, input),
+    h("div", {class: "panel-actions"}, confirm,
+      h("button", {type: "button", class: "link", onclick: () => { state.erasing = false; renderCase(); }},
+        "Cancel (Esc)")));
+}
+
+async function eraseCase(confirm) {
+  const caseId = state.current.case.id;
+  $("erase-confirm").disabled = true;
+  try {
+    const answer = await api("POST", `/cases/${caseId}/erase`, {confirm});
+    state.erasing = false;
+    showMessage(`Case #${caseId} erased: ${answer.objects_deleted} file(s) deleted from storage.`, "success");
+  } finally {
+    await loadList();
+    await openCase(caseId);
+  }
 }
 
 function renderXray() {
@@ -313,7 +426,8 @@ function renderXray() {
 function renderCandidates(decided) {
   const candidates = currentImage().candidates;
   if (!candidates.length) {
-    return h("div", {class: "candidates-empty"}, "No candidates for this X-ray. Pick an implant from the catalog or reject.");
+    return state.current.case.status === "ready" && !decided ? h("div", {class: "candidates-empty"},
+      "No candidates for this X-ray. Pick an implant from the catalog or reject.") : null;
   }
   const chosenRank = decided && state.current.decision.chosen_rank;
   return h("div", {},
@@ -449,6 +563,94 @@ function renderDecision() {
   return h("div", {class: "decision"}, rows);
 }
 
+// The system panel ---------------------------------------------------------------------------------
+
+function ago(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} days`;
+}
+
+// What an operator should look at: stale heartbeats, jobs failed for good, failed deliveries, failed cases,
+// reconciliation errors.
+function systemProblems(status) {
+  const problems = [];
+  for (const [name, beat] of Object.entries(status.heartbeats)) {
+    if (beat.stale) problems.push(`${name} last reported ${ago(beat.seconds_ago)} ago`);
+  }
+  for (const [kind, jobs] of Object.entries(status.jobs)) {
+    if (jobs.failed) problems.push(`${jobs.failed} ${kind} job${jobs.failed === 1 ? "" : "s"} failed for good`);
+  }
+  if (status.failed_deliveries) problems.push(`${status.failed_deliveries} delivery(ies) failed: see Decided`);
+  if (status.needs_attention) problems.push(`${status.needs_attention} case(s) need attention`);
+  for (const form of status.reconciliation) {
+    if (form.last_error) problems.push(`reconciliation of form ${form.form_id}: ${form.last_error}`);
+  }
+  return problems;
+}
+
+async function loadSystem() {
+  state.system = await api("GET", "/status");
+  const problems = systemProblems(state.system);
+  const badge = $("system-open");
+  badge.classList.toggle("alert", problems.length > 0);
+  $("system-label").textContent = problems.length ? `System · ${problems.length} alert${problems.length === 1 ? "" : "s"}`
+    : "System OK";
+  if (!$("system-panel").hidden) renderSystem();
+}
+
+function toggleSystem(open = $("system-panel").hidden) {
+  $("system-panel").hidden = !open;
+  $("system-open").setAttribute("aria-expanded", String(open));
+  if (open) {
+    renderSystem();
+    loadSystem().catch(failed);
+  }
+}
+
+function renderSystem() {
+  const status = state.system;
+  const panel = $("system-panel");
+  const close = h("button", {type: "button", class: "link", onclick: () => toggleSystem(false)}, "Close (Esc)");
+  if (!status) {
+    panel.replaceChildren(h("div", {class: "system-head"}, h("h2", {}, "System"), close), h("p", {class: "muted"}, "Loading…"));
+    return;
+  }
+  const problems = systemProblems(status);
+  const cell = (value, bad) => h("td", {class: bad ? "bad" : null}, value);
+  const jobs = Object.entries(status.jobs);
+  const beats = Object.entries(status.heartbeats);
+  fill(panel,
+    h("div", {class: "system-head"}, h("h2", {}, "System"),
+      h("button", {id: "system-refresh", type: "button", class: "link", onclick: () => loadSystem().catch(failed)}, "Refresh"),
+      close),
+    problems.length ? h("ul", {id: "system-problems", class: "problems"}, problems.map((text) => h("li", {}, text)))
+      : h("p", {id: "system-problems", class: "all-ok"}, "Nothing needs attention."),
+    h("h3", {class: "section-title"}, "Jobs"),
+    jobs.length ? h("table", {class: "jobs-table"},
+      h("thead", {}, h("tr", {}, ["kind", "due", "retrying", "running", "failed", "oldest due"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, jobs.map(([kind, row]) => h("tr", {dataset: {kind}},
+        h("th", {}, kind), cell(row.due), cell(row.waiting_to_retry), cell(row.running), cell(row.failed, row.failed > 0),
+        cell(row.due ? ago(row.oldest_due_seconds) : "—", row.oldest_due_seconds > 600)))))
+      : h("p", {class: "muted"}, "No job yet."),
+    h("h3", {class: "section-title"}, "Heartbeats"),
+    beats.length ? h("ul", {class: "beats"}, beats.map(([name, beat]) =>
+      h("li", {class: `beat${beat.stale ? " stale" : ""}`, dataset: {name}},
+        h("span", {class: "beat-name"}, name),
+        h("span", {}, `${ago(beat.seconds_ago)} ago${beat.stale ? " · stale" : ""}`))))
+      : h("p", {class: "muted"}, "No sweeper or worker has reported yet."),
+    h("h3", {class: "section-title"}, "Deliveries and cases"),
+    h("p", {class: status.failed_deliveries ? "bad" : null, id: "system-deliveries"},
+      `${status.failed_deliveries} failed deliver${status.failed_deliveries === 1 ? "y" : "ies"} · `
+      + `${status.needs_attention} case(s) need attention`),
+    status.reconciliation.length ? [h("h3", {class: "section-title"}, "Jotform reconciliation"),
+      h("ul", {class: "beats"}, status.reconciliation.map((form) =>
+        h("li", {class: `beat${form.last_error ? " stale" : ""}`},
+          h("span", {class: "beat-name"}, `form ${form.form_id}`),
+          h("span", {}, form.last_error || (form.last_run_at ? `ran ${when(form.last_run_at)}` : "never ran")))))] : null);
+}
+
 // Actions ------------------------------------------------------------------------------------------
 
 function pick(rank) {
@@ -562,7 +764,11 @@ function onKey(event) {
   if ($("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
   const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
   if (event.key === "Escape") {
-    if (state.panel) { event.preventDefault(); closePanel(); } else hideMessage();
+    event.preventDefault();
+    if (!$("system-panel").hidden) toggleSystem(false);
+    else if (state.erasing) { state.erasing = false; renderCase(); }
+    else if (state.panel) closePanel();
+    else hideMessage();
     return;
   }
   if (typing) return;
@@ -581,13 +787,18 @@ function onKey(event) {
 // Start --------------------------------------------------------------------------------------------
 
 $("login-form").addEventListener("submit", signIn);
-$("sign-out").addEventListener("click", () => signOut());
-$("tab-queue").addEventListener("click", () => { selectTab("queue"); loadList().catch(failed); });
-$("tab-decided").addEventListener("click", () => { selectTab("decided"); loadList().catch(failed); });
+$("sign-out").addEventListener("click", () => logOut());
+for (const tab of Object.keys(TABS)) {
+  $(`tab-${tab}`).addEventListener("click", () => { selectTab(tab); loadList().catch(failed); });
+}
+$("system-open").addEventListener("click", () => toggleSystem());
 $("load-more").addEventListener("click", () => loadList({append: true}).catch(failed));
 document.addEventListener("keydown", onKey);
 setInterval(() => {
-  if (state.token && document.visibilityState === "visible" && !state.busy) loadList().catch(failed);
+  if (state.token && document.visibilityState === "visible" && !state.busy) {
+    loadList().catch(failed);
+    loadSystem().catch(failed);
+  }
 }, REFRESH_MS);
 
 if (state.token) showApp().catch(failed);

@@ -3,96 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from raiox.embed.worker import run_embed_jobs
 from raiox.review import accounts, decisions
 from raiox.services import Services
-from support import REPO, make_xray, submit_case
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = REPO / "test-output" / "screenshots"
-NAME = "ines.reviewer"
-PASSWORD = "browser test password"
-VIEWPORT = {"width": 1440, "height": 900}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright. Missing Chromium fails the tests (never skips them)."""
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.fail("Chromium is not installed (/usr/bin/chromium): `make test` installs it, or run "
-                    "`apt-get update && apt-get install -y chromium`", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport=VIEWPORT)
-    opened = context.new_page()
-    opened.set_default_timeout(20_000)
-    yield opened
-    context.close()
-
-
-def ready_cases(services: Services, people: list[tuple[str, int]]) -> list[int]:
-    """One ready case per (submitter name, X-ray seed), oldest first."""
-    ids = []
-    for number, (name, seed) in enumerate(people):
-        case_id = submit_case(services, f"browser-{number}-{seed}", [make_xray(seed, size=(480, 600))])
-        with services.db.transaction() as conn:
-            conn.execute("UPDATE cases SET submitter_name = %s WHERE id = %s", (name, case_id))
-        ids.append(case_id)
-    run_embed_jobs(services)
-    return ids
-
-
-def one(services: Services, query: str, *params: Any) -> dict[str, Any]:
-    with services.db.transaction() as conn:
-        rows = conn.execute(query, params).fetchall()
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
-def sign_in(page: Any, base: str) -> None:
-    page.goto(f"{base}/admin/")
-    page.fill("#login-name", NAME)
-    page.fill("#login-password", PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_selector("#app:not([hidden])")
-
-
-def row(page: Any, case_id: int) -> Any:
-    return page.locator(f'.case-row[data-case-id="{case_id}"]')
-
-
-def open_case(page: Any, case_id: int) -> None:
-    row(page, case_id).click()
-    page.wait_for_selector(f'.case-view h2:text-is("Case #{case_id}")')
-
-
-def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-
-@pytest.fixture
-def site(dev_server: tuple, catalogued: Services) -> tuple[str, Services]:
-    base, _ = dev_server
-    accounts.add_reviewer(catalogued, NAME, PASSWORD)
-    return base, catalogued
+from review.pages import NAME, one, open_case, ready_cases, row, shot, sign_in
 
 
 def test_approve_candidate_two_and_watch_it_leave_the_queue(site: tuple, page: Any) -> None:
