@@ -117,6 +117,27 @@ def test_an_upload_leaves_the_database_once_stored(services: Services, files: Fi
     assert services.store.get(stored["storage_key"]) == files.files["a.jpg"]
 
 
+def test_a_pixel_spacing_the_decoder_found_is_stored_with_the_xray(services: Services, files: FileServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoders that read a spacing (DICOM's PixelSpacing) put it in ImageInfo; the X-ray row keeps it."""
+    from dataclasses import replace
+
+    from raiox.intake import fetcher
+
+    decode = fetcher.inspect_image
+
+    def with_spacing(data: bytes, **limits: Any) -> fetcher.ImageInfo:
+        return replace(decode(data, **limits), pixel_spacing_mm=(0.1, 0.125))
+
+    case_id = submit(services, [files.url("/uploads/a.jpg")], "6100000000000000007")
+    monkeypatch.setattr(fetcher, "inspect_image", with_spacing)
+    run_fetch_jobs(services)
+    with services.db.transaction() as conn:
+        stored = conn.execute("SELECT status, pixel_spacing_row_mm AS row_mm, pixel_spacing_col_mm AS col_mm "
+                              "FROM case_images WHERE case_id = %s", (case_id,)).fetchone()
+    assert (stored["status"], stored["row_mm"], stored["col_mm"]) == ("stored", 0.1, 0.125)
+
+
 def test_permanent_trouble_fails_the_xray_at_once(services: Services, files: FileServer) -> None:
     urls = [files.url("/uploads/a.jpg"), files.url("/uploads/missing.jpg"), files.url("/uploads/text.jpg"),
             files.url("/redirect?to=http://169.254.169.254/latest/")]

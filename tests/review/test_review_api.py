@@ -288,6 +288,39 @@ def test_catalog_search(reviewer: Services) -> None:
     assert search("nobel") == []
 
 
+def test_sizes_and_pixel_spacing_for_the_rulers(reviewer: Services) -> None:
+    """Candidates and catalog results carry the system's size ranges (None where the catalog has none), each
+    X-ray its pixel spacing when its file gave one, and a catalog result a reference image to compare with."""
+    token = sign_in(reviewer)
+    case_id = ready_case(reviewer, "sizes-1", 12)
+    with reviewer.db.transaction() as conn:
+        conn.execute("""UPDATE implants SET diameter_min_mm = 3.3, diameter_max_mm = 4.8, length_min_mm = 8,
+                               length_max_mm = 14 WHERE system = 'S12'""")
+        conn.execute("""UPDATE case_images SET pixel_spacing_row_mm = 0.1, pixel_spacing_col_mm = 0.125
+                         WHERE case_id = %s""", (case_id,))
+    [image] = call(reviewer, "GET", f"/cases/{case_id}", token=token).body["images"]
+    assert image["pixel_spacing_mm"] == [0.1, 0.125]
+    sized = {c["system"]: (c["diameter_mm"], c["length_mm"]) for c in image["candidates"]}
+    assert sized.pop("S12") == ([3.3, 4.8], [8.0, 14.0])
+    assert set(sized.values()) == {(None, None)}
+
+    [found] = call(reviewer, "GET", "/catalog", token=token, query={"q": "s12"}).body["implants"]
+    assert (found["diameter_mm"], found["length_mm"]) == ([3.3, 4.8], [8.0, 14.0])
+    parts = urlsplit(found["reference_url"])
+    assert reviewer.store.get(parts.path.removeprefix("/objects/")) == make_xray(12)  # the catalog's own film
+    other = ready_case(reviewer, "sizes-2", 43)
+    assert call(reviewer, "GET", f"/cases/{other}", token=token).body["images"][0]["pixel_spacing_mm"] is None
+
+    # A patient's film learned from an approval is never offered as a system's catalog picture.
+    [s13] = rows(reviewer, "SELECT id FROM implants WHERE system = 'S13'")
+    assert call(reviewer, "POST", f"/cases/{other}/decision", token=token,
+                body={"action": "approve", "implant_id": s13["id"]}).status == 200
+    with reviewer.db.transaction() as conn:
+        conn.execute("DELETE FROM reference_images WHERE source = 'catalog' AND implant_id = %s", (s13["id"],))
+    [learned] = call(reviewer, "GET", "/catalog", token=token, query={"q": "s13"}).body["implants"]
+    assert learned["references"] == 1 and learned["reference_url"] is None
+
+
 # Decisions -----------------------------------------------------------------------------------------
 
 

@@ -69,9 +69,54 @@ def test_jsonl_import_and_matching_an_identical_image(services: Services, tiny_e
     assert len(candidates) == 3
 
 
+def _sizes(services: Services) -> dict[str, tuple]:
+    with services.db.transaction() as conn:
+        return {row["system"]: (row["diameter_min_mm"], row["diameter_max_mm"], row["length_min_mm"],
+                                row["length_max_mm"])
+                for row in conn.execute("SELECT * FROM implants")}
+
+
+def test_size_ranges_are_optional_columns(services: Services, tiny_encoder: Encoder, tmp_path: Path) -> None:
+    a, b = _write_images(tmp_path / "refs", [1, 2])
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(
+        "manufacturer,system,diameter_min_mm,diameter_max_mm,length_min_mm,length_max_mm,images\n"
+        f"Acme,Tapered Pro,3.5,5.0,8,13,{a}\n"
+        f"Zenith,Straight,,,6.5,6.5,{b}\n"
+    )
+    import_manifest(services, manifest, progress=False)
+    assert _sizes(services) == {"Tapered Pro": (3.5, 5.0, 8.0, 13.0), "Straight": (None, None, 6.5, 6.5)}
+    # A manifest without the columns (an older one) leaves the ranges; a new range replaces the old.
+    manifest.write_text(f"manufacturer,system,images\nAcme,Tapered Pro,{a}\n")
+    import_manifest(services, manifest, progress=False)
+    rows = [{"manufacturer": "Zenith", "system": "Straight", "diameter_min_mm": 4.1, "diameter_max_mm": 4.8,
+             "images": [b]}]
+    (tmp_path / "catalog.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    import_manifest(services, tmp_path / "catalog.jsonl", progress=False)
+    assert _sizes(services) == {"Tapered Pro": (3.5, 5.0, 8.0, 13.0), "Straight": (4.1, 4.8, 6.5, 6.5)}
+
+
+def test_the_database_refuses_a_range_upside_down(services: Services) -> None:
+    import psycopg
+
+    for diameter, length in [((5.0, 4.0), None), (None, (0.0, 10.0))]:
+        with pytest.raises(psycopg.errors.CheckViolation), services.db.transaction() as conn:
+            catalog.upsert_implant(conn, "Acme", "Wrong", diameter_mm=diameter, length_mm=length)
+    with pytest.raises(psycopg.errors.CheckViolation), services.db.transaction() as conn:
+        conn.execute("INSERT INTO implants (manufacturer, system, length_min_mm) VALUES ('Acme', 'Half', 8)")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
+        ("c.csv", "manufacturer,system,length_min_mm,images\nAcme,S1,8,x.png\n",
+         "line 2: .*length_min_mm and length_max_mm go together"),
+        ("c.csv", "manufacturer,system,diameter_min_mm,diameter_max_mm,images\nAcme,S1,5,4.1,x.png\n",
+         "line 2: .*diameter_min_mm \\(5.0\\) is larger than diameter_max_mm \\(4.1\\)"),
+        ("c.csv", "manufacturer,system,length_min_mm,length_max_mm,images\nAcme,S1,-1,10,x.png\n",
+         "line 2: length_min_mm: Input should be greater than 0"),
+        ("c.csv", "manufacturer,system,length_min_mm,length_max_mm,images\nAcme,S1,ten,12,x.png\n",
+         "line 2: length_min_mm: Input should be a valid number"),
         ("c.csv", "manufacturer,system,images\nAcme,,x.png\n", "line 2: system"),
         ("c.csv", "manufacturer,system,images\nAcme,S1,\n", "line 2: images"),
         ("c.jsonl", '{"manufacturer": "A", "system": "B", "images": ["x.png"]}\nnot json\n', "line 2: not JSON"),

@@ -39,6 +39,9 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    # Millimetres per pixel (between rows, between columns) when the file says it (DICOM's PixelSpacing); the
+    # review page's rulers then read millimetres. None for JPEG, PNG and TIFF.
+    pixel_spacing_mm: tuple[float, float] | None = None
 
 
 _JPEG = ImageKind("JPEG", ".jpg", "image/jpeg")

@@ -104,7 +104,8 @@ class FetchStep:
             if result.stored is not None and result.info is not None:
                 cases.store_image(conn, image["id"], storage_key=result.stored.key, sha256=result.stored.sha256,
                                   size_bytes=result.stored.size, content_type=result.stored.content_type,
-                                  width=result.info.width, height=result.info.height)
+                                  width=result.info.width, height=result.info.height,
+                                  pixel_spacing_mm=result.info.pixel_spacing_mm)
                 stored += 1
             elif result.transient:
                 waiting.append((image["id"], result.error or "unknown trouble"))

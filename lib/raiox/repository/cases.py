@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
 from raiox.models import Case, CaseStatus
+from raiox.repository.catalog import SIZE_COLUMNS
 
 _CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
                    status, error, created_at, updated_at, notified_at, erased_at"""
@@ -146,13 +147,17 @@ def pending_images(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]
 
 
 def store_image(conn: Connection, image_id: int, *, storage_key: str, sha256: str, size_bytes: int,
-                content_type: str, width: int, height: int) -> None:
-    """A pending X-ray is in object storage now: its key and what it is; the uploaded bytes are dropped."""
+                content_type: str, width: int, height: int,
+                pixel_spacing_mm: tuple[float, float] | None = None) -> None:
+    """A pending X-ray is in object storage now: its key and what it is (with its pixel spacing, row then
+    column, when the file says it); the uploaded bytes are dropped."""
+    row_mm, col_mm = pixel_spacing_mm or (None, None)
     conn.execute(
         """UPDATE case_images SET status = 'stored', storage_key = %s, sha256 = %s, size_bytes = %s,
-                  content_type = %s, width = %s, height = %s, upload = NULL, error = NULL
+                  content_type = %s, width = %s, height = %s, pixel_spacing_row_mm = %s,
+                  pixel_spacing_col_mm = %s, upload = NULL, error = NULL
             WHERE id = %s AND status = 'pending'""",
-        (storage_key, sha256, size_bytes, content_type, width, height, image_id),
+        (storage_key, sha256, size_bytes, content_type, width, height, row_mm, col_mm, image_id),
     )
 
 
@@ -265,18 +270,20 @@ def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int
 
 def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT id, position, storage_key, status, error, width, height, content_type, model_id
+        """SELECT id, position, storage_key, status, error, width, height, content_type, model_id,
+                  pixel_spacing_row_mm, pixel_spacing_col_mm
              FROM case_images WHERE case_id = %s ORDER BY position""",
         (case_id,),
     ).fetchall()
 
 
 def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """Each image's ranked candidates under the model that embedded it, with the best reference's key."""
+    """Each image's ranked candidates under the model that embedded it, with the best reference's key and the
+    implant's size ranges."""
     return conn.execute(
-        """
+        f"""
         SELECT case_images.id AS case_image_id, match_results.rank, match_results.similarity,
-               implants.id AS implant_id, implants.manufacturer, implants.system,
+               implants.id AS implant_id, implants.manufacturer, implants.system, {SIZE_COLUMNS},
                match_results.reference_image_id, reference_images.storage_key AS reference_storage_key
           FROM case_images
           JOIN match_results ON match_results.case_image_id = case_images.id

@@ -18,16 +18,25 @@ def upsert_implant(
     implant_type: str | None = None,
     connection: str | None = None,
     notes: str | None = None,
+    diameter_mm: tuple[float, float] | None = None,
+    length_mm: tuple[float, float] | None = None,
 ) -> Implant:
-    """Insert the implant system, or fill in its descriptive fields; names match ignoring case."""
+    """Insert the implant system, or fill in its descriptive fields and size ranges (min, max); names match
+    ignoring case. A range given replaces the stored one; one not given leaves it."""
     row = conn.execute(
         """
-        INSERT INTO implants (manufacturer, system, implant_type, connection, notes)
-        VALUES (%(manufacturer)s, %(system)s, %(implant_type)s, %(connection)s, %(notes)s)
+        INSERT INTO implants (manufacturer, system, implant_type, connection, notes,
+                              diameter_min_mm, diameter_max_mm, length_min_mm, length_max_mm)
+        VALUES (%(manufacturer)s, %(system)s, %(implant_type)s, %(connection)s, %(notes)s,
+                %(diameter_min)s, %(diameter_max)s, %(length_min)s, %(length_max)s)
         ON CONFLICT (lower(manufacturer), lower(system)) DO UPDATE
-           SET implant_type = coalesce(EXCLUDED.implant_type, implants.implant_type),
-               connection   = coalesce(EXCLUDED.connection, implants.connection),
-               notes        = coalesce(EXCLUDED.notes, implants.notes)
+           SET implant_type    = coalesce(EXCLUDED.implant_type, implants.implant_type),
+               connection      = coalesce(EXCLUDED.connection, implants.connection),
+               notes           = coalesce(EXCLUDED.notes, implants.notes),
+               diameter_min_mm = coalesce(EXCLUDED.diameter_min_mm, implants.diameter_min_mm),
+               diameter_max_mm = coalesce(EXCLUDED.diameter_max_mm, implants.diameter_max_mm),
+               length_min_mm   = coalesce(EXCLUDED.length_min_mm, implants.length_min_mm),
+               length_max_mm   = coalesce(EXCLUDED.length_max_mm, implants.length_max_mm)
         RETURNING id, manufacturer, system, implant_type, connection, notes
         """,
         {
@@ -36,6 +45,10 @@ def upsert_implant(
             "implant_type": implant_type,
             "connection": connection,
             "notes": notes,
+            "diameter_min": diameter_mm[0] if diameter_mm else None,
+            "diameter_max": diameter_mm[1] if diameter_mm else None,
+            "length_min": length_mm[0] if length_mm else None,
+            "length_max": length_mm[1] if length_mm else None,
         },
     ).fetchone()
     assert row is not None
@@ -152,14 +165,23 @@ def references_missing_model(conn: Connection, model_id: str) -> list[dict[str, 
     ).fetchall()
 
 
+# An implant's size ranges as the review page reads them (NULL where the catalog does not say).
+SIZE_COLUMNS = "implants.diameter_min_mm, implants.diameter_max_mm, implants.length_min_mm, implants.length_max_mm"
+
+
 def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[dict[str, Any]]:
-    """Implants whose "manufacturer system" contains every word (ignoring case), with reference counts."""
+    """Implants whose "manufacturer system" contains every word (ignoring case), with reference counts, size
+    ranges and the storage key of their first catalog reference image (never a film learned from a case)."""
     patterns = ["%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for word in words]
     return conn.execute(
-        """
+        f"""
         SELECT implants.id, implants.manufacturer, implants.system, implants.implant_type, implants.connection,
+               {SIZE_COLUMNS},
                (SELECT count(*) FROM reference_images WHERE reference_images.implant_id = implants.id)
-                   AS references
+                   AS references,
+               (SELECT storage_key FROM reference_images
+                 WHERE reference_images.implant_id = implants.id AND source <> 'approved_case'
+                 ORDER BY id LIMIT 1) AS reference_storage_key
           FROM implants
          WHERE (implants.manufacturer || ' ' || implants.system) ILIKE ALL(%s)
          ORDER BY lower(implants.manufacturer), lower(implants.system)

@@ -50,6 +50,19 @@ def delivery_state(case_status: str, job: dict[str, Any] | None) -> dict[str, An
     }
 
 
+def sizes(row: dict[str, Any]) -> dict[str, list[float] | None]:
+    """The implant's diameter and length ranges as [min, max] in mm, or None where the catalog has none."""
+    return {f"{name}_mm": [round(row[f"{name}_min_mm"], 2), round(row[f"{name}_max_mm"], 2)]
+            if row[f"{name}_min_mm"] is not None else None for name in ("diameter", "length")}
+
+
+def _pixel_spacing(image: dict[str, Any]) -> list[float] | None:
+    """[row, column] mm per pixel, as the film's file gave it; None when it did not."""
+    if image["pixel_spacing_row_mm"] is None:
+        return None
+    return [round(image["pixel_spacing_row_mm"], 6), round(image["pixel_spacing_col_mm"], 6)]
+
+
 def _decision_view(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None or row.get("decision") is None:
         return None
@@ -115,7 +128,7 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         key = row["reference_storage_key"]
         by_image.setdefault(row["case_image_id"], []).append({
             "rank": row["rank"], "implant_id": row["implant_id"], "manufacturer": row["manufacturer"],
-            "system": row["system"], "similarity": round(float(row["similarity"]), 4),
+            "system": row["system"], "similarity": round(float(row["similarity"]), 4), **sizes(row),
             "reference_image_id": row["reference_image_id"],
             "reference_url": store.presigned_url(key, expiry) if key else None,
         })
@@ -128,7 +141,7 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         },
         "images": [{
             "id": image["id"], "position": image["position"], "status": image["status"], "error": image["error"],
-            "width": image["width"], "height": image["height"],
+            "width": image["width"], "height": image["height"], "pixel_spacing_mm": _pixel_spacing(image),
             "url": store.presigned_url(image["storage_key"], expiry) if image["storage_key"] else None,
             "candidates": by_image.get(image["id"], []),
             "low_confidence": bool(by_image.get(image["id"])) and is_low_confidence(
@@ -142,9 +155,19 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
 
 
 def search_catalog(services: Services, query: str, *, limit: int = 25) -> list[dict[str, Any]]:
-    """Implant systems whose manufacturer and system together contain every word of the query."""
+    """Implant systems whose manufacturer and system together contain every word of the query, with their size
+    ranges and an expiring URL of a catalog reference image (for comparing the film with any system)."""
     with services.db.transaction() as conn:
         rows = catalog.search_implants(conn, query.split()[:8], limit=limit)
-    return [dict(row) for row in rows]
+    expiry = services.settings.raiox_url_expiry_seconds
+    found = []
+    for row in rows:
+        key = row["reference_storage_key"]
+        found.append({
+            "id": row["id"], "manufacturer": row["manufacturer"], "system": row["system"],
+            "implant_type": row["implant_type"], "connection": row["connection"], "references": row["references"],
+            **sizes(row), "reference_url": services.store.presigned_url(key, expiry) if key else None,
+        })
+    return found
 
 

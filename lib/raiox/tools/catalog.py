@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from raiox.adapters.imaging import ImageError, sniff
@@ -22,6 +22,7 @@ from raiox.services import Services
 log = logging.getLogger(__name__)
 
 MAX_REFERENCE_BYTES = 50 * 1024 * 1024
+SIZES = ("diameter", "length")  # optional ranges: <size>_min_mm and <size>_max_mm columns
 
 
 class ManifestError(ValueError):
@@ -34,6 +35,11 @@ class ManifestRow(BaseModel):
     implant_type: str | None = Field(default=None, alias="type")
     connection: str | None = None
     notes: str | None = None
+    # The diameters and lengths the system is sold in (mm), both ends of a range or neither.
+    diameter_min_mm: float | None = Field(default=None, gt=0, le=100)
+    diameter_max_mm: float | None = Field(default=None, gt=0, le=100)
+    length_min_mm: float | None = Field(default=None, gt=0, le=100)
+    length_max_mm: float | None = Field(default=None, gt=0, le=100)
     images: list[str] = Field(min_length=1)
 
     model_config = {"populate_by_name": True, "str_strip_whitespace": True}
@@ -45,10 +51,25 @@ class ManifestRow(BaseModel):
             return [part.strip() for part in value.split("|") if part.strip()]
         return value
 
-    @field_validator("implant_type", "connection", "notes", mode="before")
+    @field_validator("implant_type", "connection", "notes", "diameter_min_mm", "diameter_max_mm", "length_min_mm",
+                     "length_max_mm", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ManifestRow:
+        for size in SIZES:
+            low, high = getattr(self, f"{size}_min_mm"), getattr(self, f"{size}_max_mm")
+            if (low is None) != (high is None):
+                raise ValueError(f"{size}_min_mm and {size}_max_mm go together: give both or neither")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{size}_min_mm ({low}) is larger than {size}_max_mm ({high})")
+        return self
+
+    def size_range(self, size: str) -> tuple[float, float] | None:
+        low, high = getattr(self, f"{size}_min_mm"), getattr(self, f"{size}_max_mm")
+        return (low, high) if low is not None and high is not None else None
 
 
 def read_manifest(path: Path) -> list[tuple[int, ManifestRow]]:
@@ -122,7 +143,9 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
     for line, row in tqdm(rows, desc="reading", unit="row", disable=not progress):
         with services.db.transaction() as conn:
             implant = catalog.upsert_implant(conn, row.manufacturer, row.system, implant_type=row.implant_type,
-                                             connection=row.connection, notes=row.notes)
+                                             connection=row.connection, notes=row.notes,
+                                             diameter_mm=row.size_range("diameter"),
+                                             length_mm=row.size_range("length"))
             present = catalog.existing_reference_shas(conn, implant.id, encoder.model_id)
         report.implants += 1
         for location in row.images:
@@ -188,7 +211,7 @@ class ReferenceSystem:
     manufacturer: str
     system: str
     films: list[bytes]
-    columns: dict[str, str] = field(default_factory=dict)  # type, connection, notes
+    columns: dict[str, str | float] = field(default_factory=dict)  # type, connection, notes, size ranges
 
 
 def write_catalog(folder: Path, systems: Sequence[ReferenceSystem]) -> Path:

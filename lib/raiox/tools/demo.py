@@ -28,7 +28,7 @@ from raiox.settings import Settings
 from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
 from raiox.tools.devserver import start_dev_server
 from raiox.tools.local import BASE_PATH, free_port, isolated_settings, one_port
-from raiox.tools.render import demo_catalog, render
+from raiox.tools.render import ImplantDesign, demo_catalog, render
 from raiox.tools.simulator import JotformApiStandIn, jotform_fields, multipart, new_submission_id, serve_files
 from raiox.tools.waiting import wait_until
 
@@ -89,13 +89,22 @@ class DemoReport:
         }
 
 
+def size_ranges(design: ImplantDesign) -> dict[str, float]:
+    """The sizes a demo system is "sold in": around the size it is rendered at, within what real lines span
+    (diameters about 3.0–6.0 mm, lengths about 6–16 mm)."""
+    return {"diameter_min_mm": round(max(3.0, design.diameter_mm - 0.3), 1),
+            "diameter_max_mm": round(min(6.0, design.diameter_mm + 0.5), 1),
+            "length_min_mm": round(max(6.0, design.length_mm - 2.0), 1),
+            "length_max_mm": round(min(16.0, design.length_mm + 3.0), 1)}
+
+
 def write_demo_catalog(folder: Path) -> Path:
-    """Rendered reference films of the demo systems and their manifest."""
+    """Rendered reference films of the demo systems and their manifest, with size ranges."""
     return write_catalog(folder, [
         ReferenceSystem(design.manufacturer, design.system,
                         [render(design, seed=number * 100 + view) for view in range(REFERENCES_PER_SYSTEM)],
                         {"type": design.implant_type, "connection": design.connection,
-                         "notes": "fictional demo system"})
+                         "notes": "fictional demo system", **size_ranges(design)})
         for number, design in enumerate(demo_catalog())])
 
 

@@ -34,7 +34,11 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
     """Import MANIFEST (.csv or .jsonl: manufacturer, system, type, connection, notes, images).
 
     CSV separates several images of one row with `|`; paths are relative to the manifest. Importing the
-    same manifest again changes nothing."""
+    same manifest again changes nothing.
+
+    Optional size ranges in mm, both ends or neither: diameter_min_mm, diameter_max_mm, length_min_mm,
+    length_max_mm (the admin page marks candidates whose ranges disagree with the reviewer's measurement);
+    a row without them leaves the stored ranges as they are."""
     loaded_encoder(services)
     try:
         report = import_manifest(services, manifest, progress=not quiet)
