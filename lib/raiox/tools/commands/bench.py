@@ -56,22 +56,50 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 @click.option("--queries", default=200, show_default=True)
 @click.option("--ef-search", default=64, show_default=True)
 @click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
-def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool) -> None:
-    """Top-3 latency and recall@3, HNSW vs exact scan, on a scratch embedded database."""
+@click.option("--two-models", is_flag=True,
+              help="Two models in one table (--minority of the references under a retrained one): one shared "
+                   "HNSW graph (the layout before migration 0005, the baseline) against one index per model.")
+@click.option("--minority", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5),
+              help="With --two-models: the retrained model's share of the references.")
+@click.option("--exact-queries", default=50, show_default=True, type=click.IntRange(1),
+              help="Queries timed with the exact scan (recall is measured on every query, against an exact "
+                   "answer computed while loading).")
+@click.option("--build-memory", default="1GB", show_default=True, help="maintenance_work_mem of index builds.")
+@click.option("--build-workers", default=2, show_default=True, type=click.IntRange(0),
+              help="max_parallel_maintenance_workers of index builds.")
+@click.option("--shared-buffers", default=None, help="shared_buffers of the scratch server (default: pgserver's).")
+def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool, two_models: bool,
+                        minority: float, exact_queries: int, build_memory: str, build_workers: int,
+                        shared_buffers: str | None) -> None:
+    """Top-3 latency and recall@3 of matching against an exact answer, on a scratch embedded database."""
     from raiox.tools.bench.match import bench_match
 
     report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=ef_search,
-                         structured=not uniform)
+                         structured=not uniform, two_models=two_models, minority=minority,
+                         exact_queries=exact_queries, build_memory=build_memory, workers=build_workers,
+                         shared_buffers=shared_buffers)
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"{report['data']} synthetic embeddings, {report['references_per_implant']} references per "
-               f"implant, ef_search {report['ef_search']}, {report['queries']} queries")
+               f"implant, ef_search {report['ef_search']}, {report['queries']} queries, "
+               f"shared_buffers {report['server']['shared_buffers']}")
     for row in report["results"]:
-        click.echo(f"{row['references']:>8} refs: HNSW p50 {row['hnsw']['p50_ms']} ms p99 {row['hnsw']['p99_ms']} ms"
-                   f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
-                   f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
-                   f" | index build {row['index_build_s']} s")
+        if report["scenario"] == "one_model":
+            hnsw = row["hnsw"]
+            click.echo(f"{row['references']:>8} refs: HNSW p50 {hnsw['p50_ms']} ms p99 {hnsw['p99_ms']} ms"
+                       f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
+                       f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
+                       f" | index build {row['index_build_s']} s, {row['index_mb']} MB")
+            continue
+        for layout, measured in row["layouts"].items():
+            click.echo(f"{row['references']:>8} refs, {layout:<9} index ({measured['index_build_s']} s, "
+                       f"{measured['index_mb']} MB):")
+            for model_id, counts in row["models"].items():
+                m = measured[model_id]
+                click.echo(f"    {model_id:<16} {counts['references']:>8} refs: p50 {m['p50_ms']} ms "
+                           f"p99 {m['p99_ms']} ms | recall@3 {m['recall_at_3']} | "
+                           f"{m['exact_fallbacks']} exact fallbacks")
 
 
 @bench_group.command("webhook")
