@@ -183,51 +183,59 @@ class DeviceJpegDecoder:
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        grey = [number for number, job in enumerate(jobs) if job.header.components == 1]
-        colour = [number for number, job in enumerate(jobs) if job.header.components != 1]
         images: list[Any] = [None] * len(jobs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points at TorchCodec
-            for numbers, mode in ((grey, ImageReadMode.GRAY), (colour, ImageReadMode.RGB)):
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")  # read only, no copy
+            for grey in (True, False):
+                numbers = [number for number, job in enumerate(jobs) if (job.header.components == 1) == grey]
                 if numbers:
-                    encoded = [torch.frombuffer(bytearray(jobs[number].data), dtype=torch.uint8) for number in numbers]
+                    encoded = [torch.frombuffer(jobs[number].data, dtype=torch.uint8) for number in numbers]
+                    mode = ImageReadMode.GRAY if grey else ImageReadMode.RGB
                     for number, image in zip(numbers, decode_jpeg(encoded, mode=mode, device=self.device),
                                              strict=True):
                         images[number] = image
-        return [self._letterbox(_orient(self._draft(image), job.header.orientation))
-                for image, job in zip(images, jobs, strict=True)]
+        # Films of one size and orientation (most of a batch, usually) are scaled together.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for number, (image, job) in enumerate(zip(images, jobs, strict=True)):
+            groups.setdefault((*image.shape, job.header.orientation), []).append(number)
+        out: list[Any] = [None] * len(jobs)
+        for key, numbers in groups.items():
+            batch = _orient(self._draft(torch.stack([images[number] for number in numbers])), key[-1])
+            for number, pixels in zip(numbers, self._letterbox(batch), strict=True):
+                out[number] = pixels
+        return out
 
-    def _draft(self, image: Any) -> Any:
-        """What PIL's JPEG draft mode gives the CPU path: the film at 1/2, 1/4 or 1/8 scale (the largest that
-        keeps both sides at least `size`), each pixel about the mean of its block; as float."""
+    def _draft(self, images: Any) -> Any:
+        """What PIL's JPEG draft mode gives the CPU path: films at 1/2, 1/4 or 1/8 scale (the largest that
+        keeps both sides at least `size`), each pixel about the mean of its block; (n, c, h, w) float."""
         import torch
 
-        _, height, width = image.shape
+        height, width = images.shape[-2:]
         limit = min(width // self.size, height // self.size)
         scale = next(s for s in (8, 4, 2, 1) if limit >= s)
-        image = image[None].float()
-        if scale > 1:
-            image = torch.nn.functional.avg_pool2d(image, scale, ceil_mode=True)
-        return image[0]
+        images = images.float()
+        return torch.nn.functional.avg_pool2d(images, scale, ceil_mode=True) if scale > 1 else images
 
-    def _letterbox(self, image: Any) -> Any:
-        """(c, h, w) float → (size, size, 3) uint8: open_clip's ResizeKeepRatio(longest=1) + CenterCropOrPad."""
+    def _letterbox(self, images: Any) -> Any:
+        """(n, c, h, w) float → (n, size, size, 3) uint8: open_clip's ResizeKeepRatio(longest=1) and
+        CenterCropOrPad, as the CPU path applies them with PIL."""
         import torch
 
-        _, height, width = image.shape
+        count, _, height, width = images.shape
         ratio = max(height / self.size, width / self.size)
         new_height, new_width = round(height / ratio), round(width / ratio)
-        resized = torch.nn.functional.interpolate(image[None], size=(new_height, new_width), mode="bicubic",
-                                                  antialias=True, align_corners=False)[0]
+        resized = torch.nn.functional.interpolate(images, size=(new_height, new_width), mode="bicubic",
+                                                  antialias=True, align_corners=False)
         resized = resized.round_().clamp_(0, 255).to(torch.uint8)
-        out = torch.zeros((self.size, self.size, 3), dtype=torch.uint8, device=image.device)
+        out = torch.zeros((count, self.size, self.size, 3), dtype=torch.uint8, device=images.device)
         top, left = (self.size - new_height) // 2, (self.size - new_width) // 2
-        out[top:top + new_height, left:left + new_width] = resized.permute(1, 2, 0)  # grey broadcasts to RGB
+        out[:, top:top + new_height, left:left + new_width] = resized.permute(0, 2, 3, 1)  # grey fills R, G, B
         return out
 
 
 def _orient(image: Any, orientation: int) -> Any:
-    """Apply an EXIF orientation to (c, h, w), as PIL's ImageOps.exif_transpose does."""
+    """Apply an EXIF orientation to (…, h, w), as PIL's ImageOps.exif_transpose does."""
     if orientation == 2:
         return image.flip(-1)
     if orientation == 3:

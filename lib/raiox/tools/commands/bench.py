@@ -27,7 +27,8 @@ def bench_group() -> None:
 @pass_settings
 def bench_embed_command(settings: Settings, as_json: bool, model: str, pretrained: str | None, images: int,
                         batch_size: int, model_batch_sizes: str) -> None:
-    """Encoding throughput: one image at a time vs the batched pipeline vs the model alone."""
+    """Encoding throughput: one image at a time vs the batched pipeline vs the model alone (on CUDA also the
+    pipeline with GPU JPEG decoding against the same with CPU decoding)."""
     from raiox.tools.bench.embed import bench_embed
 
     try:
@@ -43,7 +44,10 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
     click.echo(f"{report['model_id']} on {report['device']}, {report['images']} films of 1024x1280")
     click.echo(f"one at a time:      {report['one_at_a_time_images_per_s']:8.2f} images/s")
     click.echo(f"batched pipeline:   {report['pipeline_images_per_s']:8.2f} images/s "
-               f"(x{report['pipeline_vs_one_at_a_time']} vs one at a time)")
+               f"(x{report['pipeline_vs_one_at_a_time']} vs one at a time; JPEGs decoded on "
+               f"{'the GPU' if report['device_jpeg_decode'] else 'the CPU'})")
+    if report["pipeline_cpu_decode_images_per_s"] is not None:
+        click.echo(f"  same, CPU decoding: {report['pipeline_cpu_decode_images_per_s']:8.2f} images/s (baseline)")
     click.echo(f"preprocessing only: {report['preprocess_only_images_per_s']:8.2f} images/s")
     best = report["model_only_best_batch_size"]
     click.echo(f"model only (b={best}): {report['model_only_images_per_s'][str(best)]:8.2f} images/s; "
