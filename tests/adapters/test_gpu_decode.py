@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from raiox.adapters import gpu_decode
@@ -159,3 +160,23 @@ def test_exif_orientation_reader_survives_odd_blocks() -> None:
     assert gpu_decode._exif_orientation(b"XX\x00\x00") is None  # no byte order
     assert gpu_decode._exif_orientation(b"II*\x00\xff\xff\x00\x00") is None  # IFD beyond the block
     assert gpu_decode._exif_orientation(b"MM\x00*\x00\x00\x00\x08\x00\x00") == 1  # no entries: upright
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_nvjpeg_prepares_films_as_the_cpu_path_does(tiny_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """The device check for a GPU machine: nvJPEG's decoding against PIL's, through the whole encoder."""
+    on_gpu = Encoder.load("raiox-tiny-vit", str(tiny_checkpoint), device="cuda", batch_size=4)
+    assert on_gpu.device_decoder is not None
+    films = [_jpeg(size=(600, 840), orientation=o) for o in (1, 6)] + [_jpeg("RGB", progressive=True), make_xray(5)]
+    for data in films[:3]:
+        job = on_gpu.device_decoder.route(data)
+        assert job is not None
+        device = on_gpu.device_decoder.decode([job])[0].cpu().numpy().astype(int)
+        assert np.abs(device - on_gpu.prepare(data).astype(int)).mean() < 1.0
+    on_gpu.device_decoder.decoded = 0
+    got = on_gpu.encode(films)
+    assert on_gpu.device_decoder.decoded == 3 and got.errors == {}
+    on_gpu.device_decoder = None
+    expected = on_gpu.encode(films)
+    for position, vector in expected.embeddings.items():
+        assert float(vector @ got.embeddings[position]) > 0.999
