@@ -187,10 +187,12 @@ def _insert_implants(conn: Connection, count: int) -> int:
 def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 200, k: int = 3,
                 ef_search: int = 64, per_implant: int = 10, structured: bool = True, seed: int = 0,
                 two_models: bool = False, minority: float = 0.1, exact_queries: int = 50,
-                build_memory: str = "1GB", workers: int = 2, shared_buffers: str | None = None) -> dict[str, Any]:
+                build_memory: str = "1GB", workers: int = 2, shared_buffers: str | None = None,
+                more_ef_search: tuple[int, ...] = ()) -> dict[str, Any]:
     """On a scratch embedded database: per size, either one model (matching vs exact scan, index build time
-    and size) or two models sharing the table, `minority` of the references under a retrained one, with
-    one HNSW graph for both (the layout before 0005, the baseline) and with one index per model."""
+    and size; also at each of `more_ef_search`) or two models sharing the table, `minority` of the
+    references under a retrained one, with one HNSW graph for both (the layout before 0005, the baseline)
+    and with one index per model."""
     rng = np.random.default_rng(seed)
     options = {"build_memory": build_memory, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="raiox-bench-") as scratch:
@@ -204,7 +206,8 @@ def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 20
             else:
                 results = [_bench_one_model(admin_url, size, queries=queries, k=k, ef_search=ef_search,
                                             per_implant=per_implant, structured=structured,
-                                            exact_queries=exact_queries, rng=rng, **options) for size in sizes]
+                                            exact_queries=exact_queries, rng=rng, more_ef_search=more_ef_search,
+                                            **options) for size in sizes]
             with connect(admin_url) as conn:
                 server = {name: conn.execute(f"SHOW {name}").fetchone()[name]
                           for name in ("server_version", "shared_buffers")}
@@ -229,7 +232,7 @@ def _start(pgdata: Path, shared_buffers: str | None) -> str:
 
 def _bench_one_model(admin_url: str, size: int, *, queries: int, k: int, ef_search: int, per_implant: int,
                      structured: bool, exact_queries: int, rng: np.random.Generator,
-                     **options: Any) -> dict[str, Any]:
+                     more_ef_search: tuple[int, ...] = (), **options: Any) -> dict[str, Any]:
     url = _scratch_database(admin_url, f"bench_{size}")
     with Database(url, max_size=1) as db:
         start = time.perf_counter()
@@ -242,7 +245,8 @@ def _bench_one_model(admin_url: str, size: int, *, queries: int, k: int, ef_sear
         # Each mode runs over all probes in turn: interleaving would let every exact scan (the whole table
         # through shared buffers) evict the index pages the next HNSW query needs.
         exact = _measure_exact(db, model, k=k, count=min(exact_queries, queries))
-        matching = _measure(db, model, k=k, ef_search=ef_search)
+        sweep = [{"ef_search": ef, **_measure(db, model, k=k, ef_search=ef)} for ef in (ef_search, *more_ef_search)]
+        matching = sweep[0]
         index_mb = _megabytes(db, catalog.model_index_name(MAIN))
         table_mb = _megabytes(db, "reference_images")
     return {
@@ -257,6 +261,7 @@ def _bench_one_model(admin_url: str, size: int, *, queries: int, k: int, ef_sear
         "exact_fallbacks": matching["exact_fallbacks"],
         "exact": exact,
         "exact_over_hnsw_p50": round(exact["p50_ms"] / matching["p50_ms"], 1),
+        "ef_search_sweep": sweep,  # the same index and queries at every ef_search asked for
     }
 
 

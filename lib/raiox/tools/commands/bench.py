@@ -58,7 +58,8 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sizes", default="10000,100000", show_default=True, help="Reference counts to test.")
 @click.option("--queries", default=200, show_default=True)
-@click.option("--ef-search", default=64, show_default=True)
+@click.option("--ef-search", default="64", show_default=True,
+              help="hnsw.ef_search; several (64,128) measure one model's index at each, the first in the table.")
 @click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
 @click.option("--two-models", is_flag=True,
               help="Two models in one table (--minority of the references under a retrained one): one shared "
@@ -72,14 +73,16 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 @click.option("--build-workers", default=2, show_default=True, type=click.IntRange(0),
               help="max_parallel_maintenance_workers of index builds.")
 @click.option("--shared-buffers", default=None, help="shared_buffers of the scratch server (default: pgserver's).")
-def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool, two_models: bool,
+def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: str, uniform: bool, two_models: bool,
                         minority: float, exact_queries: int, build_memory: str, build_workers: int,
                         shared_buffers: str | None) -> None:
     """Top-3 latency and recall@3 of matching against an exact answer, on a scratch embedded database."""
     from raiox.tools.bench.match import bench_match
 
-    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=ef_search,
-                         structured=not uniform, two_models=two_models, minority=minority,
+    first_ef, *more_ef = (int(value) for value in ef_search.split(","))
+    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=first_ef,
+                         more_ef_search=tuple(more_ef), structured=not uniform, two_models=two_models,
+                         minority=minority,
                          exact_queries=exact_queries, build_memory=build_memory, workers=build_workers,
                          shared_buffers=shared_buffers)
     if as_json:
@@ -95,6 +98,9 @@ def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int,
                        f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
                        f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
                        f" | index build {row['index_build_s']} s, {row['index_mb']} MB")
+            for other in row["ef_search_sweep"][1:]:
+                click.echo(f"{'':>14}ef_search {other['ef_search']}: p50 {other['p50_ms']} ms p99 {other['p99_ms']} "
+                           f"ms | recall@3 {other['recall_at_3']}")
             continue
         for layout, measured in row["layouts"].items():
             click.echo(f"{row['references']:>8} refs, {layout:<9} index ({measured['index_build_s']} s, "
