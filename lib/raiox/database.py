@@ -113,6 +113,18 @@ class Database:
             with conn.transaction():
                 yield conn
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A pooled connection outside any transaction, for statements that refuse one (CREATE INDEX
+        CONCURRENTLY); it goes back to the pool in its usual mode."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
     def close(self) -> None:
         self.pool.close()
 

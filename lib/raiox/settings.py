@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         default=32, ge=1,
         description="Images per encoder forward pass.",
     )
+    raiox_gpu_jpeg_decode: bool = Field(
+        default=True,
+        description="On CUDA, decode baseline and progressive 8-bit JPEGs on the GPU (nvJPEG) and resize them "
+        "there; other images, and every image on the CPU, take the CPU path. `false` keeps all decoding on "
+        "the CPU.",
+    )
     raiox_crop_to_implant: bool = Field(
         default=False,
         description="Crop each film to its most radiopaque object before encoding; part of the model id, so "
@@ -116,6 +122,12 @@ class Settings(BaseSettings):
         default=64, ge=10, le=1000,
         description="`hnsw.ef_search` of the matching query and the number of nearest references aggregated into "
         "implant systems.",
+    )
+    raiox_index_build_memory: str | None = Field(
+        default=None, pattern=r"^[0-9]+\s*(kB|MB|GB)$",
+        description="`maintenance_work_mem` for building a model's HNSW index (e.g. `4GB` for a million "
+        "references; docs/benchmarks.md); unset: the database's own. pgvector builds far faster while the "
+        "graph fits in it.",
     )
     raiox_low_confidence_margin: float = Field(
         default=0.02, ge=0, le=2,

@@ -90,29 +90,82 @@ def _plan(conn: Connection, sql: str, params: dict) -> str:
     return "\n".join(row["QUERY PLAN"] for row in conn.execute("EXPLAIN " + sql, params).fetchall())
 
 
-def test_top_k_statement_uses_the_hnsw_cosine_index(db: Database) -> None:
-    """At catalog scale (one model, thousands of references) the statement must scan the HNSW index.
+def _two_model_catalog(db: Database, rng: np.random.Generator, models: dict[str, int]) -> dict[str, np.ndarray]:
+    """30 implants; `models` maps a model id to its references per implant (clustered around a centre of
+    that model's own); then each model's index, built as catalog import does. Returns the centres."""
+    centres = {model: _unit(rng.normal(size=(30, 512))) for model in models}
+    with db.transaction() as conn:
+        ids = [catalog.upsert_implant(conn, "Maker", f"System {number}").id for number in range(30)]
+        for model, per_implant in models.items():
+            for implant_id, centre in zip(ids, centres[model], strict=True):
+                refs = _unit(centre + 0.5 * _unit(rng.normal(size=(per_implant, 512))))
+                _add_references(conn, implant_id, refs, model_id=model)
+        conn.execute("ANALYZE reference_images")
+    with db.autocommit() as conn:
+        for model in models:
+            assert catalog.ensure_model_index(conn, model) == "ready"
+    return centres
+
+
+RETRAINED = "retrained'); DROP TABLE implants; --"  # a model id is data, never SQL
+
+
+def test_top_k_statement_uses_the_models_own_hnsw_index(db: Database) -> None:
+    """At catalog scale every model's query scans that model's partial HNSW index, a minority model's too.
 
     (With only a few hundred rows for a model the planner rightly prefers the model_id index and an
     exact sort; that plan is exact, so it needs no test.)"""
     rng = np.random.default_rng(5)
+    _two_model_catalog(db, rng, {MODEL: 100, RETRAINED: 40})
     with db.transaction() as conn:
-        # Bulk-load without the index, then rebuild it from the migration's own definition (much faster).
-        index_sql = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
-                                 ("reference_images_embedding_hnsw",)).fetchone()["indexdef"]
-        conn.execute("DROP INDEX reference_images_embedding_hnsw")
-        for number in range(30):
-            implant_id = catalog.upsert_implant(conn, "Maker", f"System {number}").id
-            _add_references(conn, implant_id, _unit(rng.normal(size=(100, 512))))
-        conn.execute(index_sql)
-        conn.execute("ANALYZE reference_images")
-        params = {"query": _unit(rng.normal(size=512)), "model_id": MODEL, "k": 3, "candidates": 100}
-        plan = _plan(conn, catalog.TOP_IMPLANTS_SQL, params)
-        assert "reference_images_embedding_hnsw" in plan, plan
+        for model, other in ((MODEL, RETRAINED), (RETRAINED, MODEL)):
+            params = {"query": _unit(rng.normal(size=512)), "model_id": model, "k": 3, "candidates": 64}
+            plan = _plan(conn, catalog.TOP_IMPLANTS_SQL, params)
+            assert catalog.model_index_name(model) in plan, plan
+            assert catalog.model_index_name(other) not in plan
+        # A model without an index of its own is never matched through another model's graph: exact scan.
+        params = {"query": _unit(rng.normal(size=512)), "model_id": "no-index-yet", "k": 3, "candidates": 64}
+        assert "hnsw" not in _plan(conn, catalog.TOP_IMPLANTS_SQL, params)
         # The control: ordering by an expression of the distance cannot use the index.
         by_expression = catalog.TOP_IMPLANTS_SQL.replace(
             "ORDER BY embedding <=> %(query)s", "ORDER BY 1 - (embedding <=> %(query)s) DESC")
-        assert "reference_images_embedding_hnsw" not in _plan(conn, by_expression, params)
+        params = {"query": _unit(rng.normal(size=512)), "model_id": MODEL, "k": 3, "candidates": 64}
+        assert catalog.model_index_name(MODEL) not in _plan(conn, by_expression, params)
+    assert {row["tablename"] for row in _indexes(db) if "hnsw" in row["indexname"]} == {"reference_images"}
+    assert not [row for row in _indexes(db) if row["indexname"] == "reference_images_embedding_hnsw"]
+
+
+def _indexes(db: Database) -> list[dict]:
+    with db.transaction() as conn:
+        return conn.execute("SELECT tablename, indexname, indexdef FROM pg_indexes").fetchall()
+
+
+def test_minority_model_gets_exact_answers_from_its_own_index(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retrained model with a tenth of the references: every answer equals the exact top-3 of its own
+    rows, without the exact-scan fallback, and repeated calls on one connection keep scanning its index
+    (a cached generic plan could not use a partial index)."""
+    rng = np.random.default_rng(7)
+    centres = _two_model_catalog(db, rng, {MODEL: 100, RETRAINED: 10})
+    with db.transaction() as conn:
+        refs = conn.execute("SELECT implant_id, embedding FROM reference_images WHERE model_id = %s",
+                            (RETRAINED,)).fetchall()
+    implants = np.array([row["implant_id"] for row in refs])
+    vectors = np.stack([row["embedding"].to_numpy() for row in refs])
+    queries = _unit(centres[RETRAINED] + 0.6 * _unit(rng.normal(size=(30, 512))))
+    index = catalog.model_index_name(RETRAINED)
+    with caplog.at_level(logging.INFO, logger="raiox.embed.matching"), db.transaction() as conn:
+        before = conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass) AS n", (index,)).fetchone()["n"]
+        for query in queries:
+            best = {}
+            for implant_id, similarity in zip(implants, vectors @ query, strict=True):
+                best[implant_id] = max(best.get(implant_id, -2.0), float(similarity))
+            exact = sorted(best, key=lambda implant_id: -best[implant_id])[:3]
+            assert [c.implant_id for c in find_candidates(conn, query, RETRAINED, k=3)] == exact
+        scans = conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass) AS n", (index,)).fetchone()["n"]
+    assert scans - before == len(queries)
+    assert "falling back" not in caplog.text
 
 
 def test_low_confidence_rule() -> None:

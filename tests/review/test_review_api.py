@@ -360,6 +360,22 @@ def test_approve_a_candidate_records_everything_in_one_go(reviewer: Services) ->
     assert detail["decision"]["system"] == second["system"] and detail["delivery"]["state"] == "queued"
 
 
+def test_the_first_learned_reference_of_a_model_gets_its_index(reviewer: Services) -> None:
+    """Cases embedded by a model whose references are only what reviewers approve (no catalog import)."""
+    from raiox.repository import catalog
+
+    case_id = ready_case(reviewer, "first-learned-1", 41)
+    [image] = rows(reviewer, "SELECT model_id FROM case_images WHERE case_id = %s", case_id)
+    with reviewer.db.autocommit() as conn:
+        conn.execute(f"DROP INDEX {catalog.model_index_name(image['model_id'])}")
+        assert catalog.model_index_state(conn, image["model_id"]) == "missing"
+    answer = call(reviewer, "POST", f"/cases/{case_id}/decision", token=sign_in(reviewer),
+                  body={"action": "approve", "rank": 1})
+    assert answer.status == 200 and answer.body["reference_images_added"] == 1
+    with reviewer.db.transaction() as conn:
+        assert catalog.model_index_state(conn, image["model_id"]) == "ready"
+
+
 def test_override_with_a_catalog_implant(reviewer: Services) -> None:
     token = sign_in(reviewer)
     case_id = ready_case(reviewer, "override-1", 41)

@@ -41,6 +41,9 @@ def test_csv_import_is_idempotent(services: Services, tiny_encoder: Encoder, tmp
     )
     first = import_manifest(services, manifest, progress=False)
     assert (first.implants, first.images, first.references_added, first.references_present) == (2, 4, 4, 0)
+    assert first.index == "ready"  # the model's own HNSW index
+    with services.db.transaction() as conn:
+        assert catalog.model_index_state(conn, tiny_encoder.model_id) == "ready"
     assert _counts(services) == (2, 4)
     second = import_manifest(services, manifest, progress=False)
     assert (second.references_added, second.references_present) == (0, 4)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from raiox.adapters.gpu_decode import device_decoder_for
 from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, crop_to_implant, load_radiograph
 from raiox.settings import Settings
 
@@ -114,6 +115,9 @@ class Encoder:
         # Decoding runs beside the model on every core (PIL releases the GIL): on a GPU box it is the bottleneck.
         self._decode_pool = ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 2),
                                                thread_name_prefix="raiox-decode")
+        # On CUDA, baseline/progressive 8-bit JPEGs decode on the GPU instead (None: all on the CPU).
+        self.device_decoder = device_decoder_for(device, self._pixel_ops, self.image_size, max_pixels=max_pixels,
+                                                 crop=crop)
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, *, device: str = "auto", batch_size: int = 32,
@@ -172,7 +176,7 @@ class Encoder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
-        return cls.load(
+        encoder = cls.load(
             settings.raiox_clip_model,
             settings.raiox_clip_pretrained,
             device=settings.raiox_device,
@@ -180,6 +184,9 @@ class Encoder:
             max_pixels=settings.raiox_max_image_pixels,
             crop=settings.raiox_crop_to_implant,
         )
+        if not settings.raiox_gpu_jpeg_decode:
+            encoder.device_decoder = None
+        return encoder
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Bytes → letterboxed uint8 pixels (H, W, 3): decode, orient, window, resize. Pure PIL and numpy, so
@@ -225,7 +232,12 @@ class Encoder:
         errors: dict[int, ImageError] = {}
         chunks = [range(start, min(start + self.batch_size, len(images)))
                   for start in range(0, len(images), self.batch_size)]
-        submit = lambda chunk: [self._decode_pool.submit(self._prepare_or_error, images[i]) for i in chunk]  # noqa: E731
+        prepare = self._prepare_or_error
+        if self.device_decoder is not None:  # JPEGs it takes are routed on the threads, decoded per batch
+            prepare = self.device_decoder.routed(prepare)
+        submit = lambda chunk: [self._decode_pool.submit(prepare, images[i]) for i in chunk]  # noqa: E731
+        if self.device_decoder is not None:
+            submit = self.device_decoder.pipelined(submit, cpu=self._prepare_or_error)
         pending = submit(chunks[0]) if chunks else []
         for number, chunk in enumerate(chunks):
             prepared = [future.result() for future in pending]
@@ -235,7 +247,9 @@ class Encoder:
             if good:
                 import torch
 
-                vectors = self.encode_tensors(torch.from_numpy(np.stack([pixels for _, pixels in good])))
+                ready = [pixels for _, pixels in good]
+                vectors = self.encode_tensors(torch.stack(ready) if self.device_decoder is not None
+                                              else torch.from_numpy(np.stack(ready)))
                 embeddings.update((i, vector) for (i, _), vector in zip(good, vectors, strict=True))
         return EncodedBatch(embeddings, errors)
 

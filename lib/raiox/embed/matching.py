@@ -36,9 +36,9 @@ def find_candidates(
 ) -> list[Candidate]:
     """The k most similar implant systems (never two slots for one implant), compared only within model_id.
 
-    The HNSW scan returns `ef_search` nearest references; when they cover fewer than k implants although
-    the catalog has more (many references per implant, or other models' rows filtered out), the same
-    statement runs once more as an exact scan.
+    The scan of model_id's own HNSW index returns `ef_search` nearest references (without that index, an
+    exact scan does); when they cover fewer than k implants although the catalog has more (many references
+    per implant), the same statement runs once more as an exact scan.
     """
     catalog.set_ef_search(conn, ef_search)
     rows = catalog.top_implants(conn, embedding, model_id, k=k, candidates=ef_search)
@@ -53,6 +53,18 @@ def find_candidates(
                   reference_image_id=row["reference_image_id"], reference_storage_key=row["storage_key"])
         for rank, row in enumerate(rows, start=1)
     ]
+
+
+def ensure_model_index(services: Services, model_id: str) -> catalog.IndexState:
+    """Build model_id's HNSW index unless it is ready (concurrently: matching and writes go on); returns its
+    state. Called when a model id gets references: catalog import, re-embedding, a learned reference."""
+    with services.db.autocommit() as conn:
+        if catalog.model_index_state(conn, model_id) == "ready":
+            return "ready"
+        log.info("building the HNSW index of %s", model_id)
+        state = catalog.ensure_model_index(conn, model_id, build_memory=services.settings.raiox_index_build_memory)
+    log.info("HNSW index of %s: %s", model_id, state)
+    return state
 
 
 def is_low_confidence(similarities: list[float], settings: Settings) -> bool:

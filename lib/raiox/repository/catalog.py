@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, Literal
 
 import numpy as np
+from psycopg import sql
 
 from raiox.database import Connection
 from raiox.models import Implant
@@ -118,9 +120,83 @@ def set_ef_search(conn: Connection, ef_search: int) -> None:
 def top_implants(
     conn: Connection, query: np.ndarray, model_id: str, *, k: int, candidates: int
 ) -> list[dict[str, Any]]:
+    # Never a server-side prepared statement: only a plan made with the model id's value can use that
+    # model's partial index (a generic plan cannot prove `model_id = $1` matches its predicate).
     return conn.execute(
-        TOP_IMPLANTS_SQL, {"query": query, "model_id": model_id, "k": k, "candidates": candidates}
+        TOP_IMPLANTS_SQL, {"query": query, "model_id": model_id, "k": k, "candidates": candidates}, prepare=False
     ).fetchall()
+
+
+# The per-model HNSW index (migration 0005 creates the same one, by the same name, for models present then).
+_MODEL_INDEX_SQL = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON reference_images USING hnsw (embedding vector_cosine_ops) "
+    "WITH (m = 32, ef_construction = 128) WHERE model_id = {model_id}"
+)
+_INDEX_LOCK_CLASS = 0x7269  # advisory lock class ("ri") for index builds; the second key is the name's hash
+
+IndexState = Literal["ready", "building", "invalid", "missing"]
+
+
+def model_index_name(model_id: str) -> str:
+    """`reference_images_hnsw_<md5 of the model id>`: any model id (quotes, length) gives a safe, fixed-size
+    identifier, and SQL computes the same one (`'reference_images_hnsw_' || md5(model_id)`)."""
+    return "reference_images_hnsw_" + hashlib.md5(model_id.encode()).hexdigest()
+
+
+def model_index_state(conn: Connection, model_id: str) -> IndexState:
+    """`ready` (valid: the planner uses it), `building` (a concurrent build is under way), `invalid` (a
+    concurrent build that failed left it behind) or `missing`."""
+    row = conn.execute(
+        """
+        SELECT pg_index.indisvalid AS valid,
+               EXISTS (SELECT 1 FROM pg_stat_progress_create_index AS p
+                        WHERE p.index_relid = pg_index.indexrelid) AS building
+          FROM pg_index WHERE pg_index.indexrelid = to_regclass(%s)
+        """,
+        (model_index_name(model_id),),
+    ).fetchone()
+    if row is None:
+        return "missing"
+    if row["valid"]:
+        return "ready"
+    return "building" if row["building"] else "invalid"
+
+
+def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | None = None) -> IndexState:
+    """Build the model's partial HNSW index unless a valid one exists; returns the state it leaves.
+
+    CONCURRENTLY, so references and cases keep being written meanwhile; `conn` must therefore be in
+    autocommit mode. An invalid leftover is dropped and built again. When another session is already
+    building it, this one returns `building` at once instead of waiting. `build_memory` sets
+    maintenance_work_mem for the build (pgvector builds much faster while the graph fits in it)."""
+    if not conn.autocommit:
+        raise ValueError("ensure_model_index needs an autocommit connection (CREATE INDEX CONCURRENTLY)")
+    name = model_index_name(model_id)
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS locked",
+                          (_INDEX_LOCK_CLASS, name)).fetchone()
+    if not (locked and locked["locked"]):
+        return "building"
+    try:
+        state = model_index_state(conn, model_id)
+        if state == "ready":
+            return state
+        if state == "invalid":
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        if build_memory:
+            conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (build_memory,))
+        try:
+            conn.execute(sql.SQL(_MODEL_INDEX_SQL).format(name=sql.Identifier(name), model_id=sql.Literal(model_id)))
+        finally:
+            if build_memory:
+                conn.execute("RESET maintenance_work_mem")
+        return model_index_state(conn, model_id)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_INDEX_LOCK_CLASS, name))
+
+
+def model_ids_with_references(conn: Connection) -> list[str]:
+    return [row["model_id"] for row in
+            conn.execute("SELECT DISTINCT model_id FROM reference_images ORDER BY model_id").fetchall()]
 
 
 def implant_count(conn: Connection, model_id: str) -> int:
@@ -151,18 +227,37 @@ def existing_reference_shas(conn: Connection, implant_id: int, model_id: str) ->
     return {row["sha256"] for row in rows}
 
 
-def references_missing_model(conn: Connection, model_id: str) -> list[dict[str, Any]]:
-    """One row per stored reference image that has no embedding under `model_id` yet."""
+_MISSING_MODEL_WHERE = """
+     WHERE NOT EXISTS (SELECT 1 FROM reference_images AS o
+                        WHERE o.implant_id = r.implant_id AND o.sha256 = r.sha256 AND o.model_id = %(model_id)s)
+"""
+
+
+def references_missing_model(conn: Connection, model_id: str, *, after: tuple[int, str] | None = None,
+                             limit: int | None = None) -> list[dict[str, Any]]:
+    """One row per stored reference image that has no embedding under `model_id` yet, in (implant_id,
+    sha256) order: `after` the last one of the previous page, at most `limit` of them."""
     return conn.execute(
         """
         SELECT DISTINCT ON (implant_id, sha256) implant_id, storage_key, sha256, source, source_case_id
           FROM reference_images AS r
-         WHERE NOT EXISTS (SELECT 1 FROM reference_images AS o
-                            WHERE o.implant_id = r.implant_id AND o.sha256 = r.sha256 AND o.model_id = %s)
+        """ + _MISSING_MODEL_WHERE + """
+           AND (r.implant_id, r.sha256) > (%(after_implant)s, %(after_sha)s)
          ORDER BY implant_id, sha256, id
+         LIMIT %(limit)s
         """,
-        (model_id,),
+        {"model_id": model_id, "after_implant": after[0] if after else 0, "after_sha": after[1] if after else "",
+         "limit": limit},
     ).fetchall()
+
+
+def count_references_missing_model(conn: Connection, model_id: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM (SELECT DISTINCT implant_id, sha256 FROM reference_images AS r"
+        + _MISSING_MODEL_WHERE + ") AS missing",
+        {"model_id": model_id},
+    ).fetchone()
+    return int(row["n"]) if row else 0
 
 
 # An implant's size ranges as the review page reads them (NULL where the catalog does not say).

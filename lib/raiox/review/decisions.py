@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raiox.embed.matching import ensure_model_index
 from raiox.errors import Conflict, NotFound, Unprocessable
 from raiox.job_runner import poke_soon
 from raiox.models import CaseStatus, JobKind
@@ -78,6 +79,7 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
                                   note=body.note)
         new_status = cases.set_case_status(conn, case_id, outcome).status
         learned = []
+        learned_models: set[str] = set()
         if outcome == CaseStatus.APPROVED and settings.learn_from_approvals:
             assert implant_id is not None
             for image in cases.embedded_images(conn, case_id):
@@ -87,6 +89,7 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
                     source_case_id=case_id)
                 if created:
                     learned.append(reference_id)
+                    learned_models.add(image["model_id"])
         job = jobs.enqueue(conn, JobKind.NOTIFY, case_id=case_id, payload={"decision_id": row["id"]},
                            max_attempts=services.settings.notify_max_attempts)
         cases.record_audit(conn, actor=reviewer.name, action=f"case.{outcome}", case_id=case_id, details={
@@ -95,10 +98,21 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
         })
     log.info("case %d %s by %s (implant %s, %d new reference(s))", case_id, outcome, reviewer.name, implant_id,
              len(learned))
+    for model_id in learned_models:
+        _index_learned_model(services, model_id)
     poke_notify(settings, case_id)
     return {"case_id": case_id, "status": new_status, "decision_id": row["id"],
             "decided_at": iso(row["decided_at"]), "implant_id": implant_id,
             "reference_images_added": len(learned), "notify_job_id": job.id}
+
+
+def _index_learned_model(services: Services, model_id: str) -> None:
+    """A learned reference may be its model's first: give the model its HNSW index (a lookup when it has
+    one). After the commit and best effort: matching is exact without the index, only slower."""
+    try:
+        ensure_model_index(services, model_id)
+    except Exception:  # noqa: BLE001 - the decision is committed; the next import or re-embed builds it
+        log.exception("could not build the HNSW index of %s", model_id)
 
 
 def redeliver(services: Services, reviewer: Reviewer, case_id: int) -> dict[str, Any]:

@@ -8,14 +8,18 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from raiox.adapters.imaging import ImageError, sniff
+from raiox.adapters.storage import ObjectNotFound
+from raiox.embed.matching import ensure_model_index
 from raiox.repository import catalog
 from raiox.services import Services
 
@@ -131,6 +135,7 @@ class ImportReport:
     references_added: int = 0
     references_present: int = 0
     model_id: str = ""
+    index: str = ""  # the model's HNSW index afterwards: ready, building, …
 
 
 def import_manifest(services: Services, path: Path, *, progress: bool = True,
@@ -178,30 +183,117 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
                     report.references_added += created
                     report.references_present += not created
             bar.update(len(chunk))
+    if report.references_added or report.references_present:
+        report.index = ensure_model_index(services, encoder.model_id)
     log.info("imported %s: %s", path.name, report)
     return report
 
 
-def reembed_catalog(services: Services, *, progress: bool = True) -> int:
-    """Embed every stored reference image under the current encoder's model id (after training a new
-    model): references gain rows for the new model, the old model's rows stay. Returns the rows added."""
+@dataclass
+class ReembedReport:
+    model_id: str
+    added: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # storage key → why it was skipped (a later run retries)
+    index: str = ""  # the model's HNSW index afterwards
+
+
+def reembed_references(services: Services, *, progress: bool = True, readers: int = 8) -> ReembedReport:
+    """Embed every stored reference image that has no row under the services' encoder's model id yet.
+
+    Resumable: each batch commits on its own, and a run only lists what is still missing, so running it
+    again continues where an interrupted run stopped. The old model's rows are never touched, so matching
+    with it goes on meanwhile; references that arrive during the run are picked up by a last pass (and by
+    any later run). When nothing is left, the new model's HNSW index is built (concurrently). Reference
+    bytes are read from object storage on `readers` threads, one batch ahead of the encoder."""
     encoder = services.encoder
+    report = ReembedReport(model_id=encoder.model_id)
     with services.db.transaction() as conn:
-        missing = catalog.references_missing_model(conn, encoder.model_id)
-    added = 0
-    with tqdm(total=len(missing), desc="re-embedding", unit="image", disable=not progress) as bar:
-        for start in range(0, len(missing), encoder.batch_size):
-            chunk = missing[start:start + encoder.batch_size]
-            encoded = encoder.encode([services.store.get(row["storage_key"]) for row in chunk])
-            with services.db.transaction() as conn:
-                for position, row in enumerate(chunk):
-                    if position in encoded.embeddings:
-                        added += catalog.add_reference_image(
-                            conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
-                            model_id=encoder.model_id, embedding=encoded.embeddings[position], source=row["source"],
-                            source_case_id=row["source_case_id"])[1]
-            bar.update(len(chunk))
-    return added
+        total = catalog.count_references_missing_model(conn, encoder.model_id)
+    skip: set[tuple[int, str]] = set()  # failed in this run: not retried by the next pass
+    with (tqdm(total=total, desc="re-embedding", unit="image", disable=not progress) as bar,
+          ThreadPoolExecutor(max_workers=readers, thread_name_prefix="raiox-reembed-read") as pool,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiox-reembed-page") as pager):
+        while True:  # passes; a pass that adds nothing ends the run
+            added_before = report.added
+            pages = _missing_pages(services, encoder.model_id, encoder.batch_size, skip)
+            ahead: Future[Any] = pager.submit(_read_page, services, pool, pages)
+            while (page := ahead.result()) is not None:
+                ahead = pager.submit(_read_page, services, pool, pages)
+                rows, blobs = page
+                _embed_page(services, rows, blobs, report, skip)
+                bar.update(len(rows))
+            if report.added == added_before:
+                break
+            bar.total = bar.n + _count_left(services, encoder.model_id, skip)
+    with services.db.transaction() as conn:
+        has_references = catalog.implant_count(conn, encoder.model_id) > 0
+    report.index = ensure_model_index(services, encoder.model_id) if has_references else "missing"
+    log.info("re-embedded %d reference images as %s (%d skipped); index %s", report.added, report.model_id,
+             len(report.failed), report.index)
+    return report
+
+
+def _missing_pages(services: Services, model_id: str, size: int,
+                   skip: set[tuple[int, str]]) -> Iterator[list[dict[str, Any]]]:
+    after: tuple[int, str] | None = None
+    while True:
+        with services.db.transaction() as conn:
+            rows = catalog.references_missing_model(conn, model_id, after=after, limit=size)
+        if not rows:
+            return
+        after = (rows[-1]["implant_id"], rows[-1]["sha256"])
+        rows = [row for row in rows if (row["implant_id"], row["sha256"]) not in skip]
+        if rows:
+            yield rows
+
+
+def _read_page(services: Services, pool: ThreadPoolExecutor,
+               pages: Iterator[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[bytes | None]] | None:
+    rows = next(pages, None)
+    if rows is None:
+        return None
+
+    def read(key: str) -> bytes | None:
+        try:
+            return services.store.get(key)
+        except ObjectNotFound:
+            return None
+
+    return rows, list(pool.map(read, [row["storage_key"] for row in rows]))
+
+
+def _embed_page(services: Services, rows: list[dict[str, Any]], blobs: list[bytes | None], report: ReembedReport,
+                skip: set[tuple[int, str]]) -> None:
+    encoder = services.encoder
+    readable = {position: blob for position, blob in enumerate(blobs) if blob is not None}
+    numbers = {position: number for number, position in enumerate(readable)}  # row → encoder input
+    encoded = encoder.encode(list(readable.values()))
+    with services.db.transaction() as conn:
+        for position, row in enumerate(rows):
+            key = (row["implant_id"], row["sha256"])
+            if blobs[position] is None:
+                report.failed[row["storage_key"]] = "not in object storage"
+                skip.add(key)
+                continue
+            number = numbers[position]
+            if number in encoded.errors:
+                report.failed[row["storage_key"]] = str(encoded.errors[number])
+                skip.add(key)
+                continue
+            report.added += catalog.add_reference_image(
+                conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
+                model_id=encoder.model_id, embedding=encoded.embeddings[number], source=row["source"],
+                source_case_id=row["source_case_id"])[1]
+
+
+def _count_left(services: Services, model_id: str, skip: set[tuple[int, str]]) -> int:
+    with services.db.transaction() as conn:
+        return max(0, catalog.count_references_missing_model(conn, model_id) - len(skip))
+
+
+def reembed_catalog(services: Services, *, progress: bool = True) -> int:
+    """reembed_references, answering the rows added (after `raiox train --reembed`)."""
+    return reembed_references(services, progress=progress).added
 
 
 @dataclass(frozen=True)

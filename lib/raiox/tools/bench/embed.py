@@ -22,7 +22,17 @@ def bench_embed(encoder: Encoder, *, images: int = 64, single: int = 16,
     films = [synthetic_film(seed) for seed in range(images)]
     encoder.encode(films[: encoder.batch_size])  # warm-up: first-call allocations, thread pools
     one_at_a_time = rate(single, lambda: [encoder.encode_one(f) for f in films[:single]])
+    decoder = encoder.device_decoder
+    decoded_before = decoder.decoded if decoder else 0
     pipeline = rate(images, lambda: encoder.encode(films))
+    cpu_decode = None
+    if decoder is not None:  # the same pipeline with every film decoded on the CPU: the baseline of GPU decoding
+        encoder.device_decoder = None
+        try:
+            encoder.encode(films[: encoder.batch_size])
+            cpu_decode = rate(images, lambda: encoder.encode(films))
+        finally:
+            encoder.device_decoder = decoder
     preprocess = rate(images, lambda: [encoder.prepare(f) for f in films])
 
     import torch
@@ -43,6 +53,9 @@ def bench_embed(encoder: Encoder, *, images: int = 64, single: int = 16,
         "pipeline_batch_size": encoder.batch_size,
         "one_at_a_time_images_per_s": round(one_at_a_time, 2),
         "pipeline_images_per_s": round(pipeline, 2),
+        "device_jpeg_decode": decoder is not None,
+        "device_decoded": decoder.decoded - decoded_before if decoder else 0,
+        "pipeline_cpu_decode_images_per_s": round(cpu_decode, 2) if cpu_decode else None,
         "preprocess_only_images_per_s": round(preprocess, 2),
         "model_only_images_per_s": {str(k): round(v, 2) for k, v in model_only.items()},
         "model_only_best_batch_size": best_size,

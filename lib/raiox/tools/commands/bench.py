@@ -27,7 +27,8 @@ def bench_group() -> None:
 @pass_settings
 def bench_embed_command(settings: Settings, as_json: bool, model: str, pretrained: str | None, images: int,
                         batch_size: int, model_batch_sizes: str) -> None:
-    """Encoding throughput: one image at a time vs the batched pipeline vs the model alone."""
+    """Encoding throughput: one image at a time vs the batched pipeline vs the model alone (on CUDA also the
+    pipeline with GPU JPEG decoding against the same with CPU decoding)."""
     from raiox.tools.bench.embed import bench_embed
 
     try:
@@ -43,7 +44,10 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
     click.echo(f"{report['model_id']} on {report['device']}, {report['images']} films of 1024x1280")
     click.echo(f"one at a time:      {report['one_at_a_time_images_per_s']:8.2f} images/s")
     click.echo(f"batched pipeline:   {report['pipeline_images_per_s']:8.2f} images/s "
-               f"(x{report['pipeline_vs_one_at_a_time']} vs one at a time)")
+               f"(x{report['pipeline_vs_one_at_a_time']} vs one at a time; JPEGs decoded on "
+               f"{'the GPU' if report['device_jpeg_decode'] else 'the CPU'})")
+    if report["pipeline_cpu_decode_images_per_s"] is not None:
+        click.echo(f"  same, CPU decoding: {report['pipeline_cpu_decode_images_per_s']:8.2f} images/s (baseline)")
     click.echo(f"preprocessing only: {report['preprocess_only_images_per_s']:8.2f} images/s")
     best = report["model_only_best_batch_size"]
     click.echo(f"model only (b={best}): {report['model_only_images_per_s'][str(best)]:8.2f} images/s; "
@@ -54,24 +58,58 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sizes", default="10000,100000", show_default=True, help="Reference counts to test.")
 @click.option("--queries", default=200, show_default=True)
-@click.option("--ef-search", default=64, show_default=True)
+@click.option("--ef-search", default="64", show_default=True,
+              help="hnsw.ef_search; several (64,128) measure one model's index at each, the first in the table.")
 @click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
-def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: int, uniform: bool) -> None:
-    """Top-3 latency and recall@3, HNSW vs exact scan, on a scratch embedded database."""
+@click.option("--two-models", is_flag=True,
+              help="Two models in one table (--minority of the references under a retrained one): one shared "
+                   "HNSW graph (the layout before migration 0005, the baseline) against one index per model.")
+@click.option("--minority", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5),
+              help="With --two-models: the retrained model's share of the references.")
+@click.option("--exact-queries", default=50, show_default=True, type=click.IntRange(1),
+              help="Queries timed with the exact scan (recall is measured on every query, against an exact "
+                   "answer computed while loading).")
+@click.option("--build-memory", default="1GB", show_default=True, help="maintenance_work_mem of index builds.")
+@click.option("--build-workers", default=2, show_default=True, type=click.IntRange(0),
+              help="max_parallel_maintenance_workers of index builds.")
+@click.option("--shared-buffers", default=None, help="shared_buffers of the scratch server (default: pgserver's).")
+def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: str, uniform: bool, two_models: bool,
+                        minority: float, exact_queries: int, build_memory: str, build_workers: int,
+                        shared_buffers: str | None) -> None:
+    """Top-3 latency and recall@3 of matching against an exact answer, on a scratch embedded database."""
     from raiox.tools.bench.match import bench_match
 
-    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=ef_search,
-                         structured=not uniform)
+    first_ef, *more_ef = (int(value) for value in ef_search.split(","))
+    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=first_ef,
+                         more_ef_search=tuple(more_ef), structured=not uniform, two_models=two_models,
+                         minority=minority,
+                         exact_queries=exact_queries, build_memory=build_memory, workers=build_workers,
+                         shared_buffers=shared_buffers)
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"{report['data']} synthetic embeddings, {report['references_per_implant']} references per "
-               f"implant, ef_search {report['ef_search']}, {report['queries']} queries")
+               f"implant, ef_search {report['ef_search']}, {report['queries']} queries, "
+               f"shared_buffers {report['server']['shared_buffers']}")
     for row in report["results"]:
-        click.echo(f"{row['references']:>8} refs: HNSW p50 {row['hnsw']['p50_ms']} ms p99 {row['hnsw']['p99_ms']} ms"
-                   f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
-                   f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
-                   f" | index build {row['index_build_s']} s")
+        if report["scenario"] == "one_model":
+            hnsw = row["hnsw"]
+            click.echo(f"{row['references']:>8} refs: HNSW p50 {hnsw['p50_ms']} ms p99 {hnsw['p99_ms']} ms"
+                       f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
+                       f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
+                       f" | index build {row['index_build_s']} s, {row['index_mb']} MB")
+            for other in row["ef_search_sweep"][1:]:
+                click.echo(f"{'':>14}ef_search {other['ef_search']}: p50 {other['p50_ms']} ms p99 {other['p99_ms']} "
+                           f"ms | recall@3 {other['recall_at_3']}")
+            continue
+        for layout, measured in row["layouts"].items():
+            click.echo(f"{row['references']:>8} refs, {layout:<9} index ({measured['index_build_s']} s, "
+                       f"{measured['index_mb']} MB):")
+            for model_id, counts in row["models"].items():
+                m = measured[model_id]
+                click.echo(f"    {model_id:<16} {counts['references']:>8} refs: p50 {m['p50_ms']} ms "
+                           f"p99 {m['p99_ms']} ms | recall@3 {m['recall_at_3']} | "
+                           f"{m['exact_fallbacks']} exact fallbacks")
 
 
 @bench_group.command("webhook")

@@ -15,7 +15,7 @@ from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
 from raiox.services import Services
-from raiox.tools.catalog import ManifestError, import_manifest
+from raiox.tools.catalog import ManifestError, import_manifest, reembed_references
 from raiox.tools.commands.common import loaded_encoder, pass_services
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,54 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
         f"{report.implants} implant rows, {report.images} images: {report.references_added} references "
         f"added, {report.references_present} already present (model {report.model_id})"
     )
+
+
+@catalog_group.command("reembed")
+@click.option("--model", default=None, help="open_clip model of the new encoder (default: RAIOX_CLIP_MODEL).")
+@click.option("--pretrained", default=None,
+              help="Its weights, a tag or a checkpoint path (default: RAIOX_CLIP_PRETRAINED).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per forward pass (default: RAIOX_EMBED_BATCH_SIZE).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@pass_services
+def catalog_reembed(services: Services, model: str | None, pretrained: str | None, batch_size: int | None,
+                    quiet: bool, as_json: bool) -> None:
+    """Embed every reference image with another encoder, for a model change; then build its index.
+
+    Resumable: each batch is committed, and a run embeds only references that have no row under the new
+    model yet, so running it again continues where it stopped. Safe while cases arrive: the configured model
+    keeps answering from its own rows and index; references learned meanwhile are picked up by the run's
+    last pass or by running it again. When it is done, switch with RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED,
+    then run it once more to add what was approved in between."""
+    settings = services.settings
+    if model and model != settings.raiox_clip_model and not pretrained:
+        raise click.UsageError("--model needs --pretrained: the configured weights belong to another model")
+    update: dict[str, object] = {}
+    if model:
+        update["raiox_clip_model"] = model
+    if pretrained:
+        update["raiox_clip_pretrained"] = pretrained
+    if batch_size:
+        update["raiox_embed_batch_size"] = batch_size
+    with Services(settings.model_copy(update=update)) as target:
+        encoder = loaded_encoder(target)
+        report = reembed_references(target, progress=not quiet)
+        current = settings.raiox_clip_model, settings.raiox_clip_pretrained
+        switch = (target.settings.raiox_clip_model, target.settings.raiox_clip_pretrained)
+    if as_json:
+        click.echo(json.dumps({"model_id": report.model_id, "added": report.added, "failed": report.failed,
+                               "index": report.index, "device": encoder.device}))
+        return
+    for key, reason in list(report.failed.items())[:10]:
+        click.echo(f"skipped {key}: {reason}", err=True)
+    if len(report.failed) > 10:
+        click.echo(f"… and {len(report.failed) - 10} more skipped", err=True)
+    click.echo(f"{report.added} reference images embedded as {report.model_id} ({len(report.failed)} skipped); "
+               f"its HNSW index is {report.index}")
+    if switch != current:
+        click.echo(f"matching still uses {current[0]}; switch with RAIOX_CLIP_MODEL={switch[0]} "
+                   f"RAIOX_CLIP_PRETRAINED={switch[1]}")
 
 
 @catalog_group.command("list")
