@@ -758,13 +758,14 @@ function setCalibration(id, mm) {
   measurementsChanged();
 }
 
-// A ruler from the keyboard: across the middle of what is on screen, a quarter of the pane wide; its ends then
-// move with the arrow keys.
+// A ruler from the keyboard: level across the middle of the pane, a quarter of its smaller side long (so on the
+// film when it is fitted); its ends then move with the arrow keys.
 function keyboardRuler() {
   if (!filmViewer || !filmViewer.natural || !currentImage().id) return;
   const pane = filmViewer.size();
-  const ruler = addRuler(filmViewer.toImage({x: pane.w * 0.375, y: pane.h / 2}),
-    filmViewer.toImage({x: pane.w * 0.625, y: pane.h / 2}));
+  const half = Math.min(pane.w, pane.h) / 8;
+  const ruler = addRuler(filmViewer.toImage({x: pane.w / 2 - half, y: pane.h / 2}),
+    filmViewer.toImage({x: pane.w / 2 + half, y: pane.h / 2}));
   measurementsChanged();
   const handle = filmViewer.overlay.querySelector(`.ruler-handle[data-ruler="${ruler.id}"][data-end="b"]`);
   if (handle) handle.focus();
@@ -849,8 +850,6 @@ function renderXray() {
       target && target.url && !state.full ? h("button", {id: "compare", type: "button",
         class: `link${state.compare ? " on" : ""}`, onclick: toggleCompare},
       state.compare ? "Hide reference (C)" : "Compare with reference (C)") : null,
-      image.url ? h("button", {id: "full-open", type: "button", class: "link", onclick: () => toggleFull(true)},
-        "Full-screen compare (F)") : null,
       image.url ? h("a", {href: image.url, target: "_blank", rel: "noopener noreferrer"}, "Open full size") : null)));
 }
 
@@ -902,7 +901,9 @@ function renderTools() {
       Object.entries(TOOL_NAMES).map(([name, [label, title]]) =>
         button(`tool-${name}`, label, title, () => setTool(name), state.tool === name))),
     state.compare || state.full ? button("lock", "Lock", "Same zoom and pan for film and reference (L)", toggleLock,
-      state.locked) : null);
+      state.locked) : null,
+    state.full ? null : button("full-open", "Full screen", "Full-screen compare with any candidate or system (F)",
+      () => toggleFull(true)));
 }
 
 // The toolbar follows the view it acts on (after zooming by wheel, keys or a pinch).
@@ -1558,7 +1559,10 @@ function panBy(right, down) {
 
 function onKey(event) {
   if ($("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
-  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
+  const field = event.target;
+  // A focused slider keeps its own arrow keys, and lets the letter shortcuts through.
+  const slider = field.tagName === "INPUT" && field.type === "range";
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(field.tagName) && !(slider && event.key.length === 1);
   if (event.key === "Escape") {
     event.preventDefault();
     if (state.calibrating) { state.calibrating = null; renderCase(); }
