@@ -49,7 +49,8 @@ def viewer(page: Any, pane: str = "film") -> dict[str, Any]:
     return page.evaluate("""(pane) => {
       const root = document.querySelector(`.viewer-${pane}`);
       const func = root.querySelector('feFuncR');
-      return {zoom: Number(root.dataset.zoom), view: root.dataset.view, label: root.querySelector('.pane-label').textContent,
+      return {zoom: Number(root.dataset.zoom), view: root.dataset.view,
+              label: root.querySelector('.pane-label').textContent,
               transform: root.querySelector('.film-layer').getAttribute('transform'),
               filter: root.querySelector('image').getAttribute('filter'),
               slope: Number(func.getAttribute('slope')), intercept: Number(func.getAttribute('intercept'))};
@@ -208,7 +209,8 @@ def test_a_ruler_reads_mm_from_the_pixel_spacing_and_marks_the_candidates_whose_
     base, services = site
     case_id = film_case(services, 62)
     with services.db.transaction() as conn:
-        ranked = conn.execute("""SELECT rank, implant_id FROM match_results JOIN case_images ON case_images.id = case_image_id
+        ranked = conn.execute("""SELECT rank, implant_id FROM match_results
+                                   JOIN case_images ON case_images.id = case_image_id
                                   WHERE case_id = %s ORDER BY rank""", (case_id,)).fetchall()
         for row in ranked:  # candidate 2 is sold only in short lengths; the others fit a 30 mm measurement
             length = (8.0, 11.5) if row["rank"] == 2 else (28.0, 32.0)
@@ -340,9 +342,12 @@ def test_the_tools_fit_a_tablet_and_a_pinch_zooms(site: tuple, browser: Any, siz
           const box = canvas.getBoundingClientRect();
           const cx = box.left + box.width / 2, cy = box.top + box.height / 2;
           const send = (type, id, dx) => canvas.dispatchEvent(new PointerEvent(type, {pointerId: id,
-            pointerType: 'touch', isPrimary: id === 1, clientX: cx + dx, clientY: cy, bubbles: true, cancelable: true}));
+            pointerType: 'touch', isPrimary: id === 1, clientX: cx + dx, clientY: cy, bubbles: true,
+            cancelable: true}));
           send('pointerdown', 1, -40); send('pointerdown', 2, 40);
-          for (let step = 1; step <= 5; step++) { send('pointermove', 1, -40 - step * 12); send('pointermove', 2, 40 + step * 12); }
+          for (let step = 1; step <= 5; step++) {
+            send('pointermove', 1, -40 - step * 12); send('pointermove', 2, 40 + step * 12);
+          }
           send('pointerup', 1, -100); send('pointerup', 2, 100);
         }""")
         assert viewer(page)["zoom"] == pytest.approx(2.5, rel=0.02)  # 80 → 200 pixels apart
