@@ -195,6 +195,7 @@ function signOut(message) {
   state.current = null;
   state.system = null;
   state.full = false;
+  setModal(false);
   $("system-panel").hidden = true;
   measures.clear();
   filmViewer.show(null, "", "");
@@ -1094,17 +1095,21 @@ function renderCase() {
     h("div", {class: "case-body"}, renderXray(), h("div", {class: "decide"},
       renderCandidates(decided), sizeSummary(), next, renderRecord())),
     state.full ? renderFull() : null);
-  document.body.classList.toggle("full-open", state.full);
-  // The full-screen compare is modal: what lies behind it takes neither clicks nor the focus.
-  for (const node of [document.querySelector(".topbar"), document.querySelector(".sidebar"), $("system-panel"),
-    document.querySelector(".keys"), ...view.children]) {
-    node.inert = state.full && node.id !== "full-compare";
-  }
+  setModal(state.full);
   // Controls are rebuilt on every render: the one that had the focus (same id, or the same ruler handle) keeps it.
   if (focused && !focused.isConnected && focused.id && $(focused.id)) $(focused.id).focus();
   else if (focused && focused.isConnected && focused.closest(".viewer") && document.activeElement !== focused) focused.focus();
   syncTools();
   for (const viewer of viewers()) viewer.render();
+}
+
+// The full-screen compare is modal: what lies behind it takes neither clicks nor the focus.
+function setModal(open) {
+  document.body.classList.toggle("full-open", open);
+  for (const node of [document.querySelector(".topbar"), document.querySelector(".sidebar"), $("system-panel"),
+    document.querySelector(".keys"), ...$("case-view").children]) {
+    node.inert = open && node.id !== "full-compare";
+  }
 }
 
 // A case whose intake failed for good: the reason, and a retry.
