@@ -480,7 +480,11 @@ class Viewer {
       return;
     }
     if (this.pointers.size > 2) return;
+    // preventDefault above also keeps the focus where it was: a grabbed ruler end takes it (for the arrow keys),
+    // and a text field gives it up, so the keys pressed next act on the film.
     const handle = event.target.closest && event.target.closest(".ruler-handle");
+    if (handle) handle.focus({preventScroll: true});
+    else if (document.activeElement && document.activeElement.matches("input, textarea")) document.activeElement.blur();
     if (this.measuring && handle) {
       this.gesture = {type: "handle", id: Number(handle.dataset.ruler), end: handle.dataset.end};
       selectRuler(this.gesture.id);

@@ -118,7 +118,10 @@ def test_zoom_pan_window_level_invert_rotate_and_reset(site: tuple, page: Any) -
     assert viewer(page)["view"] != before_pan
 
     plain = mean_brightness(page, ".viewer-film")
+    page.locator("#note").focus()
+    page.locator(".viewer-film").click()  # a click on the film takes the keys away from the note
     page.keyboard.press("b")  # brighter (window level)
+    expect(page.locator("#note")).to_have_value("")
     page.keyboard.press("x")  # more contrast (narrower window)
     adjusted = viewer(page)
     assert adjusted["filter"] == "url(#adjust-film)"
