@@ -358,7 +358,8 @@ class Viewer {
     this.canvas.addEventListener("wheel", (event) => this.wheel(event), {passive: false});
   }
 
-  // Shows `url` (an expiring link: the same picture may come back under a new one, and is then kept as it is).
+  // Shows `url`. The same link again changes nothing; a fresh link to the same X-ray (links expire) reloads the
+  // picture, while the view and the rulers (kept outside the viewer) stay as they were.
   show(url, label, alt) {
     this.label.textContent = label;
     this.root.setAttribute("role", "group");
