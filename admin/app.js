@@ -39,6 +39,13 @@ const state = {
   reason: "",
   busy: false,
   historyOpen: false, // the case's access history is unfolded
+  full: false,        // the full-screen compare is open
+  target: null,       // what the film is compared with: {kind: "candidate", rank} | {kind: "catalog", implant}
+  views: {film: freshView(), ref: freshView()},
+  locked: true,       // film and reference share one view
+  activePane: "film", // the pane keys and toolbar act on when unlocked
+  tool: "pan",        // what dragging on the film does: pan | ruler | calibrate
+  calibrating: null,  // the ruler whose known length is being asked for
   erasing: false,     // the erase confirmation is open
   system: null,       // the last GET /status
 };
@@ -187,7 +194,12 @@ function signOut(message) {
   state.token = null;
   state.current = null;
   state.system = null;
+  state.full = false;
+  setModal(false);
   $("system-panel").hidden = true;
+  measures.clear();
+  filmViewer.show(null, "", "");
+  refViewer.show(null, "", "");
   sessionStorage.removeItem("raiox.token");
   sessionStorage.removeItem("raiox.name");
   showLogin(message);
@@ -268,6 +280,769 @@ function renderList() {
   $("load-more").hidden = state.cases.length >= state.total;
 }
 
+// The film viewer ----------------------------------------------------------------------------------
+// An SVG per pane: the image sits in a group whose transform attribute holds the view (fit, zoom, pan, rotation,
+// flips) and whose filter does brightness, contrast and invert; rulers are drawn over it in screen space. SVG
+// attributes are not styles, so the strict policy (style-src 'self') has nothing to block.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const ZOOM_MIN = 0.5;
+const ZOOM_MAX = 40;
+const ZOOM_STEP = 1.25;
+const PAN_STEP = 0.1;          // of the pane, per arrow key
+const BRIGHTNESS_STEP = 0.05;
+const CONTRAST_STEP = 1.15;
+const SIZE_TOLERANCE_MM = 0.5; // a measurement this far outside a catalog range still counts as within it
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== null && value !== undefined && value !== false) node.setAttribute(key, String(value));
+  }
+  node.append(...children);
+  return node;
+}
+
+function freshView() {
+  return {zoom: 1, x: 0, y: 0, rotation: 0, flipX: false, flipY: false, brightness: 0, contrast: 1, invert: false};
+}
+
+// Affine matrices as SVG's matrix(a b c d e f): x' = a·x + c·y + e, y' = b·x + d·y + f.
+const multiply = (m, n) => [m[0] * n[0] + m[2] * n[1], m[1] * n[0] + m[3] * n[1], m[0] * n[2] + m[2] * n[3],
+  m[1] * n[2] + m[3] * n[3], m[0] * n[4] + m[2] * n[5] + m[4], m[1] * n[4] + m[3] * n[5] + m[5]];
+const applyTo = (m, p) => ({x: m[0] * p.x + m[2] * p.y + m[4], y: m[1] * p.x + m[3] * p.y + m[5]});
+function inverse(m) {
+  const det = m[0] * m[3] - m[1] * m[2];
+  return [m[3] / det, -m[1] / det, -m[2] / det, m[0] / det, (m[2] * m[5] - m[3] * m[4]) / det,
+    (m[1] * m[4] - m[0] * m[5]) / det];
+}
+const clamp = (value, low, high) => Math.min(high, Math.max(low, value));
+
+// The film and the compared reference share one view while locked; unlocked, each has its own.
+function viewOf(pane) {
+  return pane === "film" || state.locked ? state.views.film : state.views.ref;
+}
+
+// Keys and toolbar act on the pane last touched (the film unless the reference was, unlocked).
+function activeView() {
+  return viewOf(state.compare || state.full ? state.activePane : "film");
+}
+
+class Viewer {
+  constructor(pane, measuring) {
+    this.pane = pane;
+    this.measuring = measuring;  // rulers are drawn on the film only
+    this.url = null;
+    this.natural = null;         // {w, h}: the image's own pixels
+    this.pointers = new Map();
+    this.gesture = null;
+    this.marks = new Map();      // ruler id → its SVG elements
+    this.image = svg("image", {preserveAspectRatio: "none"});
+    this.funcs = ["R", "G", "B"].map((channel) => svg(`feFunc${channel}`, {type: "linear", slope: 1, intercept: 0}));
+    this.filterId = `adjust-${pane}`;
+    this.layer = svg("g", {class: "film-layer"}, this.image);
+    this.overlay = svg("g", {class: "marks"});
+    this.canvas = svg("svg", {class: "viewer-canvas"},
+      svg("defs", {}, svg("filter", {id: this.filterId, "color-interpolation-filters": "sRGB", x: 0, y: 0, width: 1,
+        height: 1}, svg("feComponentTransfer", {}, ...this.funcs))),
+      this.layer, this.overlay);
+    this.label = h("span", {class: "pane-label"});
+    this.note = h("p", {class: "xray-missing viewer-note", hidden: true});
+    this.root = h("div", {class: `viewer viewer-${pane}`, dataset: {pane, loaded: "false"}},
+      this.canvas, this.label, this.note);
+    new ResizeObserver(() => this.render()).observe(this.root);
+    this.canvas.addEventListener("pointerdown", (event) => this.down(event));
+    this.canvas.addEventListener("pointermove", (event) => this.move(event));
+    this.canvas.addEventListener("pointerup", (event) => this.up(event));
+    this.canvas.addEventListener("pointercancel", (event) => this.up(event));
+    this.canvas.addEventListener("wheel", (event) => this.wheel(event), {passive: false});
+  }
+
+  // Shows `url`. The same link again changes nothing; a fresh link to the same X-ray (links expire) reloads the
+  // picture, while the view and the rulers (kept outside the viewer) stay as they were.
+  show(url, label, alt) {
+    this.label.textContent = label;
+    this.root.setAttribute("role", "group");
+    this.root.setAttribute("aria-label", label);
+    this.image.setAttribute("role", "img");
+    this.image.setAttribute("aria-label", alt);
+    if (url === this.url) return;
+    this.url = url;
+    this.natural = null;
+    this.image.removeAttribute("href");
+    this.root.dataset.loaded = "false";
+    this.note.hidden = true;
+    this.clearMarks();
+    if (!url) return;
+    const probe = new Image();
+    probe.onload = () => {
+      if (this.url !== url) return;
+      this.natural = {w: probe.naturalWidth, h: probe.naturalHeight};
+      this.image.setAttribute("href", url);
+      this.image.setAttribute("width", this.natural.w);
+      this.image.setAttribute("height", this.natural.h);
+      this.root.dataset.loaded = "true";
+      this.render();
+    };
+    probe.onerror = () => {
+      if (this.url !== url) return;
+      this.note.textContent = "The image did not load (its link may have expired). Reopen the case to get a fresh link.";
+      this.note.hidden = false;
+    };
+    probe.src = url;
+  }
+
+  size() {
+    return {w: this.root.clientWidth, h: this.root.clientHeight};
+  }
+
+  // Image pixels → pane pixels: fit the (turned) image, zoom, pan, turn, flip on screen.
+  matrix() {
+    const view = viewOf(this.pane);
+    const {w, h: height} = this.natural;
+    const pane = this.size();
+    const turned = view.rotation % 180 !== 0;
+    const scale = Math.min(pane.w / (turned ? height : w), pane.h / (turned ? w : height)) * view.zoom;
+    const cos = Math.round(Math.cos(view.rotation * Math.PI / 180));
+    const sin = Math.round(Math.sin(view.rotation * Math.PI / 180));
+    let m = [1, 0, 0, 1, pane.w / 2 + view.x, pane.h / 2 + view.y];
+    m = multiply(m, [view.flipX ? -1 : 1, 0, 0, view.flipY ? -1 : 1, 0, 0]);
+    m = multiply(m, [cos, sin, -sin, cos, 0, 0]);
+    return multiply(m, [scale, 0, 0, scale, -scale * w / 2, -scale * height / 2]);
+  }
+
+  render() {
+    if (!this.natural || !this.root.isConnected || !this.size().w) return;
+    const view = viewOf(this.pane);
+    const m = this.matrix();
+    this.layer.setAttribute("transform", `matrix(${m.map((n) => Number(n.toFixed(5))).join(" ")})`);
+    // Window/level as one linear map per channel: out = contrast·(in − ½) + ½ + brightness, then inverted.
+    let slope = view.contrast;
+    let intercept = 0.5 - 0.5 * view.contrast + view.brightness;
+    if (view.invert) {
+      slope = -slope;
+      intercept = 1 - intercept;
+    }
+    for (const func of this.funcs) {
+      func.setAttribute("slope", Number(slope.toFixed(4)));
+      func.setAttribute("intercept", Number(intercept.toFixed(4)));
+    }
+    if (slope === 1 && Math.abs(intercept) < 1e-9) this.image.removeAttribute("filter");
+    else this.image.setAttribute("filter", `url(#${this.filterId})`);
+    this.root.dataset.zoom = view.zoom.toFixed(3);
+    // The view in one line (zoom, pan, turn, flips), for seeing at a glance that locked panes share it.
+    this.root.dataset.view = [view.zoom.toFixed(3), view.x.toFixed(1), view.y.toFixed(1), view.rotation,
+      view.flipX ? "flipX" : "-", view.flipY ? "flipY" : "-"].join(" ");
+    if (this.measuring) this.drawRulers(m);
+  }
+
+  local(event) {
+    const box = this.canvas.getBoundingClientRect();
+    return {x: event.clientX - box.left, y: event.clientY - box.top};
+  }
+
+  toImage(point) {
+    const p = applyTo(inverse(this.matrix()), point);
+    return {x: clamp(p.x, 0, this.natural.w), y: clamp(p.y, 0, this.natural.h)};
+  }
+
+  // Zooms by `factor` keeping the pane point `at` (default: the centre) where it is.
+  zoomBy(factor, at) {
+    const view = viewOf(this.pane);
+    const pane = this.size();
+    const point = at || {x: pane.w / 2, y: pane.h / 2};
+    const zoom = clamp(view.zoom * factor, ZOOM_MIN, ZOOM_MAX);
+    const f = zoom / view.zoom;
+    view.x = point.x - pane.w / 2 - f * (point.x - pane.w / 2 - view.x);
+    view.y = point.y - pane.h / 2 - f * (point.y - pane.h / 2 - view.y);
+    view.zoom = zoom;
+    viewChanged();
+  }
+
+  wheel(event) {
+    if (!this.natural) return;
+    event.preventDefault();
+    state.activePane = this.pane;
+    const unit = event.deltaMode === 1 ? 33 : event.deltaMode === 2 ? 400 : 1;
+    this.zoomBy(Math.exp(-event.deltaY * unit * 0.0015), this.local(event));
+  }
+
+  down(event) {
+    if (!this.natural || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault();
+    state.activePane = this.pane;
+    try { this.canvas.setPointerCapture(event.pointerId); } catch (error) { /* a synthetic pointer */ }
+    const point = this.local(event);
+    this.pointers.set(event.pointerId, point);
+    if (this.pointers.size === 2) {  // a second finger: pinch, dropping a ruler just begun
+      if (this.gesture && this.gesture.type === "draw") removeRuler(this.gesture.id, false);
+      const [a, b] = [...this.pointers.values()];
+      this.gesture = {type: "pinch", distance: Math.hypot(a.x - b.x, a.y - b.y), middle: midpoint(a, b)};
+      return;
+    }
+    if (this.pointers.size > 2) return;
+    // preventDefault above also keeps the focus where it was: a grabbed ruler end takes it (for the arrow keys),
+    // and a text field gives it up, so the keys pressed next act on the film.
+    const handle = event.target.closest && event.target.closest(".ruler-handle");
+    if (handle) handle.focus({preventScroll: true});
+    else if (document.activeElement && document.activeElement.matches("input, textarea")) document.activeElement.blur();
+    if (this.measuring && handle) {
+      this.gesture = {type: "handle", id: Number(handle.dataset.ruler), end: handle.dataset.end};
+      selectRuler(this.gesture.id);
+    } else if (this.measuring && state.tool !== "pan") {
+      const at = this.toImage(point);
+      const ruler = addRuler(at, at);
+      this.gesture = {type: "draw", id: ruler.id};
+    } else {
+      this.gesture = {type: "pan", last: point};
+    }
+  }
+
+  move(event) {
+    if (!this.pointers.has(event.pointerId)) return;
+    const point = this.local(event);
+    this.pointers.set(event.pointerId, point);
+    const gesture = this.gesture;
+    if (!gesture) return;
+    const view = viewOf(this.pane);
+    if (gesture.type === "pinch" && this.pointers.size === 2) {
+      const [a, b] = [...this.pointers.values()];
+      const distance = Math.hypot(a.x - b.x, a.y - b.y);
+      const middle = midpoint(a, b);
+      view.x += middle.x - gesture.middle.x;
+      view.y += middle.y - gesture.middle.y;
+      this.zoomBy(distance / Math.max(gesture.distance, 1), middle);
+      gesture.distance = distance;
+      gesture.middle = middle;
+    } else if (gesture.type === "pan") {
+      view.x += point.x - gesture.last.x;
+      view.y += point.y - gesture.last.y;
+      gesture.last = point;
+      viewChanged();
+    } else if (gesture.type === "draw" || gesture.type === "handle") {
+      const ruler = findRuler(gesture.id);
+      if (!ruler) return;
+      ruler[gesture.type === "draw" || gesture.end === "b" ? "b" : "a"] = this.toImage(point);
+      this.render();
+    }
+  }
+
+  up(event) {
+    if (!this.pointers.delete(event.pointerId)) return;
+    const gesture = this.gesture;
+    if (gesture && gesture.type === "pinch") {
+      const [left] = [...this.pointers.values()];
+      this.gesture = left ? {type: "pan", last: left} : null;
+      return;
+    }
+    if (this.pointers.size) return;
+    this.gesture = null;
+    if (!gesture) return;
+    if (gesture.type === "draw") {
+      const ruler = findRuler(gesture.id);
+      if (ruler && rulerPixels(ruler) < 2) removeRuler(ruler.id, false);  // a tap, not a line
+      else if (ruler && state.tool === "calibrate") {
+        state.calibrating = ruler.id;
+        state.tool = "ruler";
+      }
+      measurementsChanged();
+    } else if (gesture.type === "handle") {
+      measurementsChanged();
+    }
+  }
+
+  clearMarks() {
+    this.overlay.replaceChildren();
+    this.marks.clear();
+  }
+
+  // Rulers in screen space (constant line width and handle size at any zoom); their elements are kept between
+  // renders so a focused handle stays focused while the arrow keys move it.
+  drawRulers(m) {
+    const measure = currentMeasure();
+    const alive = new Set();
+    for (const [index, ruler] of (measure ? measure.rulers : []).entries()) {
+      alive.add(ruler.id);
+      let mark = this.marks.get(ruler.id);
+      if (!mark) {
+        const handle = (end) => svg("circle", {class: "ruler-handle", r: 9, tabindex: 0, "data-ruler": ruler.id,
+          "data-end": end, "aria-label": `Ruler ${index + 1}, ${end === "a" ? "start" : "end"}: arrow keys move it, `
+            + "Shift for 10 pixels"});
+        mark = {line: svg("line", {class: "ruler-line"}), text: svg("text", {class: "ruler-label"}),
+          a: handle("a"), b: handle("b")};
+        mark.group = svg("g", {class: "ruler", "data-ruler": ruler.id}, mark.line, mark.a, mark.b, mark.text);
+        for (const end of ["a", "b"]) mark[end].addEventListener("focus", () => selectRuler(ruler.id, false));
+        this.overlay.append(mark.group);
+        this.marks.set(ruler.id, mark);
+      }
+      const a = applyTo(m, ruler.a);
+      const b = applyTo(m, ruler.b);
+      const calibrates = measure.calibration && measure.calibration.ruler === ruler.id;
+      mark.group.setAttribute("class", `ruler${measure.selected === ruler.id ? " selected" : ""}`
+        + `${calibrates ? " calibration" : ""}`);
+      for (const [node, p] of [[mark.a, a], [mark.b, b]]) {
+        node.setAttribute("cx", p.x.toFixed(1));
+        node.setAttribute("cy", p.y.toFixed(1));
+      }
+      mark.line.setAttribute("x1", a.x.toFixed(1));
+      mark.line.setAttribute("y1", a.y.toFixed(1));
+      mark.line.setAttribute("x2", b.x.toFixed(1));
+      mark.line.setAttribute("y2", b.y.toFixed(1));
+      mark.text.setAttribute("x", ((a.x + b.x) / 2 + 10).toFixed(1));
+      mark.text.setAttribute("y", ((a.y + b.y) / 2 - 10).toFixed(1));
+      mark.text.textContent = `${index + 1}: ${rulerText(ruler)}`;
+    }
+    for (const [id, mark] of this.marks) {
+      if (!alive.has(id)) {
+        mark.group.remove();
+        this.marks.delete(id);
+      }
+    }
+  }
+}
+
+const midpoint = (a, b) => ({x: (a.x + b.x) / 2, y: (a.y + b.y) / 2});
+
+let filmViewer = null;
+let refViewer = null;
+
+function viewers() {
+  return [filmViewer, refViewer].filter((viewer) => viewer && viewer.root.isConnected);
+}
+
+function viewChanged() {
+  for (const viewer of viewers()) viewer.render();
+  syncTools();
+}
+
+function resetViews() {
+  state.views = {film: freshView(), ref: freshView()};
+  viewChanged();
+}
+
+function changeView(change) {
+  change(activeView());
+  viewChanged();
+}
+
+function activeViewer() {
+  return (state.compare || state.full) && state.activePane === "ref" && !state.locked ? refViewer : filmViewer;
+}
+
+function toggleLock() {
+  state.locked = !state.locked;
+  if (!state.locked) state.views.ref = {...state.views.film};  // unlocking leaves both where they are
+  viewChanged();
+}
+
+// Measurements ------------------------------------------------------------------------------------
+// Per X-ray (kept while the page is open): rulers in image pixels, which one is selected, which says the
+// implant's length or diameter, and which one calibrates the scale.
+
+const measures = new Map();
+let rulerIds = 0;
+
+function currentMeasure(create = false) {
+  const image = state.current && currentImage();
+  if (!image || !image.id) return null;
+  if (!measures.has(image.id) && create) {
+    measures.set(image.id, {rulers: [], selected: null, length: null, diameter: null, calibration: null});
+  }
+  return measures.get(image.id) || null;
+}
+
+function findRuler(id) {
+  const measure = currentMeasure();
+  return measure ? measure.rulers.find((ruler) => ruler.id === id) || null : null;
+}
+
+function addRuler(a, b) {
+  const measure = currentMeasure(true);
+  const ruler = {id: ++rulerIds, a, b};
+  measure.rulers.push(ruler);
+  measure.selected = ruler.id;
+  return ruler;
+}
+
+function removeRuler(id, render = true) {
+  const measure = currentMeasure();
+  if (!measure) return;
+  measure.rulers = measure.rulers.filter((ruler) => ruler.id !== id);
+  for (const key of ["selected", "length", "diameter"]) if (measure[key] === id) measure[key] = null;
+  if (measure.calibration && measure.calibration.ruler === id) measure.calibration = null;
+  if (state.calibrating === id) state.calibrating = null;
+  if (render) measurementsChanged();
+}
+
+function selectRuler(id, render = true) {
+  const measure = currentMeasure();
+  if (!measure || measure.selected === id) return;
+  measure.selected = id;
+  if (render) filmViewer.render();
+}
+
+const rulerPixels = (ruler) => Math.hypot(ruler.b.x - ruler.a.x, ruler.b.y - ruler.a.y);
+
+// Millimetres per pixel (between rows, between columns): a calibration wins over the file's pixel spacing.
+function scale() {
+  const measure = currentMeasure();
+  const calibration = measure && measure.calibration;
+  if (calibration) {
+    const ruler = findRuler(calibration.ruler);
+    const perPixel = calibration.mm / Math.max(rulerPixels(ruler), 1e-6);
+    return {row: perPixel, col: perPixel, source: "calibration"};
+  }
+  const spacing = currentImage().pixel_spacing_mm;
+  return spacing ? {row: spacing[0], col: spacing[1], source: "file"} : null;
+}
+
+function rulerMillimetres(ruler) {
+  const mm = scale();
+  return mm ? Math.hypot((ruler.b.x - ruler.a.x) * mm.col, (ruler.b.y - ruler.a.y) * mm.row) : null;
+}
+
+function rulerText(ruler) {
+  const mm = rulerMillimetres(ruler);
+  return mm === null ? `${Math.round(rulerPixels(ruler))} px` : `${mm.toFixed(1)} mm`;
+}
+
+// The implant's measured length and diameter in mm (null where no ruler says it, or there is no scale).
+function measuredSizes() {
+  const measure = currentMeasure();
+  const sizes = {length: null, diameter: null};
+  if (!measure || !scale()) return sizes;
+  for (const size of Object.keys(sizes)) {
+    const ruler = measure[size] && findRuler(measure[size]);
+    if (ruler) sizes[size] = rulerMillimetres(ruler);
+  }
+  return sizes;
+}
+
+const rangeText = (range) => (range[0] === range[1] ? `${range[0]}` : `${range[0]}–${range[1]}`);
+
+// How an implant's catalog sizes compare with the measurement: "outside" when a measured size is more than the
+// tolerance outside its range, "within" when every measured size with a range fits, null when nothing compares.
+function sizeCheck(item) {
+  const measured = measuredSizes();
+  const notes = [];
+  let verdict = null;
+  for (const [size, label] of [["length", "Length"], ["diameter", "Diameter"]]) {
+    const range = item[`${size}_mm`];
+    const value = measured[size];
+    if (value === null || !range) continue;
+    const outside = value < range[0] - SIZE_TOLERANCE_MM || value > range[1] + SIZE_TOLERANCE_MM;
+    notes.push(`${label} ${value.toFixed(1)} mm ${outside ? "is outside" : "fits"} ${rangeText(range)} mm`);
+    verdict = outside || verdict === "outside" ? "outside" : "within";
+  }
+  return {verdict, text: notes.join("; ")};
+}
+
+function sizeRanges(item) {
+  return [item.diameter_mm && `Ø ${rangeText(item.diameter_mm)} mm`, item.length_mm && `L ${rangeText(item.length_mm)} mm`]
+    .filter(Boolean).join(" · ");
+}
+
+function measurementsChanged() {
+  renderCase();
+}
+
+function assignRuler(id, size) {
+  const measure = currentMeasure();
+  measure[size] = measure[size] === id ? null : id;
+  for (const other of ["length", "diameter"]) if (other !== size && measure[other] === id) measure[other] = null;
+  measurementsChanged();
+}
+
+function setCalibration(id, mm) {
+  const measure = currentMeasure();
+  if (!(mm > 0 && mm < 200)) {
+    showMessage("Enter the known length in millimetres, e.g. 10 or 11.5.");
+    return;
+  }
+  measure.calibration = {ruler: id, mm};
+  state.calibrating = null;
+  measurementsChanged();
+}
+
+// A ruler from the keyboard: level across the middle of the pane, a quarter of its smaller side long (so on the
+// film when it is fitted); its ends then move with the arrow keys.
+function keyboardRuler() {
+  if (!filmViewer || !filmViewer.natural || !currentImage().id) return;
+  const pane = filmViewer.size();
+  const half = Math.min(pane.w, pane.h) / 8;
+  const ruler = addRuler(filmViewer.toImage({x: pane.w / 2 - half, y: pane.h / 2}),
+    filmViewer.toImage({x: pane.w / 2 + half, y: pane.h / 2}));
+  measurementsChanged();
+  const handle = filmViewer.overlay.querySelector(`.ruler-handle[data-ruler="${ruler.id}"][data-end="b"]`);
+  if (handle) handle.focus();
+}
+
+function nudgeHandle(handle, key, big) {
+  const ruler = findRuler(Number(handle.dataset.ruler));
+  if (!ruler) return;
+  // Arrow keys move the end as it looks on screen, whatever the rotation and flips.
+  const step = big ? 10 : 1;
+  const screen = {ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1]}[key];
+  const m = filmViewer.matrix();
+  const origin = applyTo(inverse(m), {x: 0, y: 0});
+  const moved = applyTo(inverse(m), {x: screen[0], y: screen[1]});
+  const length = Math.hypot(moved.x - origin.x, moved.y - origin.y);
+  const end = ruler[handle.dataset.end];
+  end.x = clamp(end.x + Math.round((moved.x - origin.x) / length) * step, 0, filmViewer.natural.w);
+  end.y = clamp(end.y + Math.round((moved.y - origin.y) / length) * step, 0, filmViewer.natural.h);
+  filmViewer.render();
+  clearTimeout(nudgeTimer);
+  nudgeTimer = setTimeout(measurementsChanged, 250);  // the list and the candidates follow once the keys rest
+}
+let nudgeTimer = null;
+
+// The film, its tools and the comparison -----------------------------------------------------------
+
+// What the film is compared with: a catalog system picked in the compare, a candidate picked there, else the
+// candidate chosen (or decided).
+function compareTarget() {
+  const target = state.target;
+  if (target && target.kind === "catalog") {
+    return {item: target.implant, url: target.implant.reference_url, label: `Catalog · ${implantName(target.implant)}`};
+  }
+  const rank = target ? target.rank : null;
+  const item = rank ? currentImage().candidates.find((c) => c.rank === rank) : chosenCandidate();
+  return item ? {item, url: item.reference_url, label: `Candidate ${item.rank} · ${implantName(item)}`} : null;
+}
+
+function showFilm() {
+  const number = state.imageIndex + 1;
+  filmViewer.show(currentImage().url, `Case X-ray ${number}`, `X-ray ${number} of case ${state.current.case.id}`);
+  return filmViewer.root;
+}
+
+function showReference(target) {
+  refViewer.show(target.url, target.label, `Reference X-ray of ${implantName(target.item)}`);
+  if (!target.url) {
+    refViewer.note.textContent = `The catalog has no reference image of ${implantName(target.item)} to show.`;
+    refViewer.note.hidden = false;
+  }
+  return refViewer.root;
+}
+
+function renderXray() {
+  const images = state.current.images;
+  const image = currentImage();
+  const tabs = images.length > 1 ? h("div", {class: "image-tabs"}, images.map((img, index) =>
+    h("button", {type: "button", class: index === state.imageIndex ? "on" : "",
+      onclick: () => { state.imageIndex = index; state.rank = 1; state.target = null; resetViews(); renderCase(); }},
+    `X-ray ${index + 1}`))) : null;
+  const target = compareTarget();
+  let body;
+  if (!images.length) {
+    body = h("p", {class: "xray-missing"}, state.current.case.erased_at ? "The X-rays of this case were erased."
+      : "This case has no X-ray.");
+  } else if (!image.url) {
+    body = h("p", {class: "xray-missing"}, `This X-ray could not be stored: ${image.error || "unknown error"}`);
+  } else if (state.full) {
+    body = h("p", {class: "xray-missing"}, "Shown in the full-screen compare (Esc closes it).");
+  } else {
+    body = state.compare && target ? h("div", {class: "compare"}, showFilm(), showReference(target)) : showFilm();
+  }
+  const spacing = image.pixel_spacing_mm;
+  const caption = images.length ? [`X-ray ${state.imageIndex + 1} of ${images.length}`,
+    image.width && `${image.width} × ${image.height} px`,
+    spacing && `${spacing[0]} × ${spacing[1]} mm per pixel`,
+    image.status === "failed" && `not readable: ${image.error}`].filter(Boolean).join(" · ") : "";
+  const live = Boolean(image.url) && !state.full;
+  return h("figure", {class: "xray"}, tabs, live ? renderTools() : null, h("div", {class: "xray-frame"}, body),
+    live ? renderMeasurements() : null,
+    h("figcaption", {}, h("span", {}, caption), h("span", {class: "fig-actions"},
+      target && target.url && !state.full ? h("button", {id: "compare", type: "button",
+        class: `link${state.compare ? " on" : ""}`, onclick: toggleCompare},
+      state.compare ? "Hide reference (C)" : "Compare with reference (C)") : null,
+      image.url ? h("a", {href: image.url, target: "_blank", rel: "noopener noreferrer"}, "Open full size") : null)));
+}
+
+function toggleCompare() {
+  const target = compareTarget();
+  if (!state.compare && !(target && target.url)) return;
+  state.compare = !state.compare;
+  state.activePane = "film";
+  renderCase();
+}
+
+function toggleFull(open = !state.full) {
+  if (open && !(state.current && currentImage().url)) return;
+  state.full = open;
+  state.activePane = "film";
+  renderCase();
+  if (open) $("full-close").focus();
+}
+
+function setTarget(target) {
+  state.target = target;
+  if (!state.locked) state.views.ref = freshView();
+  renderCase();
+}
+
+const TOOL_NAMES = {pan: ["Pan", "Drag to move the film"], ruler: ["Ruler", "Drag on the film to measure (M adds one)"],
+  calibrate: ["Calibrate", "Drag along a known dimension, then enter its length in mm"]};
+
+function renderTools() {
+  const button = (id, label, title, onclick, pressed) => h("button", {id, type: "button", class: "tool", title,
+    "aria-label": title, "aria-pressed": pressed === undefined ? null : String(pressed), onclick}, label);
+  const slider = (id, label, attrs, onchange) => h("label", {class: "tool-slider"}, label,
+    h("input", {id, type: "range", ...attrs, oninput: (event) => changeView((view) => onchange(view, Number(event.target.value)))}));
+  return h("div", {class: "tools", role: "toolbar", "aria-label": "Image tools"},
+    h("span", {class: "tool-group"},
+      button("zoom-out", "−", "Zoom out (−)", () => activeViewer().zoomBy(1 / ZOOM_STEP)),
+      h("span", {id: "zoom-level", class: "zoom-level"}, "100 %"),
+      button("zoom-in", "+", "Zoom in (+)", () => activeViewer().zoomBy(ZOOM_STEP)),
+      button("view-reset", "Reset", "Fit and reset every adjustment (0)", resetViews)),
+    h("span", {class: "tool-group"},
+      button("rotate-left", "⟲", "Rotate left ([)", () => rotate(-90)),
+      button("rotate-right", "⟳", "Rotate right (])", () => rotate(90)),
+      button("flip-h", "⇋", "Flip horizontally (H)", () => changeView((view) => { view.flipX = !view.flipX; }), false),
+      button("flip-v", "⇅", "Flip vertically (V)", () => changeView((view) => { view.flipY = !view.flipY; }), false),
+      button("invert", "Invert", "Invert (I)", () => changeView((view) => { view.invert = !view.invert; }), false)),
+    slider("brightness", "Brightness", {min: -0.5, max: 0.5, step: 0.01}, (view, value) => { view.brightness = value; }),
+    slider("contrast", "Contrast", {min: -1.6, max: 1.6, step: 0.02}, (view, value) => { view.contrast = Math.exp(value); }),
+    h("span", {class: "tool-group", role: "group", "aria-label": "What dragging on the film does"},
+      Object.entries(TOOL_NAMES).map(([name, [label, title]]) =>
+        button(`tool-${name}`, label, title, () => setTool(name), state.tool === name))),
+    state.compare || state.full ? button("lock", "Lock", "Same zoom and pan for film and reference (L)", toggleLock,
+      state.locked) : null,
+    state.full ? null : button("full-open", "Full screen", "Full-screen compare with any candidate or system (F)",
+      () => toggleFull(true)));
+}
+
+// The toolbar follows the view it acts on (after zooming by wheel, keys or a pinch).
+function syncTools() {
+  const view = activeView();
+  for (const viewer of [filmViewer, refViewer]) viewer.root.dataset.tool = state.tool;
+  if (!$("zoom-level")) return;
+  $("zoom-level").textContent = `${Math.round(view.zoom * 100)} %`;
+  $("brightness").value = String(view.brightness);
+  $("contrast").value = String(Math.log(view.contrast));
+  $("flip-h").setAttribute("aria-pressed", String(view.flipX));
+  $("flip-v").setAttribute("aria-pressed", String(view.flipY));
+  $("invert").setAttribute("aria-pressed", String(view.invert));
+  for (const name of Object.keys(TOOL_NAMES)) $(`tool-${name}`).setAttribute("aria-pressed", String(state.tool === name));
+  if ($("lock")) $("lock").setAttribute("aria-pressed", String(state.locked));
+}
+
+function setTool(name) {
+  state.tool = name;
+  syncTools();
+}
+
+// Rotation is clockwise on screen whatever the flips (one flip mirrors the turn).
+function rotate(degrees) {
+  changeView((view) => {
+    const turn = view.flipX !== view.flipY ? -degrees : degrees;
+    view.rotation = (view.rotation + turn + 360) % 360;
+  });
+}
+
+function renderMeasurements() {
+  const measure = currentMeasure();
+  const rulers = measure ? measure.rulers : [];
+  const mm = scale();
+  const number = (id) => rulers.findIndex((ruler) => ruler.id === id) + 1;
+  let scaleLine;
+  if (mm && mm.source === "calibration") {
+    scaleLine = [`Scale: ruler ${number(measure.calibration.ruler)} is ${measure.calibration.mm} mm `
+      + `(${mm.row.toFixed(4)} mm per pixel). `, h("button", {id: "calibration-clear", type: "button", class: "link",
+      onclick: () => { measure.calibration = null; measurementsChanged(); }}, "Clear calibration")];
+  } else if (mm) {
+    scaleLine = `Scale: ${mm.row} × ${mm.col} mm per pixel, from the X-ray's file. Calibrate to use another.`;
+  } else {
+    scaleLine = "No scale yet: rulers read pixels. Calibrate: drag along a known dimension and enter it in mm.";
+  }
+  const calibrating = state.calibrating && findRuler(state.calibrating);
+  let form = null;
+  if (calibrating) {
+    const input = h("input", {id: "calibrate-mm", type: "number", min: 0.1, max: 199, step: 0.1, inputmode: "decimal",
+      autocomplete: "off", onkeydown: (event) => { if (event.key === "Enter") set.click(); }});
+    const set = h("button", {id: "calibrate-set", type: "button", class: "primary",
+      onclick: () => setCalibration(calibrating.id, Number(input.value))}, "Set scale");
+    setTimeout(() => input.focus(), 0);
+    form = h("div", {class: "calibrate-form"},
+      h("label", {class: "field"}, `Ruler ${number(calibrating.id)} (${Math.round(rulerPixels(calibrating))} px) `
+        + "measures how many millimetres?", input),
+      set, h("button", {type: "button", class: "link", onclick: () => { state.calibrating = null; renderCase(); }},
+        "Cancel"));
+  }
+  const sizeButton = (ruler, size, label) => h("button", {id: `ruler-${ruler.id}-${size}`, type: "button",
+    class: `chip size-${size}${measure[size] === ruler.id ? " on" : ""}`,
+    "aria-pressed": String(measure[size] === ruler.id), onclick: () => assignRuler(ruler.id, size)}, label);
+  return h("div", {id: "measure", class: "measure"},
+    h("p", {id: "scale-status", class: "muted small"}, scaleLine),
+    rulers.length ? h("ol", {class: "rulers"}, rulers.map((ruler, index) =>
+      h("li", {class: `ruler-row${measure.selected === ruler.id ? " selected" : ""}`, dataset: {ruler: ruler.id}},
+        h("span", {class: "ruler-n"}, index + 1),
+        h("span", {class: "ruler-value"}, rulerText(ruler)),
+        sizeButton(ruler, "length", "Implant length"), sizeButton(ruler, "diameter", "Diameter"),
+        h("button", {id: `ruler-${ruler.id}-calibrate`, type: "button", class: "chip ruler-calibrate",
+          onclick: () => { state.calibrating = ruler.id; renderCase(); }}, "Calibrate…"),
+        h("button", {id: `ruler-${ruler.id}-delete`, type: "button", class: "link ruler-delete",
+          "aria-label": `Delete ruler ${index + 1}`,
+          onclick: () => removeRuler(ruler.id)}, "Delete")))) : null,
+    form);
+}
+
+// A line under the candidates saying what the sizes were compared with.
+function sizeSummary() {
+  const measured = measuredSizes();
+  const parts = [measured.length !== null && `length ${measured.length.toFixed(1)} mm`,
+    measured.diameter !== null && `diameter ${measured.diameter.toFixed(1)} mm`].filter(Boolean);
+  if (!parts.length) return null;
+  return h("p", {id: "size-summary", class: "size-summary", role: "note"}, `Measured ${parts.join(", ")}. `
+    + `Systems whose catalog sizes miss it by more than ${SIZE_TOLERANCE_MM} mm are marked; magnification and `
+    + "angulation distort films, so take it as a hint.");
+}
+
+// The size line of a candidate or catalog result, with its verdict.
+function sizeLine(item) {
+  const check = sizeCheck(item);
+  const ranges = sizeRanges(item);
+  if (!ranges && !check.text) return null;
+  return h("span", {class: `sizes${check.verdict ? ` ${check.verdict}` : ""}`},
+    check.text || ranges, check.text ? h("span", {class: "muted"}, ` (catalog: ${ranges})`) : null);
+}
+
+function renderFull() {
+  const item = state.current.case;
+  const decided = Boolean(state.current.decision);
+  const target = compareTarget();
+  const results = h("ul", {id: "full-results", class: "catalog-results full-results", hidden: true});
+  const search = h("input", {id: "full-search", type: "search", autocomplete: "off",
+    placeholder: "Compare with any system, e.g. straumann bl", "aria-label": "Search the catalog to compare",
+    oninput: (event) => {
+      results.hidden = !event.target.value.trim();
+      if (!results.hidden) searchCatalog(event.target.value, results, (implant) => setTarget({kind: "catalog", implant}));
+    }});
+  const picked = state.target && state.target.kind === "catalog" ? state.target.implant : null;
+  return h("div", {id: "full-compare", class: "full-compare", role: "dialog", "aria-modal": "true",
+    "aria-label": `Full-screen compare of case ${item.id}`},
+    h("div", {class: "full-head"},
+      h("h2", {}, `Case #${item.id} · X-ray ${state.imageIndex + 1}`),
+      h("div", {class: "targets", role: "group", "aria-label": "Compare with"},
+        currentImage().candidates.map((candidate) => {
+          const on = target && !picked && target.item.rank === candidate.rank;
+          const check = sizeCheck(candidate);
+          return h("button", {id: `target-${candidate.rank}`, type: "button", class: `target${on ? " on" : ""}${check.verdict ? ` size-${check.verdict}` : ""}`,
+            dataset: {rank: candidate.rank}, "aria-pressed": String(Boolean(on)), title: check.text || sizeRanges(candidate),
+            onclick: () => setTarget({kind: "candidate", rank: candidate.rank})},
+          h("kbd", {}, candidate.rank), implantName(candidate));
+        }),
+        h("span", {class: "full-search"}, search, results)),
+      picked && !decided && state.current.case.status === "ready" ? h("button", {id: "full-override", type: "button",
+        onclick: () => { state.override = picked; state.full = false; renderCase(); }},
+      `Approve ${implantName(picked)} instead…`) : null,
+      h("button", {id: "full-close", type: "button", class: "link", onclick: () => toggleFull(false)}, "Close (Esc)")),
+    renderTools(),
+    h("div", {class: "full-panes"}, showFilm(), target ? showReference(target)
+      : h("p", {class: "xray-missing"}, "Pick a candidate or search the catalog to compare with.")),
+    h("div", {class: "full-foot"}, renderMeasurements(), target ? sizeLine(target.item) : null));
+}
+
 // The case view ------------------------------------------------------------------------------------
 
 let openSeq = 0;
@@ -288,6 +1063,9 @@ async function openCase(caseId) {
     state.note = "";
     state.reason = "";
     state.erasing = false;
+    state.target = null;
+    state.calibrating = null;
+    state.views = {film: freshView(), ref: freshView()};
   }
   renderCase();
   renderList();
@@ -311,6 +1089,7 @@ function renderCase() {
   else if (item.status === "ready") next = renderActions();
   else if (item.status === "failed") next = renderAttention();
   else next = h("p", {class: "muted in-progress"}, `This case is ${item.status}: its candidates appear when it is ready.`);
+  const focused = document.activeElement;  // a ruler's handle moves with the re-render and keeps the focus
   fill(view,
     h("div", {class: "case-head"},
       h("div", {}, h("h2", {}, `Case #${item.id}`), h("p", {class: "muted"}, meta)),
@@ -319,7 +1098,23 @@ function renderCase() {
     item.erased_at ? h("p", {class: "erased-note", role: "note"}, `Patient data erased ${when(item.erased_at)}: `
       + "the X-rays, the submitter's details and free texts are gone; the decision stays, anonymous.") : null,
     h("div", {class: "case-body"}, renderXray(), h("div", {class: "decide"},
-      renderCandidates(decided), next, renderRecord())));
+      renderCandidates(decided), sizeSummary(), next, renderRecord())),
+    state.full ? renderFull() : null);
+  setModal(state.full);
+  // Controls are rebuilt on every render: the one that had the focus (same id, or the same ruler handle) keeps it.
+  if (focused && !focused.isConnected && focused.id && $(focused.id)) $(focused.id).focus();
+  else if (focused && focused.isConnected && focused.closest(".viewer") && document.activeElement !== focused) focused.focus();
+  syncTools();
+  for (const viewer of viewers()) viewer.render();
+}
+
+// The full-screen compare is modal: what lies behind it takes neither clicks nor the focus.
+function setModal(open) {
+  document.body.classList.toggle("full-open", open);
+  for (const node of [document.querySelector(".topbar"), document.querySelector(".sidebar"), $("system-panel"),
+    document.querySelector(".keys"), ...$("case-view").children]) {
+    node.inert = open && node.id !== "full-compare";
+  }
 }
 
 // A case whose intake failed for good: the reason, and a retry.
@@ -392,37 +1187,6 @@ async function eraseCase(confirm) {
   }
 }
 
-function renderXray() {
-  const images = state.current.images;
-  const image = currentImage();
-  const tabs = images.length > 1 ? h("div", {class: "image-tabs"}, images.map((img, index) =>
-    h("button", {type: "button", class: index === state.imageIndex ? "on" : "",
-      onclick: () => { state.imageIndex = index; state.rank = 1; renderCase(); }}, `X-ray ${index + 1}`))) : null;
-  let body;
-  const reference = chosenCandidate();
-  if (!images.length) body = h("p", {class: "xray-missing"}, "This case has no X-ray.");
-  else if (!image.url) body = h("p", {class: "xray-missing"}, `This X-ray could not be stored: ${image.error || "unknown error"}`);
-  else {
-    body = h("img", {src: image.url, alt: `X-ray ${state.imageIndex + 1} of case ${state.current.case.id}`,
-      onerror: (event) => event.target.replaceWith(h("p", {class: "xray-missing"},
-        "The X-ray did not load (its link may have expired). Reopen the case to get a fresh link."))});
-    if (state.compare && reference && reference.reference_url) {
-      body = h("div", {class: "compare"},
-        h("div", {class: "pane"}, body, h("span", {class: "pane-label"}, "Case X-ray")),
-        h("div", {class: "pane"}, h("img", {src: reference.reference_url, alt: `Reference X-ray of ${implantName(reference)}`}),
-          h("span", {class: "pane-label"}, `Reference · ${implantName(reference)}`)));
-    }
-  }
-  const caption = images.length ? [`X-ray ${state.imageIndex + 1} of ${images.length}`,
-    image.width && `${image.width} × ${image.height} px`, image.status === "failed" && `not readable: ${image.error}`]
-    .filter(Boolean).join(" · ") : "";
-  return h("figure", {class: "xray"}, tabs, h("div", {class: "xray-frame"}, body),
-    h("figcaption", {}, h("span", {}, caption), h("span", {class: "fig-actions"},
-      reference && reference.reference_url ? h("button", {id: "compare", type: "button", class: `link${state.compare ? " on" : ""}`,
-        onclick: toggleCompare}, state.compare ? "Hide reference (C)" : "Compare with reference (C)") : null,
-      image.url ? h("a", {href: image.url, target: "_blank", rel: "noopener noreferrer"}, "Open full size") : null)));
-}
-
 function renderCandidates(decided) {
   const candidates = currentImage().candidates;
   if (!candidates.length) {
@@ -438,8 +1202,10 @@ function renderCandidates(decided) {
       : null,
     h("ol", {class: "candidates"}, candidates.map((candidate) => {
       const selected = decided ? candidate.rank === chosenRank : !state.override && candidate.rank === state.rank;
+      const verdict = sizeCheck(candidate).verdict;
       return h("li", {},
-        h("button", {type: "button", class: `candidate${selected ? " selected" : ""}`, disabled: decided,
+        h("button", {type: "button", class: `candidate${selected ? " selected" : ""}${verdict ? ` size-${verdict}` : ""}`,
+          disabled: decided,
           dataset: {rank: candidate.rank}, "aria-pressed": String(selected),
           onclick: () => pick(candidate.rank)},
           h("span", {class: "key"}, candidate.rank),
@@ -449,7 +1215,8 @@ function renderCandidates(decided) {
           h("span", {class: "cand-text"},
             h("span", {class: "maker"}, candidate.manufacturer),
             h("span", {class: "system"}, candidate.system),
-            h("span", {class: "sim"}, `similarity ${similarity(candidate.similarity)}`))));
+            h("span", {class: "sim"}, `similarity ${similarity(candidate.similarity)}`),
+            sizeLine(candidate))));
     })));
 }
 
@@ -459,11 +1226,6 @@ function chosenCandidate() {
   const decision = state.current.decision;
   const rank = decision ? decision.chosen_rank : (state.override ? null : state.rank);
   return currentImage().candidates.find((c) => c.rank === rank) || null;
-}
-
-function toggleCompare() {
-  state.compare = !state.compare;
-  renderCase();
 }
 
 function selectedImplantLabel() {
@@ -508,17 +1270,26 @@ function renderOverridePanel() {
 
 let searchSeq = 0;
 
-async function searchCatalog(query, results) {
+function pickOverride(implant) {
+  state.override = implant;
+  state.panel = null;
+  renderCase();
+  $("approve").focus();
+}
+
+async function searchCatalog(query, results, onPick = pickOverride) {
   const seq = ++searchSeq;
   try {
     const data = await api("GET", `/catalog?q=${encodeURIComponent(query)}`);
     if (seq !== searchSeq) return;
-    results.replaceChildren(...(data.implants.length ? data.implants.map((implant) =>
-      h("li", {}, h("button", {type: "button", class: "catalog-item", dataset: {implantId: implant.id},
-        onclick: () => { state.override = implant; state.panel = null; renderCase(); $("approve").focus(); }},
+    results.replaceChildren(...(data.implants.length ? data.implants.map((implant) => {
+      const verdict = sizeCheck(implant).verdict;
+      return h("li", {}, h("button", {type: "button", class: `catalog-item${verdict ? ` size-${verdict}` : ""}`,
+        dataset: {implantId: implant.id}, onclick: () => onPick(implant)},
         h("span", {}, h("span", {class: "maker"}, implant.manufacturer), " ", h("strong", {}, implant.system)),
-        h("span", {class: "muted"}, [implant.implant_type, implant.connection, `${implant.references} reference(s)`]
-          .filter(Boolean).join(" · "))))) : [h("li", {class: "muted empty-row"}, "No implant matches.")]));
+        h("span", {class: "catalog-meta"}, h("span", {class: "muted"}, [implant.implant_type, implant.connection,
+          `${implant.references} reference(s)`].filter(Boolean).join(" · ")), sizeLine(implant))));
+    }) : [h("li", {class: "muted empty-row"}, "No implant matches.")]));
   } catch (error) {
     failed(error);
   }
@@ -658,6 +1429,7 @@ function pick(rank) {
   if (!currentImage().candidates.some((c) => c.rank === rank)) return;
   state.rank = rank;
   state.override = null;
+  state.target = null;
   renderCase();
 }
 
@@ -760,24 +1532,82 @@ function step(offset) {
   if (next && (!state.current || next.id !== state.current.case.id)) openCase(next.id).catch(failed);
 }
 
+// The viewer's keys (outside text fields): they act on the film, or on the pane last touched when unlocked.
+const VIEW_KEYS = {
+  "+": () => activeViewer().zoomBy(ZOOM_STEP),
+  "=": () => activeViewer().zoomBy(ZOOM_STEP),
+  "-": () => activeViewer().zoomBy(1 / ZOOM_STEP),
+  "0": resetViews,
+  "[": () => rotate(-90),
+  "]": () => rotate(90),
+  h: () => changeView((view) => { view.flipX = !view.flipX; }),
+  v: () => changeView((view) => { view.flipY = !view.flipY; }),
+  i: () => changeView((view) => { view.invert = !view.invert; }),
+  b: () => changeView((view) => { view.brightness = clamp(view.brightness + BRIGHTNESS_STEP, -0.5, 0.5); }),
+  B: () => changeView((view) => { view.brightness = clamp(view.brightness - BRIGHTNESS_STEP, -0.5, 0.5); }),
+  x: () => changeView((view) => { view.contrast = clamp(view.contrast * CONTRAST_STEP, 0.2, 5); }),
+  X: () => changeView((view) => { view.contrast = clamp(view.contrast / CONTRAST_STEP, 0.2, 5); }),
+  l: () => { if (state.compare || state.full) toggleLock(); },
+  f: () => toggleFull(),
+  m: keyboardRuler,
+  ArrowLeft: () => panBy(1, 0),
+  ArrowRight: () => panBy(-1, 0),
+  ArrowUp: () => panBy(0, 1),
+  ArrowDown: () => panBy(0, -1),
+};
+
+// Arrow keys look around a zoomed film (← shows more of its left), a tenth of the pane per press.
+function panBy(right, down) {
+  const viewer = activeViewer();
+  if (!viewer.natural) return;
+  const pane = viewer.size();
+  changeView((view) => {
+    view.x += right * pane.w * PAN_STEP;
+    view.y += down * pane.h * PAN_STEP;
+  });
+}
+
 function onKey(event) {
   if ($("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
-  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
+  const field = event.target;
+  // A focused slider keeps its own arrow keys, and lets the letter shortcuts through.
+  const slider = field.tagName === "INPUT" && field.type === "range";
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(field.tagName) && !(slider && event.key.length === 1);
   if (event.key === "Escape") {
     event.preventDefault();
-    if (!$("system-panel").hidden) toggleSystem(false);
+    if (state.calibrating) { state.calibrating = null; renderCase(); }
+    else if (!$("system-panel").hidden) toggleSystem(false);
+    else if (state.full) toggleFull(false);
     else if (state.erasing) { state.erasing = false; renderCase(); }
     else if (state.panel) closePanel();
     else hideMessage();
     return;
   }
-  if (typing) return;
-  const key = event.key.toLowerCase();
-  if (["1", "2", "3", "4", "5"].includes(key)) pick(Number(key));
+  if (typing || !state.current) return;
+  const handle = event.target.closest && event.target.closest(".ruler-handle");
+  if (handle && event.key.startsWith("Arrow")) {
+    nudgeHandle(handle, event.key, event.shiftKey);
+    event.preventDefault();
+    return;
+  }
+  if (handle && (event.key === "Delete" || event.key === "Backspace")) {
+    removeRuler(Number(handle.dataset.ruler));
+    event.preventDefault();
+    return;
+  }
+  const key = event.key.length === 1 && !"BX".includes(event.key) ? event.key.toLowerCase() : event.key;
+  const image = currentImage();
+  if (VIEW_KEYS[key] && image.url) {
+    VIEW_KEYS[key]();
+  } else if (state.full) {  // the full-screen compare is modal: digits pick what the film is compared with
+    if (image.candidates.some((c) => String(c.rank) === key)) setTarget({kind: "candidate", rank: Number(key)});
+    else if (key === "/") $("full-search").focus();
+    else return;
+  } else if (["1", "2", "3", "4", "5"].includes(key)) pick(Number(key));
   else if (key === "a") approve().catch(failed);
   else if (key === "r") openPanel("reject");
   else if (key === "o" || key === "/") openPanel("override");
-  else if (key === "c" && state.current) toggleCompare();
+  else if (key === "c") toggleCompare();
   else if (key === "j") step(1);
   else if (key === "k") step(-1);
   else return;
@@ -801,5 +1631,7 @@ setInterval(() => {
   }
 }, REFRESH_MS);
 
+filmViewer = new Viewer("film", true);
+refViewer = new Viewer("ref", false);
 if (state.token) showApp().catch(failed);
 else showLogin();

@@ -26,9 +26,9 @@ def test_approve_candidate_two_and_watch_it_leave_the_queue(site: tuple, page: A
 
     open_case(page, target)
     expect(page.locator(".candidate")).to_have_count(3)
-    xray = page.locator(".xray-frame img")
+    xray = page.locator(".xray-frame .viewer-film")
     expect(xray).to_be_visible()
-    page.wait_for_function("() => document.querySelector('.xray-frame img').naturalWidth > 0")
+    page.wait_for_selector('.viewer-film[data-loaded="true"]')
     page.wait_for_function("() => [...document.querySelectorAll('.thumb img')].every(i => i.naturalWidth)")
     second = page.locator('.candidate[data-rank="2"]')
     chosen_system = second.locator(".system").inner_text()
@@ -36,7 +36,7 @@ def test_approve_candidate_two_and_watch_it_leave_the_queue(site: tuple, page: A
     expect(second).to_have_class(re.compile(r"\bselected\b"))
     expect(page.locator("#approve")).to_contain_text(chosen_system)
     page.keyboard.press("c")  # the chosen candidate's reference beside the X-ray
-    expect(page.locator(".compare .pane img")).to_have_count(2)
+    expect(page.locator('.compare .viewer[data-loaded="true"]')).to_have_count(2)
     page.fill("#note", "apex matches the reference")
     shot(page, "case-view")
 

@@ -130,7 +130,7 @@ def test_the_page_runs_under_its_policy_in_chromium(chromium: Any, dev_server: t
         page.fill("#login-password", "a password for csp")
         page.click("#login-submit")
         page.wait_for_selector(f'.case-view h2:text-is("Case #{case_id}")')
-        page.wait_for_function("() => document.querySelector('.xray-frame img').naturalWidth > 0")
+        page.wait_for_selector('.viewer-film[data-loaded="true"]')
         page.wait_for_function("() => [...document.querySelectorAll('.thumb img')].every(i => i.naturalWidth)")
         assert page.evaluate("getComputedStyle(document.querySelector('.topbar')).display") == "flex"  # styled
         assert page.evaluate("window.__violations") == []
