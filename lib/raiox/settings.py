@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     raiox_hnsw_ef_search: int = Field(
         default=64, ge=10, le=1000,
         description="`hnsw.ef_search` of the matching query and the number of nearest references aggregated into "
-        "implant systems.",
+        "implant systems; 128 from about a million references of one model (docs/benchmarks.md).",
     )
     raiox_index_build_memory: str | None = Field(
         default=None, pattern=r"^[0-9]+\s*(kB|MB|GB)$",
