@@ -79,9 +79,12 @@ def test_badly_named_migration_file_is_refused(tmp_path: Path) -> None:
 
 def test_cli_migrate_and_status_on_embedded_database(raiox_home: Path) -> None:
     """What a fresh machine does: no DATABASE_URL, so pgserver starts one under $RAIOX_HOME/pg."""
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "raiox.tools.cli", *args], capture_output=True, text=True, timeout=120, check=True
-    )
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "raiox.tools.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
     assert "applied 0001_initial" in run("db", "migrate").stdout
     assert "0 migration(s) applied now" in run("db", "migrate").stdout
     status = json.loads(run("db", "status", "--json").stdout)
