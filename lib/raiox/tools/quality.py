@@ -1,5 +1,5 @@
 """Identification quality: rendered evaluation sets, `raiox eval` (top-1/top-3) and `raiox train` (metric
-learning of an open_clip image tower on rendered films of a catalog's systems)."""
+learning of an open_clip image tower on rendered films of a catalog's systems, or on a lab's own films)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from raiox.adapters.encoder import Encoder, checkpoint_sidecar, random_model
+from raiox.adapters.encoder import EMBEDDING_DIM, Encoder, checkpoint_sidecar, random_model, resolve_weights
+from raiox.adapters.imaging import ImageError
 from raiox.services import Services
 from raiox.tools.render import ImplantDesign, demo_catalog, render
 
@@ -175,6 +176,31 @@ def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.0
                       low / total, {t: dict(c) for t, c in confusion.items()}, seconds=time.monotonic() - started)
 
 
+def write_film_folder(out: Path, designs: Sequence[ImplantDesign], *, films_per_system: int, seeds: str,
+                      skip: int = 0, manifest: bool = False) -> int:
+    """Rendered films as a lab's labelled folder, `out/<system>/<n>.png` (what `raiox train --folder` and
+    `raiox eval --folder` read), for the systems of `designs` after the first `skip`: `reference` seeds (system
+    number × 100 + n, as eval's references use) or `eval` seeds (never used by references or any training).
+    With `manifest`, `out/catalog.jsonl` makes them a catalog (`raiox catalog import`). Returns the film count."""
+    if seeds not in ("reference", "eval"):
+        raise ValueError(f"seeds are `reference` or `eval`, not {seeds!r}")
+    if films_per_system > 100:
+        raise ValueError("at most 100 films per system (reference seeds of the next system follow)")
+    lines = []
+    for number, design in list(enumerate(designs))[skip:]:
+        folder = out / design.system
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for n in range(films_per_system):
+            seed = number * 100 + n if seeds == "reference" else EVAL_SEEDS[500_000 + number * 100 + n]
+            (folder / f"{n}.png").write_bytes(render(design, seed=seed))
+            names.append(f"{design.system}/{n}.png")
+        lines.append(json.dumps({"manufacturer": design.manufacturer, "system": design.system, "images": names}))
+    if manifest:
+        (out / "catalog.jsonl").write_text("\n".join(lines) + "\n")
+    return len(lines) * films_per_system
+
+
 # Training ---------------------------------------------------------------------------------------
 
 
@@ -230,19 +256,94 @@ def _augment(grey: Any, generator: Any) -> Any:
     return (x.clamp(0, 1) * 255).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
 
 
-def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretrained: str | None = None,
-          minutes: float = 10.0, films_per_system: int = 200, batch_size: int = 64, seed: int = 0,
-          crop: bool = False, device: str = "auto", progress: bool = True) -> Path:
-    """Metric learning (cosine softmax with a margin, CosFace) of the image tower: renders
-    `films_per_system` films per system once, then trains on them with radiograph augmentations until
-    `minutes` (rendering included) are up, the learning rate warming up and then decaying on a cosine over
-    the remaining time. Writes a checkpoint Encoder.load takes, and a sidecar saying how films were
-    prepared."""
+def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int, *, deadline: float,
+         batch_size: int = 64, lr: float = 2e-3, seed: int = 0, class_init: str = "random",
+         progress: bool = True) -> int:
+    """Metric learning of the encoder's image tower in place (cosine softmax with a margin, CosFace) on prepared
+    grey films (n, H, W) with radiograph augmentations, until `deadline` (time.monotonic()): the learning rate
+    warms up, then decays on a cosine over the time left. `class_init="mean"` (fine-tuning) starts each class
+    at its films' mean embedding, with the classes learning 5× faster than the tower; `random` (from scratch)
+    starts them anywhere. Returns the number of steps."""
     import math
 
-    import open_clip
     import torch
     from tqdm import tqdm
+
+    device = encoder.device
+    pixels_on_device, labels_on_device = torch.from_numpy(pixels).to(device), torch.from_numpy(labels).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    visual = encoder.model.visual.train().to(memory_format=torch.channels_last)  # steps ×1.4 faster on CPU
+    if class_init == "mean":
+        visual.eval()  # batch-norm statistics as the encoder will embed
+        with torch.no_grad():
+            sums = torch.zeros(classes, EMBEDDING_DIM, device=device)
+            for start in range(0, len(labels), 64):
+                batch = encoder.normalise(pixels_on_device[start:start + 64, :, :, None].expand(-1, -1, -1, 3))
+                sums.index_add_(0, labels_on_device[start:start + 64],
+                                torch.nn.functional.normalize(visual(batch).float(), dim=-1))
+        visual.train()
+        initial, class_lr = torch.nn.functional.normalize(sums, dim=-1), lr * 5
+    else:
+        initial = torch.nn.functional.normalize(torch.randn(classes, EMBEDDING_DIM, device=device), dim=-1)
+        class_lr = lr
+    centres = torch.nn.Parameter(initial)
+    optimizer = torch.optim.AdamW([{"params": visual.parameters()}, {"params": [centres], "lr": class_lr}], lr=lr,
+                                  weight_decay=1e-4)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    scale, margin = 16.0, 0.2
+    started, steps, correct, seen = time.monotonic(), 0, 0, 0
+    budget = max(deadline - started, 1.0)
+    with tqdm(total=int(budget), desc="training", unit="s", disable=not progress) as bar:
+        while steps == 0 or time.monotonic() < deadline:
+            done = min(1.0, (time.monotonic() - started) / budget)
+            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            chosen = torch.randint(len(labels), (batch_size,), device=device, generator=generator)
+            batch = encoder.normalise(_augment(pixels_on_device[chosen], generator))
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            target = labels_on_device[chosen]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
+            cosine = features @ torch.nn.functional.normalize(centres, dim=-1).T
+            logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, classes))
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            correct += int((cosine.argmax(dim=1) == target).sum())
+            seen += len(target)
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
+                correct = seen = 0
+            bar.n = min(bar.total, int(time.monotonic() - started))
+            bar.refresh()
+    encoder.model.eval().to(memory_format=torch.contiguous_format)
+    return steps
+
+
+def _save(encoder: Encoder, out: Path, sidecar: dict[str, Any]) -> Path:
+    """The weights, and the sidecar naming the architecture (so RAIOX_CLIP_PRETRAINED=<out> alone loads them)
+    and how films were prepared, with how they were made."""
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.to("cpu") for k, v in encoder.model.state_dict().items()}, out)
+    checkpoint_sidecar(out).write_text(json.dumps({"model": encoder.model_name, "crop_to_implant": encoder.crop,
+                                                   **sidecar}, indent=1))
+    return out
+
+
+def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretrained: str | None = None,
+          minutes: float = 10.0, films_per_system: int = 200, batch_size: int = 64, seed: int = 0,
+          crop: bool = False, device: str = "auto", lr: float = 2e-3, progress: bool = True) -> Path:
+    """Metric learning (cosine softmax with a margin, CosFace) of the image tower on rendered films: renders
+    `films_per_system` films per system once, then trains on them with radiograph augmentations until
+    `minutes` (rendering included) are up. Writes a checkpoint and its sidecar (RAIOX_CLIP_PRETRAINED=<out>
+    alone then loads it)."""
+    import open_clip
+    import torch
 
     from raiox.adapters.encoder import _register_model_configs
 
@@ -257,48 +358,155 @@ def train(model_name: str, designs: Sequence[ImplantDesign], out: Path, *, pretr
         model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
     encoder = Encoder.from_model(model, model_name=model_name, device=device, crop=crop)
     pixels, labels = render_training_set(encoder, designs, films_per_system, seed=seed, progress=progress)
-    pixels_on_device, labels_on_device = torch.from_numpy(pixels).to(device), torch.from_numpy(labels).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    visual = model.visual.train().to(memory_format=torch.channels_last)  # steps ×1.4 faster on this CPU
-    classes = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(designs), 512, device=device), dim=-1))
-    optimizer = torch.optim.AdamW([{"params": visual.parameters()}, {"params": [classes]}], lr=2e-3,
-                                  weight_decay=1e-4)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    scale, margin = 16.0, 0.2
-    train_started, steps, correct, seen = time.monotonic(), 0, 0, 0
-    budget = max(deadline - train_started, 1.0)
-    with tqdm(total=int(budget), desc="training", unit="s", disable=not progress) as bar:
-        while steps == 0 or time.monotonic() < deadline:
-            done = min(1.0, (time.monotonic() - train_started) / budget)
-            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            chosen = torch.randint(len(labels), (batch_size,), device=device, generator=generator)
-            batch = encoder.normalise(_augment(pixels_on_device[chosen], generator))
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            target = labels_on_device[chosen]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-                features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
-            cosine = features @ torch.nn.functional.normalize(classes, dim=-1).T
-            logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, len(designs)))
-            loss = torch.nn.functional.cross_entropy(logits, target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            correct += int((cosine.argmax(dim=1) == target).sum())
-            seen += len(target)
-            if steps % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
-                correct = seen = 0
-            bar.n = min(bar.total, int(time.monotonic() - train_started))
-            bar.refresh()
-    model.eval().to("cpu", memory_format=torch.contiguous_format)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
-    checkpoint_sidecar(out).write_text(json.dumps({"model": model_name, "crop_to_implant": crop, "steps": steps,
-                                                   "films_per_system": films_per_system, "minutes": minutes,
-                                                   "device": device, "seed": seed,
-                                                   "systems": [d.system for d in designs]}, indent=1))
+    torch.manual_seed(seed)
+    steps = _fit(encoder, pixels, labels, len(designs), deadline=deadline, batch_size=batch_size, lr=lr,
+                 seed=seed, progress=progress)
+    _save(encoder, out, {"steps": steps, "films_per_system": films_per_system, "minutes": minutes,
+                         "device": device, "seed": seed, "systems": [d.system for d in designs]})
     log.info("trained %s for %d steps (%.1f min on %s); wrote %s", model_name, steps, minutes, device, out)
     return out
+
+
+# Training on a lab's own films ---------------------------------------------------------------------
+
+
+@dataclass
+class FilmSet:
+    """Films prepared as the encoder prepares them: grey uint8 (n, H, W), class per film, class names."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    def subset(self, keep: np.ndarray) -> FilmSet:
+        return FilmSet(self.pixels[keep], self.labels[keep], self.names)
+
+
+@dataclass
+class FilmTrainReport:
+    out: Path
+    films: int
+    systems: int
+    steps: int
+    seconds: float
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)  # before / after: top1, top3, queries
+
+
+def folder_films(folder: Path) -> list[tuple[str, bytes]]:
+    """A labelled folder, `<system>/<film>` as `raiox eval --folder` reads it: (system, bytes) per film."""
+    return [(path.parent.name, path.read_bytes()) for path in sorted(folder.glob("*/*"))
+            if path.is_file() and not path.name.startswith(".")]
+
+
+def database_films(services: Services) -> list[tuple[str, bytes]]:
+    """The catalog's reference images (every model's, each image once) and approved cases' films, labelled
+    by implant system ("manufacturer system"); objects that cannot be read are skipped with a warning."""
+    with services.db.transaction() as conn:
+        rows = conn.execute(
+            """
+            SELECT DISTINCT ON (films.sha256, films.implant_id) films.storage_key,
+                   implants.manufacturer || ' ' || implants.system AS label
+              FROM (SELECT implant_id, storage_key, sha256 FROM reference_images
+                    UNION ALL
+                    SELECT d.implant_id, ci.storage_key, ci.sha256
+                      FROM review_decisions d JOIN case_images ci ON ci.case_id = d.case_id
+                     WHERE d.decision = 'approved' AND ci.status = 'stored' AND ci.storage_key IS NOT NULL
+                   ) films
+              JOIN implants ON implants.id = films.implant_id
+             ORDER BY films.sha256, films.implant_id
+            """
+        ).fetchall()
+    films = []
+    for row in rows:
+        try:
+            films.append((row["label"], services.store.get(row["storage_key"])))
+        except Exception as exc:  # noqa: BLE001 - a missing object is one film less, not a failed run
+            log.warning("skipping %s: %s", row["storage_key"], exc)
+    return films
+
+
+def prepare_films(encoder: Encoder, films: Sequence[tuple[str, bytes]], *, progress: bool = True) -> FilmSet:
+    """Decode and prepare every film as the encoder will (films that do not decode are skipped, logged)."""
+    from tqdm import tqdm
+
+    names = sorted({label for label, _ in films})
+    index = {name: number for number, name in enumerate(names)}
+    pixels, labels = [], []
+    for label, data in tqdm(films, desc="preparing", unit="film", disable=not progress):
+        try:
+            pixels.append(encoder.prepare(data)[:, :, 0])
+        except ImageError as exc:
+            log.warning("skipping a film of %s: %s", label, exc)
+            continue
+        labels.append(index[label])
+    if not pixels:
+        raise ValueError("no film decodes")
+    return FilmSet(np.stack(pixels), np.asarray(labels, dtype=np.int64), names)
+
+
+def split_held_out(films: FilmSet, fraction: float, *, seed: int = 0) -> tuple[FilmSet, FilmSet | None]:
+    """Per system, `fraction` of its films (rounded down, never its last one) set aside to measure training."""
+    if fraction <= 0:
+        return films, None
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(films.labels), dtype=bool)
+    for label in np.unique(films.labels):
+        members = rng.permutation(np.flatnonzero(films.labels == label))
+        held[members[:min(int(len(members) * fraction), len(members) - 1)]] = True
+    if not held.any():
+        return films, None
+    return films.subset(~held), films.subset(held)
+
+
+def retrieval_accuracy(encoder: Encoder, references: FilmSet, queries: FilmSet) -> dict[str, float]:
+    """Top-1/top-3 of `queries` against `references` (a system's best reference counts), as matching ranks."""
+    import torch
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        return np.concatenate([encoder.encode_tensors(torch.from_numpy(np.repeat(pixels[i:i + 64, :, :, None], 3,
+                                                                                 axis=3)))
+                               for i in range(0, len(pixels), 64)])
+
+    refs, labels = embed(references.pixels), [references.names[n] for n in references.labels]
+    top1 = top3 = 0
+    for vector, label in zip(embed(queries.pixels), queries.labels.tolist(), strict=True):
+        ranked = [name for name, _ in rank_systems(vector, refs, labels)[:3]]
+        top1 += ranked[0] == queries.names[label]
+        top3 += queries.names[label] in ranked
+    return {"top1": round(top1 / len(queries.labels), 4), "top3": round(top3 / len(queries.labels), 4),
+            "queries": len(queries.labels)}
+
+
+def train_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, model_name: str, pretrained: str,
+                   source: str, minutes: float = 8.0, held_out: float = 0.25, batch_size: int = 64,
+                   lr: float = 3e-4, seed: int = 0, device: str = "auto", progress: bool = True) -> FilmTrainReport:
+    """Fine-tune the encoder `model_name`/`pretrained` (the shipped one by default: resolve_weights) on a lab's
+    labelled films, CosFace with each system's class starting at its films' mean embedding, within `minutes`
+    (preparing included). `held_out` of each system's films are left out of training and matched against the
+    rest before and after, as a new film is matched against the catalog. Writes a checkpoint and its sidecar."""
+    import torch
+
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    model_name, weights = resolve_weights(model_name, pretrained)
+    torch.manual_seed(seed)
+    encoder = Encoder.load(model_name, weights, device=device)
+    prepared = prepare_films(encoder, films, progress=progress)
+    if len(prepared.names) < 2:
+        raise ValueError(f"training needs films of at least 2 systems; found {len(prepared.names)}")
+    trained_on, queries = split_held_out(prepared, held_out, seed=seed)
+    report = FilmTrainReport(out, len(trained_on.labels), len(prepared.names), 0, 0.0)
+    if queries is not None:
+        report.held_out["before"] = retrieval_accuracy(encoder, trained_on, queries)
+    report.steps = _fit(encoder, trained_on.pixels, trained_on.labels, len(prepared.names), deadline=deadline,
+                        batch_size=batch_size, lr=lr, seed=seed, class_init="mean", progress=progress)
+    if queries is not None:
+        report.held_out["after"] = retrieval_accuracy(encoder, trained_on, queries)
+    report.seconds = time.monotonic() - started
+    _save(encoder, out, {"steps": report.steps, "minutes": minutes, "device": encoder.device, "seed": seed,
+                         "lr": lr, "batch_size": batch_size, "started_from": weights, "source": source,
+                         "films": report.films, "held_out": report.held_out,
+                         "systems": prepared.names if len(prepared.names) <= 200 else len(prepared.names)})
+    log.info("trained %s on %d films of %d systems for %d steps; wrote %s", model_name, report.films,
+             report.systems, report.steps, out)
+    return report
