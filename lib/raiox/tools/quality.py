@@ -275,14 +275,8 @@ def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int,
     visual = encoder.model.visual.train().to(memory_format=torch.channels_last)  # steps ×1.4 faster on CPU
     if class_init == "mean":
         visual.eval()  # batch-norm statistics as the encoder will embed
-        with torch.no_grad():
-            sums = torch.zeros(classes, EMBEDDING_DIM, device=device)
-            for start in range(0, len(labels), 64):
-                batch = encoder.normalise(pixels_on_device[start:start + 64, :, :, None].expand(-1, -1, -1, 3))
-                sums.index_add_(0, labels_on_device[start:start + 64],
-                                torch.nn.functional.normalize(visual(batch).float(), dim=-1))
+        initial, class_lr = _class_means(encoder, pixels_on_device, labels_on_device, classes), lr * 5
         visual.train()
-        initial, class_lr = torch.nn.functional.normalize(sums, dim=-1), lr * 5
     else:
         initial = torch.nn.functional.normalize(torch.randn(classes, EMBEDDING_DIM, device=device), dim=-1)
         class_lr = lr
@@ -320,6 +314,137 @@ def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int,
             bar.n = min(bar.total, int(time.monotonic() - started))
             bar.refresh()
     encoder.model.eval().to(memory_format=torch.contiguous_format)
+    return steps
+
+
+def _class_means(encoder: Encoder, pixels: Any, labels: Any, classes: int) -> Any:
+    """Each class's mean embedding (unit length) of its un-augmented films: fine-tuning's starting classes."""
+    import torch
+
+    sums = torch.zeros(classes, EMBEDDING_DIM, device=encoder.device)
+    with torch.no_grad():
+        for start in range(0, len(labels), 64):
+            batch = encoder.normalise(pixels[start:start + 64, :, :, None].expand(-1, -1, -1, 3))
+            sums.index_add_(0, labels[start:start + 64],
+                            torch.nn.functional.normalize(encoder.model.visual(batch).float(), dim=-1))
+    return torch.nn.functional.normalize(sums, dim=-1)
+
+
+def can_tune_head(encoder: Encoder) -> bool:
+    """The image tower is open_clip's ModifiedResNet (raiox-small-rn, RN50 …): a convolutional trunk, then an
+    attention pool whose value and output projections `_fit_head` can train on their own."""
+    visual = encoder.model.visual
+    return all(hasattr(visual, name) for name in ("stem", "layer1", "layer2", "layer3", "layer4", "attnpool"))
+
+
+def _trunk(visual: Any, batch: Any) -> Any:
+    """ModifiedResNet's convolutional trunk: feature maps (n, C, h, w) before the attention pool."""
+    return visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(batch)))))
+
+
+def pool_mixtures(pool: Any, maps: Any) -> Any:
+    """What open_clip's AttentionPool2d mixes before its value projection: per head, the tokens (the maps'
+    mean first, positions added) weighted by that head's attention from the mean token, (n, heads, C). Only
+    the mean token's output is kept by the pool, and attention weights sum to 1, so the pool's output is
+    `pool_output(pool, pool_mixtures(pool, maps))`: with the query and key projections fixed, the value and
+    output projections can learn from these mixtures without running the trunk or the attention again."""
+    import math
+
+    import torch
+
+    n, channels = maps.shape[:2]
+    tokens = maps.reshape(n, channels, -1).permute(2, 0, 1)  # (hw, n, C)
+    tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens]) + pool.positional_embedding[:, None, :]
+    heads = pool.num_heads
+    width = channels // heads
+    query = pool.q_proj(tokens[0]).view(n, heads, width) / math.sqrt(width)
+    keys = pool.k_proj(tokens).view(len(tokens), n, heads, width)
+    weights = torch.softmax(torch.einsum("nhd,tnhd->nht", query, keys), dim=-1)
+    return torch.einsum("nht,tnc->nhc", weights, tokens)
+
+
+def pool_output(pool: Any, mixtures: Any) -> Any:
+    """The attention pool's output from `pool_mixtures`: each head's value projection of its mixture, then the
+    output projection (c_proj) over the heads side by side."""
+    import torch
+
+    n, heads, channels = mixtures.shape
+    width = channels // heads
+    values = torch.einsum("nhc,hdc->nhd", mixtures, pool.v_proj.weight.view(heads, width, channels))
+    return pool.c_proj((values + pool.v_proj.bias.view(heads, width)).reshape(n, channels))
+
+
+def _fit_head(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int, *, deadline: float,
+              batch_size: int = 64, lr: float = 5e-4, seed: int = 0, augment_share: float = 0.5,
+              progress: bool = True) -> int:
+    """Fine-tuning for a slow CPU. For `augment_share` of the time left, the encoder runs forward only over
+    augmented copies of the films (radiograph augmentations, as `_fit`), keeping what the attention pool mixes
+    (pool_mixtures, float16); then the pool's value and output projections (about a third of raiox-small-rn's
+    weights) learn from those, CosFace with each class starting at its films' mean embedding, until
+    `deadline`. The convolutional trunk and the attention weights stay as they were. A step then costs
+    milliseconds instead of seconds, so a few minutes give thousands. Returns the number of steps."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+
+    device = encoder.device
+    visual = encoder.model.visual.eval()
+    pool = visual.attnpool
+    pixels_on_device, labels_on_device = torch.from_numpy(pixels).to(device), torch.from_numpy(labels).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    centres = torch.nn.Parameter(_class_means(encoder, pixels_on_device, labels_on_device, classes))
+    started = time.monotonic()
+    augment_until = started + max(deadline - started, 0.0) * augment_share
+    mixtures, targets = [], []
+    with torch.no_grad(), tqdm(total=int(augment_until - started), desc="augmenting", unit="s",
+                               disable=not progress) as bar:
+        for start in range(0, len(labels), batch_size):  # every film once as it is
+            batch = encoder.normalise(pixels_on_device[start:start + batch_size, :, :, None].expand(-1, -1, -1, 3))
+            mixtures.append(pool_mixtures(pool, _trunk(visual, batch)).half())
+            targets.append(labels_on_device[start:start + batch_size])
+        while time.monotonic() < augment_until:
+            chosen = torch.randint(len(labels), (batch_size,), device=device, generator=generator)
+            batch = encoder.normalise(_augment(pixels_on_device[chosen], generator))
+            mixtures.append(pool_mixtures(pool, _trunk(visual, batch)).half())
+            targets.append(labels_on_device[chosen])
+            bar.set_postfix(films=sum(len(t) for t in targets))
+            bar.n = min(bar.total, int(time.monotonic() - started))
+            bar.refresh()
+    cached, cached_labels = torch.cat(mixtures), torch.cat(targets)
+    del mixtures
+    trained = [pool.v_proj.weight, pool.v_proj.bias, pool.c_proj.weight, pool.c_proj.bias]
+    optimizer = torch.optim.AdamW([{"params": trained}, {"params": [centres], "lr": lr * 5}], lr=lr,
+                                  weight_decay=1e-4)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    scale, margin = 16.0, 0.2
+    head_started, steps, correct, seen = time.monotonic(), 0, 0, 0
+    budget = max(deadline - head_started, 1.0)
+    with tqdm(total=int(budget), desc=f"training on {len(cached_labels)} augmented films", unit="s",
+              disable=not progress) as bar:
+        while steps == 0 or time.monotonic() < deadline:
+            done = min(1.0, (time.monotonic() - head_started) / budget)
+            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            chosen = torch.randint(len(cached_labels), (batch_size,), device=device, generator=generator)
+            target = cached_labels[chosen]
+            features = torch.nn.functional.normalize(pool_output(pool, cached[chosen].float()), dim=-1)
+            cosine = features @ torch.nn.functional.normalize(centres, dim=-1).T
+            loss = torch.nn.functional.cross_entropy(
+                scale * (cosine - margin * torch.nn.functional.one_hot(target, classes)), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            correct += int((cosine.argmax(dim=1) == target).sum())
+            seen += len(target)
+            if steps % 100 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
+                correct = seen = 0
+            bar.n = min(bar.total, int(time.monotonic() - head_started))
+            bar.refresh()
+    encoder.model.eval()
     return steps
 
 
@@ -390,6 +515,7 @@ class FilmTrainReport:
     steps: int
     seconds: float
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)  # before / after: top1, top3, queries
+    tuned: str = "all"  # `head`: the attention-pool head on a frozen trunk (_fit_head); `all`: every weight
 
 
 def folder_films(folder: Path) -> list[tuple[str, bytes]]:
@@ -479,11 +605,14 @@ def retrieval_accuracy(encoder: Encoder, references: FilmSet, queries: FilmSet) 
 
 def train_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, model_name: str, pretrained: str,
                    source: str, minutes: float = 8.0, held_out: float = 0.25, batch_size: int = 64,
-                   lr: float = 3e-4, seed: int = 0, device: str = "auto", progress: bool = True) -> FilmTrainReport:
+                   lr: float | None = None, tune: str = "auto", seed: int = 0, device: str = "auto",
+                   progress: bool = True) -> FilmTrainReport:
     """Fine-tune the encoder `model_name`/`pretrained` (the shipped one by default: resolve_weights) on a lab's
-    labelled films, CosFace with each system's class starting at its films' mean embedding, within `minutes`
-    (preparing included). `held_out` of each system's films are left out of training and matched against the
-    rest before and after, as a new film is matched against the catalog. Writes a checkpoint and its sidecar."""
+    labelled films within `minutes` (loading and preparing included): CosFace with each system's class starting
+    at its films' mean embedding; `tune` `head` trains the attention-pool head on a frozen trunk (_fit_head,
+    `auto` where the architecture has one), `all` every weight (_fit). `held_out` of each system's films are
+    left out of training and matched against the rest before and after, as a new film is matched against the
+    catalog. Writes a checkpoint and its sidecar."""
     import torch
 
     started = time.monotonic()
@@ -498,13 +627,21 @@ def train_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, model_name:
     report = FilmTrainReport(out, len(trained_on.labels), len(prepared.names), 0, 0.0)
     if queries is not None:
         report.held_out["before"] = retrieval_accuracy(encoder, trained_on, queries)
-    report.steps = _fit(encoder, trained_on.pixels, trained_on.labels, len(prepared.names), deadline=deadline,
-                        batch_size=batch_size, lr=lr, seed=seed, class_init="mean", progress=progress)
+    head_only = tune == "head" or (tune == "auto" and can_tune_head(encoder))
+    if head_only and not can_tune_head(encoder):
+        raise ValueError(f"{model_name} has no attention-pool head to tune on its own: use tune `all`")
+    fit = _fit_head if head_only else _fit
+    extra = {} if head_only else {"class_init": "mean"}
+    rate = lr if lr is not None else (5e-4 if head_only else 3e-4)
+    report.steps = fit(encoder, trained_on.pixels, trained_on.labels, len(prepared.names), deadline=deadline,
+                       batch_size=batch_size, lr=rate, seed=seed, progress=progress, **extra)
+    report.tuned = "head" if head_only else "all"
     if queries is not None:
         report.held_out["after"] = retrieval_accuracy(encoder, trained_on, queries)
     report.seconds = time.monotonic() - started
-    _save(encoder, out, {"steps": report.steps, "minutes": minutes, "device": encoder.device, "seed": seed,
-                         "lr": lr, "batch_size": batch_size, "started_from": weights, "source": source,
+    _save(encoder, out, {"steps": report.steps, "tuned": report.tuned, "minutes": minutes,
+                         "device": encoder.device, "seed": seed, "lr": rate, "batch_size": batch_size,
+                         "started_from": weights, "source": source,
                          "films": report.films, "held_out": report.held_out,
                          "systems": prepared.names if len(prepared.names) <= 200 else len(prepared.names)})
     log.info("trained %s on %d films of %d systems for %d steps; wrote %s", model_name, report.films,
