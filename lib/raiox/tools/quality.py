@@ -605,16 +605,18 @@ def retrieval_accuracy(encoder: Encoder, references: FilmSet, queries: FilmSet) 
 
 def train_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, model_name: str, pretrained: str,
                    source: str, minutes: float = 8.0, held_out: float = 0.25, batch_size: int = 64,
-                   lr: float | None = None, tune: str = "auto", seed: int = 0, device: str = "auto",
+                   lr: float | None = None, tune: str = "all", seed: int = 0, device: str = "auto",
                    progress: bool = True) -> FilmTrainReport:
     """Fine-tune the encoder `model_name`/`pretrained` (the shipped one by default: resolve_weights) on a lab's
     labelled films within `minutes` (loading and preparing included): CosFace with each system's class starting
-    at its films' mean embedding; `tune` `head` trains the attention-pool head on a frozen trunk (_fit_head,
-    `auto` where the architecture has one), `all` every weight (_fit). `held_out` of each system's films are
+    at its films' mean embedding; `tune` `all` trains every weight (_fit), `head` the attention pool's value
+    and output projections on a frozen trunk (_fit_head). `held_out` of each system's films are
     left out of training and matched against the rest before and after, as a new film is matched against the
     catalog. Writes a checkpoint and its sidecar."""
     import torch
 
+    if tune not in ("all", "head"):
+        raise ValueError(f"tune is `all` or `head`, not {tune!r}")
     started = time.monotonic()
     deadline = started + minutes * 60
     model_name, weights = resolve_weights(model_name, pretrained)
@@ -627,12 +629,12 @@ def train_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, model_name:
     report = FilmTrainReport(out, len(trained_on.labels), len(prepared.names), 0, 0.0)
     if queries is not None:
         report.held_out["before"] = retrieval_accuracy(encoder, trained_on, queries)
-    head_only = tune == "head" or (tune == "auto" and can_tune_head(encoder))
+    head_only = tune == "head"
     if head_only and not can_tune_head(encoder):
-        raise ValueError(f"{model_name} has no attention-pool head to tune on its own: use tune `all`")
+        raise ValueError(f"{model_name} has no attention pool to tune on its own: tune `all` its weights")
     fit = _fit_head if head_only else _fit
     extra = {} if head_only else {"class_init": "mean"}
-    rate = lr if lr is not None else (5e-4 if head_only else 3e-4)
+    rate = lr if lr is not None else (5e-4 if head_only else 1e-3)
     report.steps = fit(encoder, trained_on.pixels, trained_on.labels, len(prepared.names), deadline=deadline,
                        batch_size=batch_size, lr=rate, seed=seed, progress=progress, **extra)
     report.tuned = "head" if head_only else "all"

@@ -91,13 +91,14 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
 @click.option("--held-out", "held_out", default=0.25, show_default=True,
               help="--folder/--from-database: share of each system's films (never its last) left out of training "
               "and matched against the rest before and after, to report what training did; 0 trains on all.")
-@click.option("--tune", type=click.Choice(["auto", "head", "all"]), default="auto", show_default=True,
-              help="--folder/--from-database: `head` trains the attention-pool head on features of augmented films "
-              "from the frozen convolutional trunk (many more steps per minute on a CPU); `all` every weight; "
-              "`auto`: head where the architecture has one (raiox-small-rn, RN50 …).")
+@click.option("--tune", type=click.Choice(["all", "head"]), default="all", show_default=True,
+              help="--folder/--from-database: `all` trains every weight; `head` only the attention pool's value and "
+              "output projections, on features of augmented films from the frozen trunk (ModifiedResNet "
+              "architectures such as raiox-small-rn; thousands of cheap steps, but it learned less: "
+              "docs/quality.md).")
 @click.option("--lr", default=None, type=float,
-              help="Peak learning rate [rendered catalogs from scratch: 2e-3; --folder/--from-database: 5e-4 "
-              "for the head, 3e-4 for all].")
+              help="Peak learning rate [rendered catalogs from scratch: 2e-3; --folder/--from-database: 1e-3 "
+              "(all), 5e-4 (head)].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--crop/--no-crop", default=False, show_default=True,
               help="Rendered catalogs: crop films to the implant first (on rendered films it lowered accuracy; "
