@@ -38,6 +38,53 @@ def make_xray(seed: int, size: tuple[int, int] = (160, 200), fmt: str = "PNG", m
     return out.getvalue()
 
 
+def dicom_pixels(rows: int = 60, columns: int = 40):  # type: ignore[no-untyped-def]
+    """12-bit values: a dark background (100) with a bright implant-like post (4000) in the middle."""
+    import numpy as np
+
+    pixels = np.full((rows, columns), 100, dtype=np.uint16)
+    pixels[rows // 6:rows * 5 // 6, columns * 3 // 8:columns * 5 // 8] = 4000
+    return pixels
+
+
+def make_dicom(pixels=None, *, photometric: str = "MONOCHROME2", syntax=None,  # type: ignore[no-untyped-def]
+               frames: int = 1, **elements) -> bytes:
+    """A DICOM Part 10 file (16 bits allocated, 12 stored) as a clinic's sensor software exports one; `elements`
+    are header attributes (PixelSpacing, WindowCenter, …). A compressed `syntax` gets a fake encapsulated frame."""
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = dicom_pixels() if pixels is None else pixels
+    syntax = syntax or ExplicitVRLittleEndian
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "IO"  # intra-oral radiography
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    for name, value in elements.items():
+        setattr(ds, name, value)
+    if syntax.is_compressed:
+        ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(64)])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = np.ascontiguousarray(np.broadcast_to(pixels, (frames, *pixels.shape))).tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def submit_case(services, submission_id: str, images: list[bytes]) -> int:  # type: ignore[no-untyped-def]
     """What intake leaves behind: stored X-rays, the case, its images and an embed job."""
     from raiox.models import JobKind

@@ -20,8 +20,8 @@ mkdir -p "$SITE" virtualenv/bin
     --target "$SITE" -r requirements.txt
 
 # Never imported by a function, and several MB of the 48 MB limit: test suites, console scripts, numpy's
-# Fortran and distutils tooling, and Pillow's AVIF codec (raiox.adapters.imaging accepts JPEG, PNG and TIFF
-# only; Pillow treats a missing _avif module as "AVIF not supported").
+# Fortran and distutils tooling, and Pillow's AVIF codec (raiox.adapters.imaging accepts JPEG, PNG, TIFF and
+# DICOM only; Pillow treats a missing _avif module as "AVIF not supported").
 find "$SITE" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 rm -rf "$SITE/bin" "$SITE/numpy/f2py" "$SITE/numpy/distutils" "$SITE"/PIL/_avif.* "$SITE"/pillow.libs/libavif*
 

@@ -86,13 +86,19 @@ class Settings(BaseSettings):
     )
     # Encoder and matching (embed)
     raiox_clip_model: str = Field(
-        default="ViT-B-32",
-        description="open_clip model name; it must embed to 512 dimensions (the schema's `vector(512)`).",
+        default="",
+        description="open_clip model name; it must embed to 512 dimensions (the schema's `vector(512)`). Needed "
+        "only with an open_clip tag (e.g. `ViT-B-32` with `laion2b_s34b_b79k`) or a checkpoint without a "
+        "sidecar: a checkpoint `raiox train` wrote (and the shipped one) names its architecture in its `.json` "
+        "sidecar, which wins over this setting.",
     )
     raiox_clip_pretrained: str = Field(
-        default="laion2b_s34b_b79k",
-        description="open_clip pretrained tag, or the path of a checkpoint file. Weights that cannot be loaded "
-        "stop the encoder with an error naming this setting; it never falls back to random weights.",
+        default="shipped",
+        description="`shipped`: the encoder shipped with Raiox (`raiox-small-rn` trained on rendered films of "
+        "12 fictional systems; works offline; docs/quality.md). Else an open_clip pretrained tag (with "
+        "`RAIOX_CLIP_MODEL`), or the path of a checkpoint file (one `raiox train` wrote needs nothing else). "
+        "Weights that cannot be loaded stop the encoder with an error naming this setting; it never falls "
+        "back to random weights.",
     )
     raiox_device: str = Field(
         default="auto",

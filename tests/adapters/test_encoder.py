@@ -120,3 +120,40 @@ def test_preparation_matches_open_clips_own_preprocessing(tiny_encoder: Encoder)
     assert torch.allclose(ours, theirs, atol=1e-5)
     direct = tiny_encoder.encode_tensors(torch.from_numpy(tiny_encoder.prepare(data)[None]))[0]
     assert np.allclose(tiny_encoder.encode_one(data), direct, atol=1e-6)
+
+
+def test_without_settings_the_shipped_encoder_loads_from_its_sidecar() -> None:
+    """RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED unset: the shipped checkpoint, its architecture from the
+    sidecar; works offline."""
+    from raiox.adapters.encoder import SHIPPED_ENCODER, checkpoint_sidecar, resolve_weights
+    from raiox.settings import Settings
+
+    settings = Settings.given()
+    assert (settings.raiox_clip_model, settings.raiox_clip_pretrained) == ("", "shipped")
+    assert SHIPPED_ENCODER.is_file() and checkpoint_sidecar(SHIPPED_ENCODER).is_file()
+    assert resolve_weights("", "shipped") == resolve_weights("", "") == ("raiox-small-rn", str(SHIPPED_ENCODER))
+    encoder = Encoder.from_settings(Settings.given(raiox_device="cpu"))
+    assert encoder.model_name == "raiox-small-rn" and "random" not in encoder.model_id
+
+
+def test_a_sidecar_names_the_architecture_and_wins_over_the_setting(tiny_checkpoint: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import shutil
+
+    from raiox.adapters.encoder import checkpoint_sidecar, resolve_weights
+
+    checkpoint = tmp_path / "trained.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    checkpoint_sidecar(checkpoint).write_text(json.dumps({"model": "raiox-tiny-vit", "crop_to_implant": False}))
+    assert resolve_weights("", str(checkpoint)) == ("raiox-tiny-vit", str(checkpoint))
+    assert resolve_weights("ViT-B-32", str(checkpoint)) == ("raiox-tiny-vit", str(checkpoint))
+    assert "RAIOX_CLIP_MODEL=ViT-B-32 ignored" in caplog.text
+    # Without a sidecar (an open_clip tag, a bare checkpoint) RAIOX_CLIP_MODEL names the architecture.
+    assert resolve_weights("raiox-tiny-vit", str(tiny_checkpoint)) == ("raiox-tiny-vit", str(tiny_checkpoint))
+    assert resolve_weights("ViT-B-32", "laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
+    with pytest.raises(EncoderUnavailable, match="set RAIOX_CLIP_MODEL too"):
+        resolve_weights("", "laion2b_s34b_b79k")
+    checkpoint_sidecar(checkpoint).write_text("{not json")
+    with pytest.raises(EncoderUnavailable, match="cannot read"):
+        resolve_weights("", str(checkpoint))

@@ -146,7 +146,7 @@ def test_permanent_trouble_fails_the_xray_at_once(services: Services, files: Fil
     assert (report.fetched, report.retried) == (1, 0)
     images = state(services, case_id)["images"]
     assert [i["status"] for i in images] == ["stored", "failed", "failed", "failed"]
-    assert "HTTP 404" in images[1]["error"] and "not a JPEG, PNG or TIFF" in images[2]["error"]
+    assert "HTTP 404" in images[1]["error"] and "not a JPEG, PNG, TIFF or DICOM" in images[2]["error"]
     assert "link-local or metadata" in images[3]["error"]
 
 
@@ -208,3 +208,55 @@ def test_a_slow_host_is_cut_off_by_the_submission_deadline(make_services: Callab
     assert run_fetch_jobs(services).retried == 1
     assert all("longer than" in i["error"] or "timed out" in i["error"] or "within" in i["error"]
                for i in state(services, case_id)["images"])
+
+
+def test_dicom_films_through_upload_json_url_and_jotform_keep_their_pixel_spacing(services: Services,
+                                                                                   files: FileServer) -> None:
+    """A DICOM film sent each way intake takes films is accepted, stored as the PNG the admin page can show,
+    with its pixel spacing on the X-ray row (GET /cases/{id} then gives it to the rulers)."""
+    import json
+
+    from urllib3 import encode_multipart_formdata
+
+    from raiox.adapters.imaging import load_radiograph
+    from support import make_dicom
+
+    spacings = {"upload.dcm": [0.05, 0.0625], "json.dcm": [0.1, 0.1], "jotform.dcm": [0.02, 0.025]}
+    films = {name: make_dicom(PixelSpacing=spacing) for name, spacing in spacings.items()}
+    files.files.update(films)
+    body, content_type = encode_multipart_formdata([("file", ("upload.dcm", films["upload.dcm"], "application/dicom"))])
+    uploaded = run_handler(handle, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
+                           services)
+    request = json.dumps({"image_url": files.url("/uploads/json.dcm")}).encode()
+    as_json = run_handler(handle, HttpRequest(method="POST", headers={"content-type": "application/json"},
+                                              body=request), services)
+    assert (uploaded.status, as_json.status) == (202, 202), (uploaded.body, as_json.body)
+    case_ids = {"upload.dcm": uploaded.body["case_id"], "json.dcm": as_json.body["case_id"],
+                "jotform.dcm": submit(services, [files.url("/uploads/jotform.dcm")], "6100000000000000009")}
+    assert run_fetch_jobs(services).images_stored == 3
+    with services.db.transaction() as conn:
+        for name, case_id in case_ids.items():
+            row = conn.execute("SELECT status, storage_key, content_type, width, height, pixel_spacing_row_mm AS r, "
+                               "pixel_spacing_col_mm AS c FROM case_images WHERE case_id = %s", (case_id,)).fetchone()
+            assert (row["status"], row["content_type"], row["width"], row["height"]) == ("stored", "image/png", 40, 60)
+            assert [row["r"], row["c"]] == spacings[name], name
+            kept = services.store.get(row["storage_key"])
+            assert row["storage_key"].endswith(".png") and kept.startswith(b"\x89PNG")
+            assert np.array_equal(np.asarray(load_radiograph(kept)), np.asarray(load_radiograph(films[name])))
+
+
+def test_hostile_dicom_films_fail_the_xray_with_their_reason(services: Services, files: FileServer) -> None:
+    from pydicom.uid import JPEGLSLossless
+
+    from support import make_dicom
+
+    whole = make_dicom()
+    files.files.update({"compressed.dcm": make_dicom(syntax=JPEGLSLossless), "frames.dcm": make_dicom(frames=4),
+                        "truncated.dcm": whole[: len(whole) - 700], "good.dcm": whole})
+    case_id = submit(services, [files.url(f"/uploads/{name}") for name in
+                                ("compressed.dcm", "frames.dcm", "truncated.dcm", "good.dcm")], "6100000000000000010")
+    run_fetch_jobs(services)
+    images = state(services, case_id)["images"]
+    assert [i["status"] for i in images] == ["failed", "failed", "failed", "stored"]
+    assert "DICOM compressed as JPEG-LS" in images[0]["error"] and "multi-frame" in images[1]["error"]
+    assert "cannot decode DICOM image" in images[2]["error"]

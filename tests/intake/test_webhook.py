@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from pydicom.uid import JPEGLSLossless
 from urllib3 import encode_multipart_formdata
 
 from fakes import FileServer
@@ -30,7 +31,7 @@ from raiox.settings import Settings
 from raiox.tools.simulator import jotform_fields, multipart
 from raiox.web.errors import run_handler
 from raiox.web.http import HttpRequest, HttpResponse
-from support import load_function_main
+from support import dicom_pixels, load_function_main, make_dicom
 
 TOKEN = "tok-3f9a-webhook-secret"
 FORM = "251234567890123"
@@ -315,14 +316,18 @@ def test_urls_the_policy_never_follows_are_refused_in_prod(make_services: Callab
 def test_upload_problems_are_refused_with_their_reason(make_services: Callable[..., Services],
                                                        files: FileServer) -> None:
     services = make_services(raiox_max_image_pixels=1_000_000)
-    jpeg = image(seed=5)
+    jpeg, dicom = image(seed=5), make_dicom()
     bomb = io.BytesIO()
     Image.new("1", (4000, 4000)).save(bomb, format="PNG")  # 16 megapixels in a few kilobytes
     cases = {
-        "text.jpg": (b"GIF89a? no: just some text pretending to be a JPEG", 415, "not a JPEG, PNG or TIFF"),
+        "text.jpg": (b"GIF89a? no: just some text pretending to be a JPEG", 415, "not a JPEG, PNG, TIFF or DICOM"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], 422, "cannot decode JPEG"),
         "bomb.png": (bomb.getvalue(), 413, "over the limit of 1000000 pixels"),
         "empty.jpg": (b"", 415, "the file is empty"),
+        "compressed.dcm": (make_dicom(syntax=JPEGLSLossless), 415, "DICOM compressed as JPEG-LS"),
+        "frames.dcm": (make_dicom(frames=2), 415, "multi-frame images are not accepted"),
+        "truncated.dcm": (dicom[: len(dicom) - 700], 422, "cannot decode DICOM image"),
+        "huge.dcm": (make_dicom(dicom_pixels(1200, 1000)), 413, "over the limit of 1000000 pixels"),
     }
     for name, (data, status, reason) in cases.items():
         response = call(services, upload_request(("file", (name, data, "image/jpeg"))))

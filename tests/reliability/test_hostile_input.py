@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
+from pydicom.uid import JPEGLSLossless
 from urllib3 import encode_multipart_formdata
 
 from fakes import FileServer
@@ -39,7 +41,7 @@ from raiox.tools.devserver import start_dev_server
 from raiox.tools.local import BASE_PATH, free_port
 from raiox.tools.simulator import jotform_fields, multipart
 from reliability.support import query
-from support import make_xray, submit_case
+from support import make_dicom, make_xray, submit_case
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hostile-test-webhook-token"
@@ -154,7 +156,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def hostile_files() -> dict[str, bytes]:
-    jpeg, png = make_xray(1, fmt="JPEG"), make_xray(2)
+    jpeg, png, dicom = make_xray(1, fmt="JPEG"), make_xray(2), make_dicom()
     frames = [Image.new("L", (32, 32), shade) for shade in (0, 128, 255)]
     return {
         "text.jpg": b"Dear lab, please find the X-ray attached. Regards",
@@ -169,6 +171,11 @@ def hostile_files() -> dict[str, bytes]:
         "cmyk.jpg": _save(Image.open(io.BytesIO(make_xray(3))).convert("CMYK"), "JPEG"),
         "sixteen.png": make_xray(4, mode="I;16"),
         "a.jpg": jpeg,
+        "truncated.dcm": dicom[: len(dicom) - 700],
+        "jpegls.dcm": make_dicom(syntax=JPEGLSLossless),
+        "frames.dcm": make_dicom(frames=3),
+        "film.dcm": make_dicom(np.asarray(Image.open(io.BytesIO(make_xray(5))), dtype=np.uint16) * 16,
+                               photometric="MONOCHROME1", PixelSpacing=[0.05, 0.05]),
     }
 
 
@@ -345,14 +352,20 @@ HOSTILE: list[Hostile] = [
             lambda t: upload(t, make_xray(5), submission_id="../../etc/passwd")),
     # Uploaded films: checked at once, before anything is kept.
     Hostile("0-byte file", 415, "the file is empty", lambda t: upload(t, b"")),
-    Hostile("text named .jpg", 415, "not a JPEG, PNG or TIFF", lambda t: upload(t, t.files.files["text.jpg"])),
+    Hostile("text named .jpg", 415, "not a JPEG, PNG, TIFF or DICOM", lambda t: upload(t, t.files.files["text.jpg"])),
     Hostile("truncated JPEG", 422, "cannot decode JPEG", lambda t: upload(t, t.files.files["truncated.jpg"])),
     Hostile("truncated PNG", 422, "cannot decode PNG", lambda t: upload(t, t.files.files["truncated.png"])),
     Hostile("decompression bomb (100 megapixels)", 413, "pixels", lambda t: upload(t, t.files.files["bomb.png"])),
     Hostile("30000×30000 header", 413, "pixels", lambda t: upload(t, t.files.files["header.png"])),
-    Hostile("SVG with an external entity", 415, "not a JPEG, PNG or TIFF",
+    Hostile("SVG with an external entity", 415, "not a JPEG, PNG, TIFF or DICOM",
             lambda t: upload(t, t.files.files["xxe.svg"])),
-    Hostile("animated GIF", 415, "not a JPEG, PNG or TIFF", lambda t: upload(t, t.files.files["animated.gif"])),
+    Hostile("animated GIF", 415, "not a JPEG, PNG, TIFF or DICOM", lambda t: upload(t, t.files.files["animated.gif"])),
+    Hostile("truncated DICOM", 422, "cannot decode DICOM image",
+            lambda t: upload(t, t.files.files["truncated.dcm"])),
+    Hostile("JPEG-LS DICOM (no decoder here)", 415, "DICOM compressed as JPEG-LS",
+            lambda t: upload(t, t.files.files["jpegls.dcm"])),
+    Hostile("multi-frame DICOM", 415, "multi-frame images are not accepted",
+            lambda t: upload(t, t.files.files["frames.dcm"])),
     Hostile("multi-page TIFF", 415, "multi-frame images are not accepted",
             lambda t: upload(t, t.files.files["pages.tif"])),
     # Film URLs the fetch policy never follows: refused without the network.
@@ -372,7 +385,7 @@ HOSTILE: list[Hostile] = [
     Hostile("film URL answering 404", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("gone.jpg")]),
             fetched_and_failed("HTTP 404")),
     Hostile("text named .jpg at a URL", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("text.jpg")]),
-            fetched_and_failed("not a JPEG, PNG or TIFF")),
+            fetched_and_failed("not a JPEG, PNG, TIFF or DICOM")),
     Hostile("truncated JPEG at a URL", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("truncated.jpg")]),
             fetched_and_failed("cannot decode JPEG")),
     Hostile("decompression bomb at a URL", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("bomb.png")]),
@@ -395,6 +408,8 @@ HOSTILE: list[Hostile] = [
     Hostile("CMYK JPEG (valid)", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("cmyk.jpg")]), fetched_and_decoded),
     Hostile("16-bit PNG (valid)", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("sixteen.png")]),
             fetched_and_decoded),
+    Hostile("MONOCHROME1 DICOM with pixel spacing (valid)", 202, ACCEPTED,
+            lambda t: jotform(t, [t.upload_url("film.dcm")]), fetched_and_decoded),
     Hostile("SQL metacharacters in every text field", 202, ACCEPTED,
             lambda t: jotform(t, [t.upload_url("a.jpg")], formTitle=SQL_TEXT, username=SQL_TEXT,
                               rawRequest=json.dumps({"q3_name": {"first": SQL_TEXT, "last": SQL_TEXT},

@@ -56,4 +56,4 @@ def test_webhook_mode_sends_every_film_as_a_submission(dev_server: tuple, tmp_pa
     # The not-an-image film is fetched, refused and shown as a failed case, with why.
     statuses = wait_until(settled, 60, "every case to be ready or failed")
     assert sorted(r["status"] for r in statuses) == ["failed", "ready", "ready", "ready"]
-    assert "not a JPEG, PNG or TIFF" in next(r["error"] for r in statuses if r["status"] == "failed")
+    assert "not a JPEG, PNG, TIFF or DICOM" in next(r["error"] for r in statuses if r["status"] == "failed")

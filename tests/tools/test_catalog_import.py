@@ -140,6 +140,20 @@ def test_missing_and_non_image_files_stop_the_import(services: Services, tiny_en
         import_manifest(services, manifest, progress=False)
     (tmp_path / "notes.png").write_text("this is text")
     manifest.write_text("manufacturer,system,images\nAcme,S1,notes.png\n")
-    with pytest.raises(ManifestError, match="not a JPEG, PNG or TIFF"):
+    with pytest.raises(ManifestError, match="not a JPEG, PNG, TIFF or DICOM"):
         import_manifest(services, manifest, progress=False)
     assert _counts(services)[1] == 0
+
+
+def test_a_dicom_reference_is_stored_as_png(services: Services, tiny_encoder: Encoder, tmp_path: Path) -> None:
+    """Reference films may come as DICOM; they are kept as the windowed PNG the admin page shows beside a case."""
+    from support import make_dicom
+
+    (tmp_path / "ref.dcm").write_bytes(make_dicom(PixelSpacing=[0.05, 0.05]))
+    manifest = tmp_path / "c.csv"
+    manifest.write_text("manufacturer,system,images\nAcme,S1,ref.dcm\n")
+    report = import_manifest(services, manifest, progress=False)
+    assert report.images == 1
+    with services.db.transaction() as conn:
+        [key] = [row["storage_key"] for row in conn.execute("SELECT storage_key FROM reference_images")]
+    assert key.endswith(".png") and services.store.get(key).startswith(b"\x89PNG")

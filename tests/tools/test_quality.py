@@ -125,3 +125,151 @@ def test_approvals_effect_adds_references_to_the_weakest_systems(tiny_encoder: E
     assert len(effect["systems"]) == 2 and all(per_system[s] <= min(
         per_system[o] for o in per_system if o not in effect["systems"]) for s in effect["systems"])
     assert set(effect) == {"systems", "approvals_per_system", "before", "after"}
+
+
+# Training on a lab's own films ----------------------------------------------------------------------------
+
+
+def _lab_folder(root: Path, systems: int = 3, films: int = 4) -> Path:
+    from support import make_xray
+
+    for system in range(systems):
+        (root / f"System {system}").mkdir(parents=True)
+        for film in range(films):  # each system's posts differ by seed; its films are noisy copies
+            (root / f"System {system}" / f"{film}.png").write_bytes(make_xray(100 + system, size=(96, 120)))
+    (root / "catalog.jsonl").write_text("")  # files beside the system folders are not films
+    return root
+
+
+def test_pool_mixtures_reproduce_the_attention_pool() -> None:
+    """The head-only fine-tuning learns from what the pool mixes; that must give the pool's own output."""
+    import torch
+
+    from raiox.adapters.encoder import random_model
+    from raiox.tools.quality import _trunk, pool_mixtures, pool_output
+
+    visual = random_model("raiox-small-rn", seed=3).visual.eval()
+    batch = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = visual(batch)
+        rebuilt = pool_output(visual.attnpool, pool_mixtures(visual.attnpool, _trunk(visual, batch)))
+    assert torch.allclose(expected, rebuilt, rtol=1e-3, atol=1e-6) and expected.abs().max() > 0.01
+
+
+def test_folder_and_held_out_split(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    from raiox.tools.quality import folder_films, prepare_films, split_held_out
+
+    films = folder_films(_lab_folder(tmp_path / "lab"))
+    assert len(films) == 12 and {label for label, _ in films} == {"System 0", "System 1", "System 2"}
+    prepared = prepare_films(tiny_encoder, [*films, ("System 2", b"not a film")], progress=False)
+    assert prepared.pixels.shape[0] == 12 and prepared.names == ["System 0", "System 1", "System 2"]
+    trained_on, held = split_held_out(prepared, 0.25)
+    assert held is not None and np.bincount(held.labels).tolist() == [1, 1, 1]
+    assert np.bincount(trained_on.labels).tolist() == [3, 3, 3]
+    assert split_held_out(prepared, 0.0) == (prepared, None)
+    lonely = prepared.subset(np.array([0, 4, 8]))  # one film per system: never held out
+    assert split_held_out(lonely, 0.5)[1] is None
+
+
+@pytest.mark.parametrize(("model", "tune"), [("raiox-small-rn", "head"), ("raiox-tiny-vit", "all")])
+def test_training_on_a_folder_writes_a_checkpoint_that_loads_from_its_path_alone(tmp_path: Path, model: str,
+                                                                               tune: str) -> None:
+    from raiox.adapters.encoder import random_checkpoint
+    from raiox.settings import Settings
+    from raiox.tools.quality import folder_films, train_on_films
+
+    start = random_checkpoint(model, tmp_path / "start.pt")  # no sidecar: the architecture is named
+    report = train_on_films(folder_films(_lab_folder(tmp_path / "lab")), tmp_path / "lab.pt", model_name=model,
+                            pretrained=str(start), source="lab", minutes=0.01, held_out=0.25, batch_size=8,
+                            tune=tune, device="cpu", progress=False)
+    assert (report.films, report.systems, report.tuned) == (9, 3, tune) and report.steps >= 1
+    assert set(report.held_out) == {"before", "after"} and report.held_out["after"]["queries"] == 3
+    sidecar = json.loads(checkpoint_sidecar(report.out).read_text())
+    assert sidecar["model"] == model and sidecar["tuned"] == tune and sidecar["systems"] == [
+        "System 0", "System 1", "System 2"]
+    loaded = Encoder.from_settings(Settings.given(raiox_clip_pretrained=str(report.out), raiox_device="cpu"))
+    assert loaded.model_name == model
+    started = Encoder.load(model, str(start), device="cpu")
+    assert loaded.model_id != started.model_id  # the weights changed
+
+
+def test_head_training_leaves_the_trunk_and_attention_as_they_were(tmp_path: Path) -> None:
+    import torch
+
+    from raiox.adapters.encoder import random_checkpoint
+    from raiox.tools.quality import folder_films, train_on_films
+
+    start = random_checkpoint("raiox-small-rn", tmp_path / "start.pt")
+    report = train_on_films(folder_films(_lab_folder(tmp_path / "lab", systems=2)), tmp_path / "lab.pt",
+                            model_name="raiox-small-rn", pretrained=str(start), source="lab", minutes=0.01,
+                            held_out=0, batch_size=8, tune="head", device="cpu", progress=False)
+    before, after = torch.load(start), torch.load(report.out)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and changed <= {"visual.attnpool.v_proj.weight", "visual.attnpool.v_proj.bias",
+                                   "visual.attnpool.c_proj.weight", "visual.attnpool.c_proj.bias"}
+
+
+def test_train_command_from_the_database_starts_from_the_shipped_encoder_and_reembeds(
+        catalogued, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`raiox train --from-database` learns the catalog's references (5 systems, one film each: none can be held
+    out), starting from the shipped encoder since nothing else is configured, and `--reembed` embeds the
+    references under the new model, which its path alone names."""
+    from click.testing import CliRunner
+
+    from raiox.adapters.encoder import SHIPPED_ENCODER
+    from raiox.tools.cli import main
+    from raiox.tools.commands.common import Invocation
+    from raiox.tools.quality import database_films
+
+    assert catalogued.settings.raiox_clip_pretrained == "shipped" and not catalogued.settings.raiox_clip_model
+    films = database_films(catalogued)
+    assert sorted(label for label, _ in films) == [f"Maker S{seed}" for seed in range(10, 15)]
+    invocation = Invocation()
+    invocation.__dict__["services"] = catalogued
+    out = tmp_path / "db.pt"
+    result = CliRunner().invoke(main, ["train", "--from-database", "--minutes", "0.01", "--out", str(out),
+                                       "--reembed"], obj=invocation)
+    assert result.exit_code == 0, result.output
+    assert "trained (every weight) on 5 films of 5 systems" in result.output and "held-out" not in result.output
+    assert f"RAIOX_CLIP_PRETRAINED={out}" in result.output and "re-embedded 5 reference images" in result.output
+    sidecar = json.loads(checkpoint_sidecar(out).read_text())
+    assert sidecar["model"] == "raiox-small-rn" and sidecar["started_from"] == str(SHIPPED_ENCODER)
+    assert sidecar["source"] == "database"
+
+
+def test_train_command_refuses_both_sources(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from raiox.tools.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--folder", str(tmp_path), "--from-database", "--out", "x.pt"])
+    assert result.exit_code == 2 and "choose --folder or --from-database" in result.output
+
+
+def test_render_films_writes_a_labelled_folder_and_its_catalog(tmp_path: Path) -> None:
+    from raiox.tools.quality import folder_films, write_film_folder
+
+    designs = generated_catalog(4)
+    assert write_film_folder(tmp_path / "refs", designs, films_per_system=2, seeds="reference", skip=2,
+                             manifest=True) == 4
+    films = folder_films(tmp_path / "refs")
+    assert sorted({label for label, _ in films}) == sorted([designs[2].system, designs[3].system])
+    first = (tmp_path / "refs" / designs[2].system / "0.png").read_bytes()
+    assert first == render(designs[2], seed=2 * 100)  # as eval's references of that system
+    lines = [json.loads(line) for line in (tmp_path / "refs" / "catalog.jsonl").read_text().splitlines()]
+    assert [line["images"] for line in lines][0] == [f"{designs[2].system}/0.png", f"{designs[2].system}/1.png"]
+    write_film_folder(tmp_path / "new", designs, films_per_system=2, seeds="eval", skip=2)
+    assert not {data for _, data in folder_films(tmp_path / "new")} & {data for _, data in films}
+
+
+def test_head_tuning_needs_an_attention_pool(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from raiox.tools.quality import folder_films, train_on_films
+
+    films = folder_films(_lab_folder(tmp_path / "lab", systems=2, films=1))
+    with pytest.raises(ValueError, match="no attention pool"):
+        train_on_films(films, tmp_path / "x.pt", model_name="raiox-tiny-vit", pretrained=str(tiny_checkpoint),
+                       source="lab", tune="head", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="at least 2 systems"):
+        train_on_films(films[:1], tmp_path / "x.pt", model_name="raiox-tiny-vit", pretrained=str(tiny_checkpoint),
+                       source="lab", device="cpu", progress=False)
+    assert not (tmp_path / "x.pt").exists()

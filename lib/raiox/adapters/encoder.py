@@ -47,8 +47,39 @@ def _register_model_configs() -> None:
 
 
 def checkpoint_sidecar(checkpoint: Path) -> Path:
-    """`<checkpoint>.json`: how `raiox train` prepared films for this checkpoint (e.g. crop_to_implant)."""
+    """`<checkpoint>.json`: the architecture (`model`) and how `raiox train` prepared films (crop_to_implant)."""
     return checkpoint.with_name(checkpoint.name + ".json")
+
+
+# RAIOX_CLIP_PRETRAINED's default: the encoder shipped with Raiox (raiox-small-rn trained by `raiox train` on
+# rendered films of the 12 fictional demo systems; docs/quality.md), so a fresh checkout works offline.
+SHIPPED = "shipped"
+SHIPPED_ENCODER = Path(str(resources.files("raiox.adapters") / "model_weights" / "demo-encoder.pt"))
+
+
+def resolve_weights(model_name: str, pretrained: str) -> tuple[str, str]:
+    """(architecture, weights) to load for RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED: `shipped` (or empty)
+    is the shipped encoder's checkpoint; a checkpoint with a sidecar brings its own architecture (the sidecar's
+    `model`, which wins over RAIOX_CLIP_MODEL, with a warning when they differ); otherwise (an open_clip tag, a
+    checkpoint without a sidecar) RAIOX_CLIP_MODEL names it and must be set."""
+    weights = str(SHIPPED_ENCODER) if pretrained.strip() in ("", SHIPPED) else pretrained
+    sidecar = checkpoint_sidecar(Path(weights))
+    named = ""
+    if sidecar.is_file():
+        try:
+            named = str(json.loads(sidecar.read_text()).get("model") or "")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise EncoderUnavailable(f"cannot read {sidecar} ({exc}); fix or remove it, or set RAIOX_CLIP_MODEL "
+                                     "and remove the sidecar") from None
+    if named:
+        if model_name and model_name != named:
+            log.warning("RAIOX_CLIP_MODEL=%s ignored: the checkpoint %s was trained as %s (its sidecar says so)",
+                        model_name, weights, named)
+        return named, weights
+    if not model_name:
+        raise EncoderUnavailable(f"RAIOX_CLIP_PRETRAINED={pretrained!r} names no architecture (an open_clip tag, "
+                                 "or a checkpoint without a .json sidecar): set RAIOX_CLIP_MODEL too")
+    return model_name, weights
 
 
 def random_model(model_name: str, *, seed: int = 0) -> Any:
@@ -176,9 +207,11 @@ class Encoder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
+        """The configured encoder (resolve_weights: the shipped one unless RAIOX_CLIP_PRETRAINED names another)."""
+        model_name, weights = resolve_weights(settings.raiox_clip_model, settings.raiox_clip_pretrained)
         encoder = cls.load(
-            settings.raiox_clip_model,
-            settings.raiox_clip_pretrained,
+            model_name,
+            weights,
             device=settings.raiox_device,
             batch_size=settings.raiox_embed_batch_size,
             max_pixels=settings.raiox_max_image_pixels,

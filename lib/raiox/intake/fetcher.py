@@ -1,5 +1,5 @@
 """The fetch step's jobs: download each pending X-ray (the same SSRF guard and limits), check that it decodes,
-store it, then queue the case's embed job.
+store it (a DICOM film as its windowed PNG, its pixel spacing beside it), then queue the case's embed job.
 
 A passing trouble (a timeout, a refused connection, 5xx, 408, 429, object storage down) leaves the X-ray
 pending and the job retries with backoff; after `FETCH_MAX_ATTEMPTS` it is given up on. A permanent one
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raiox.adapters.fetch import TRANSIENT_FETCH_ERRORS, FetchError, FetchPolicy, fetch
-from raiox.adapters.imaging import ImageError, ImageInfo, inspect_image
+from raiox.adapters.imaging import ImageError, ImageInfo, inspect_image, storable
 from raiox.adapters.storage import StorageError, StoredObject
 from raiox.database import Connection
 from raiox.job_runner import Backoff, Done, Failed, JobReport, JobRunner, Retry
@@ -74,7 +74,8 @@ class FetchStep:
             data = bytes(image["upload"]) if image["upload"] is not None else fetch(
                 image["source_url"] or "", self.policy, deadline=deadline)
             info = inspect_image(data, max_pixels=settings.raiox_max_image_pixels)
-            stored = self.services.store.put(data, namespace="xrays", extension=info.kind.extension)
+            kept, kind = storable(data, info)  # DICOM is kept as PNG, which the admin page can show
+            stored = self.services.store.put(kept, namespace="xrays", extension=kind.extension)
         except TRANSIENT_FETCH_ERRORS as error:
             return Fetched(error=str(error), transient=True)
         except (FetchError, ImageError) as error:

@@ -20,7 +20,7 @@ from raiox.tools.simulator import jotform_fields, multipart, new_submission_id, 
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm"}
 
 
 @dataclass

@@ -17,7 +17,7 @@ import requests
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
-from raiox.adapters.imaging import ImageError, sniff
+from raiox.adapters.imaging import DICOM, ImageError, inspect_image, sniff, storable
 from raiox.adapters.storage import ObjectNotFound
 from raiox.embed.matching import ensure_model_index
 from raiox.repository import catalog
@@ -157,6 +157,9 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
             data = read_reference(location, path.parent)
             try:
                 kind = sniff(data)
+                if kind is DICOM:  # kept as PNG, which the admin page can show beside a case's film
+                    limit = services.settings.raiox_max_image_pixels
+                    data, kind = storable(data, inspect_image(data, max_pixels=limit))
             except ImageError as exc:
                 raise ManifestError(f"{path.name} line {line}: {location}: {exc}") from None
             stored = services.store.put(data, namespace="references", extension=kind.extension)

@@ -18,7 +18,7 @@ import requests
 from pydantic import SecretStr
 
 from raiox import migrations
-from raiox.adapters.encoder import random_checkpoint
+from raiox.adapters.encoder import SHIPPED_ENCODER, random_checkpoint
 from raiox.database import database_url
 from raiox.repository import cases
 from raiox.repository import catalog as catalog_sql
@@ -37,7 +37,7 @@ RESULT_FIELDS = "system=12,manufacturer=13,similarity=14,reviewer=15,decision=16
 REFERENCES_PER_SYSTEM = 3
 # The committed demo encoder, made by the command in docs/quality.md; absent, the demo says so and
 # runs an untrained architecture instead.
-DEMO_ENCODER = Path(__file__).resolve().parents[1] / "adapters" / "model_weights" / "demo-encoder.pt"
+DEMO_ENCODER = SHIPPED_ENCODER  # also RAIOX_CLIP_PRETRAINED's default (`shipped`)
 DEMO_MODEL = "raiox-small-rn"
 TRAINED_NOTICE = (
     "The demo's encoder was trained here on rendered films of these fictional systems (`raiox train --catalog "

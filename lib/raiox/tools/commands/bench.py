@@ -120,7 +120,8 @@ def bench_webhook_command(as_json: bool, count: int) -> None:
     """Ack latency of the webhook (loopback, throw-away embedded database and local objects).
 
     Scenarios: `refused` (wrong token: the HTTP stack alone, the baseline), `new` (record the case and its
-    fetch job in one transaction; the film is fetched after the answer) and `duplicate` (the repeat fast path), each with 1 and 16 concurrent clients."""
+    fetch job in one transaction; the film is fetched after the answer) and `duplicate` (the repeat fast
+    path), each with 1 and 16 concurrent clients."""
     from raiox.tools.bench.webhook import bench_webhook
 
     report = bench_webhook(count=count)

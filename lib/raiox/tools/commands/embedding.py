@@ -94,8 +94,9 @@ def catalog_reembed(services: Services, model: str | None, pretrained: str | Non
     click.echo(f"{report.added} reference images embedded as {report.model_id} ({len(report.failed)} skipped); "
                f"its HNSW index is {report.index}")
     if switch != current:
-        click.echo(f"matching still uses {current[0]}; switch with RAIOX_CLIP_MODEL={switch[0]} "
-                   f"RAIOX_CLIP_PRETRAINED={switch[1]}")
+        setting = f"RAIOX_CLIP_MODEL={switch[0]} " if switch[0] else ""
+        click.echo(f"matching still uses {current[1] or 'the shipped encoder'}; switch with "
+                   f"{setting}RAIOX_CLIP_PRETRAINED={switch[1]}")
 
 
 @catalog_group.command("list")

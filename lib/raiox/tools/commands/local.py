@@ -116,7 +116,7 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
 @pass_services
 def batch_test_command(services: Services, folder: Path, url: str | None, token: str | None,
                        report_path: Path | None) -> None:
-    """Every JPEG/PNG/TIFF below FOLDER through matching or the webhook; the last line is a JSON summary.
+    """Every JPEG/PNG/TIFF/DICOM (.dcm) below FOLDER through matching or the webhook; the last line is a JSON summary.
 
     Sub-folders named after systems (`<system>/<film>`) make it report top-1 and top-3 accuracy."""
     from raiox.tools.batch import match_folder, report, send_folder

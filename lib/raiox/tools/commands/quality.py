@@ -72,33 +72,107 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
 
 
 @click.command("train")
-@click.option("--model", "model_name", default="raiox-small-rn", show_default=True,
-              help="open_clip architecture (ViT-B-32 with --pretrained in production).")
-@click.option("--pretrained", default=None, help="Start from these weights (tag or checkpoint); default: scratch.")
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Learn a lab's labelled films, <system>/<film> (as `raiox eval --folder` reads them).")
+@click.option("--from-database", "from_database", is_flag=True,
+              help="Learn the catalog's reference images and approved cases' films.")
+@click.option("--model", "model_name", default=None,
+              help="open_clip architecture [rendered catalogs: raiox-small-rn; --folder/--from-database: the "
+              "starting weights' own (their sidecar), else RAIOX_CLIP_MODEL].")
+@click.option("--pretrained", default=None,
+              help="Start from these weights, an open_clip tag or a checkpoint [rendered catalogs: scratch; "
+              "--folder/--from-database: the configured encoder, RAIOX_CLIP_PRETRAINED, `shipped` by default].")
 @click.option("--catalog", "catalog_name", default="eval48", show_default=True,
-              help="Rendered systems to learn: `demo` or `eval<N>`.")
-@click.option("--minutes", default=10.0, show_default=True, help="Time budget, rendering included.")
+              help="Without --folder/--from-database: rendered systems to learn, `demo` or `eval<N>`.")
+@click.option("--minutes", default=10.0, show_default=True,
+              help="Time budget, rendering or preparing films included.")
 @click.option("--films-per-system", default=200, show_default=True,
-              help="Training films rendered per system before training starts.")
+              help="Rendered catalogs: training films rendered per system before training starts.")
+@click.option("--held-out", "held_out", default=0.25, show_default=True,
+              help="--folder/--from-database: share of each system's films (never its last) left out of training "
+              "and matched against the rest before and after, to report what training did; 0 trains on all.")
+@click.option("--tune", type=click.Choice(["all", "head"]), default="all", show_default=True,
+              help="--folder/--from-database: `all` trains every weight; `head` only the attention pool's value and "
+              "output projections, on features of augmented films from the frozen trunk (ModifiedResNet "
+              "architectures such as raiox-small-rn; thousands of cheap steps, but it learned less: "
+              "docs/quality.md).")
+@click.option("--lr", default=None, type=float,
+              help="Peak learning rate [rendered catalogs from scratch: 2e-3; --folder/--from-database: 1e-3 "
+              "(all), 5e-4 (head)].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--crop/--no-crop", default=False, show_default=True,
-              help="Crop films to the implant first (on rendered films it lowered accuracy; docs/benchmarks.md).")
+              help="Rendered catalogs: crop films to the implant first (on rendered films it lowered accuracy; "
+              "docs/benchmarks.md). Fine-tuning keeps the starting encoder's choice.")
 @click.option("--device", default="auto", show_default=True, help="`auto` (CUDA when present), `cpu` or `cuda`.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to write (a .json sidecar records how films were prepared).")
+              help="Checkpoint to write; its .json sidecar names the architecture, so RAIOX_CLIP_PRETRAINED=<out> "
+              "alone loads it.")
 @click.option("--reembed", is_flag=True, help="Then embed the database's reference images with the new model.")
 @pass_services
-def train_command(services: Services, model_name: str, pretrained: str | None, catalog_name: str, minutes: float,
-                  films_per_system: int, seed: int, crop: bool, device: str, out: Path, reembed: bool) -> None:
-    """Adapt an open_clip image encoder to implant radiographs by metric learning on rendered films."""
+def train_command(services: Services, folder: Path | None, from_database: bool, model_name: str | None,
+                  pretrained: str | None, catalog_name: str, minutes: float, films_per_system: int, held_out: float,
+                  tune: str, lr: float | None, seed: int, crop: bool, device: str, out: Path, reembed: bool) -> None:
+    """Adapt an open_clip image encoder to implant radiographs by metric learning: on a lab's labelled films
+    (--folder), on the database's references and approved cases (--from-database), or on rendered films."""
+    from raiox.adapters.encoder import EncoderUnavailable
     from raiox.tools.catalog import reembed_catalog
-    from raiox.tools.quality import catalog_by_name, train
+    from raiox.tools.quality import catalog_by_name, database_films, folder_films, train, train_on_films
 
-    path = train(model_name, catalog_by_name(catalog_name), out, pretrained=pretrained, minutes=minutes,
-                 films_per_system=films_per_system, seed=seed, crop=crop, device=device)
-    click.echo(f"wrote {path}; use it with RAIOX_CLIP_MODEL={model_name} RAIOX_CLIP_PRETRAINED={path}")
+    if folder is not None and from_database:
+        raise click.UsageError("choose --folder or --from-database, not both")
+    if not 0 <= held_out < 1:
+        raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
+    if folder is not None or from_database:
+        films = folder_films(folder) if folder is not None else database_films(services)
+        if not films:
+            raise click.ClickException(f"no films in {folder if folder is not None else 'the database'}")
+        settings = services.settings
+        try:
+            report = train_on_films(
+                films, out, model_name=model_name if model_name is not None else settings.raiox_clip_model,
+                pretrained=pretrained if pretrained is not None else settings.raiox_clip_pretrained,
+                source=str(folder) if folder is not None else "database", minutes=minutes, held_out=held_out,
+                tune=tune, lr=lr, seed=seed, device=device)
+        except (EncoderUnavailable, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"trained ({'the head' if report.tuned == 'head' else 'every weight'}) on {report.films} films "
+                   f"of {report.systems} systems: {report.steps} steps in {report.seconds / 60:.1f} min")
+        for when, result in report.held_out.items():
+            click.echo(f"held-out films {when} training ({result['queries']}, matched against the training "
+                       f"films): top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}")
+        path = report.out
+    else:
+        try:
+            designs = catalog_by_name(catalog_name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        path = train(model_name or "raiox-small-rn", designs, out, pretrained=pretrained, minutes=minutes,
+                     films_per_system=films_per_system, seed=seed, crop=crop, device=device, lr=lr or 2e-3)
+    click.echo(f"wrote {path}; use it with RAIOX_CLIP_PRETRAINED={path} (its sidecar names the architecture)")
     if reembed:
-        trained = services.settings.model_copy(update={"raiox_clip_model": model_name,
-                                                       "raiox_clip_pretrained": str(path)})
+        trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(path)})
         with Services(trained) as retrained:
             click.echo(f"re-embedded {reembed_catalog(retrained)} reference images as {retrained.encoder.model_id}")
+
+
+@click.command("render-films")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rendered", default="eval48", show_default=True, help="Rendered catalog: `demo` or `eval<N>`.")
+@click.option("--skip", default=0, show_default=True,
+              help="Leave out the catalog's first N systems (12: the demo systems the shipped encoder learned).")
+@click.option("--films-per-system", default=4, show_default=True)
+@click.option("--seeds", type=click.Choice(["reference", "eval"]), default="reference", show_default=True,
+              help="`reference`: as eval's references; `eval`: seeds no reference or training film uses.")
+@click.option("--manifest", is_flag=True, help="Also write OUT/catalog.jsonl for `raiox catalog import`.")
+def render_films_command(out: Path, rendered: str, skip: int, films_per_system: int, seeds: str,
+                         manifest: bool) -> None:
+    """Rendered films of fictional systems as a lab's labelled folder (OUT/<system>/<n>.png), to try
+    `raiox train --folder` and `raiox eval --folder` without real films. Rendered films are not real films."""
+    from raiox.tools.quality import catalog_by_name, write_film_folder
+
+    try:
+        count = write_film_folder(out, catalog_by_name(rendered), films_per_system=films_per_system, seeds=seeds,
+                                  skip=skip, manifest=manifest)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(f"wrote {count} films to {out}" + (f" and {out / 'catalog.jsonl'}" if manifest else ""))
