@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -264,7 +265,6 @@ def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int,
     warms up, then decays on a cosine over the time left. `class_init="mean"` (fine-tuning) starts each class
     at its films' mean embedding, with the classes learning 5× faster than the tower; `random` (from scratch)
     starts them anywhere. Returns the number of steps."""
-    import math
 
     import torch
     from tqdm import tqdm
@@ -290,23 +290,16 @@ def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int,
     with tqdm(total=int(budget), desc="training", unit="s", disable=not progress) as bar:
         while steps == 0 or time.monotonic() < deadline:
             done = min(1.0, (time.monotonic() - started) / budget)
-            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
+            _schedule(optimizer, base_lrs, done)
             chosen = torch.randint(len(labels), (batch_size,), device=device, generator=generator)
             batch = encoder.normalise(_augment(pixels_on_device[chosen], generator))
             batch = batch.contiguous(memory_format=torch.channels_last)
             target = labels_on_device[chosen]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
                 features = torch.nn.functional.normalize(visual(batch).float(), dim=-1)
-            cosine = features @ torch.nn.functional.normalize(centres, dim=-1).T
-            logits = scale * (cosine - margin * torch.nn.functional.one_hot(target, classes))
-            loss = torch.nn.functional.cross_entropy(logits, target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss, right = _cosface_step(optimizer, features, centres, target, scale=scale, margin=margin)
             steps += 1
-            correct += int((cosine.argmax(dim=1) == target).sum())
+            correct += right
             seen += len(target)
             if steps % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
@@ -315,6 +308,28 @@ def _fit(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes: int,
             bar.refresh()
     encoder.model.eval().to(memory_format=torch.contiguous_format)
     return steps
+
+
+def _schedule(optimizer: Any, base_lrs: list[float], done: float) -> None:
+    """Learning rates for the fraction `done` of the time budget: a warm-up, then a cosine decay."""
+    factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = base * factor
+
+
+def _cosface_step(optimizer: Any, features: Any, centres: Any, target: Any, *, scale: float,
+                  margin: float) -> tuple[Any, int]:
+    """One step of cosine softmax with a margin (CosFace) on normalised features: the loss, and how many of
+    the batch the class centres already classify right."""
+    import torch
+
+    cosine = features @ torch.nn.functional.normalize(centres, dim=-1).T
+    margins = margin * torch.nn.functional.one_hot(target, centres.shape[0])
+    loss = torch.nn.functional.cross_entropy(scale * (cosine - margins), target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss, int((cosine.argmax(dim=1) == target).sum())
 
 
 def _class_means(encoder: Encoder, pixels: Any, labels: Any, classes: int) -> Any:
@@ -383,7 +398,6 @@ def _fit_head(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes:
     weights) learn from those, CosFace with each class starting at its films' mean embedding, until
     `deadline`. The convolutional trunk and the attention weights stay as they were. A step then costs
     milliseconds instead of seconds, so a few minutes give thousands. Returns the number of steps."""
-    import math
 
     import torch
     from tqdm import tqdm
@@ -424,20 +438,13 @@ def _fit_head(encoder: Encoder, pixels: np.ndarray, labels: np.ndarray, classes:
               disable=not progress) as bar:
         while steps == 0 or time.monotonic() < deadline:
             done = min(1.0, (time.monotonic() - head_started) / budget)
-            factor = min(1.0, done / 0.03) * 0.5 * (1 + math.cos(math.pi * done))  # warm-up, then cosine decay
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
+            _schedule(optimizer, base_lrs, done)
             chosen = torch.randint(len(cached_labels), (batch_size,), device=device, generator=generator)
             target = cached_labels[chosen]
             features = torch.nn.functional.normalize(pool_output(pool, cached[chosen].float()), dim=-1)
-            cosine = features @ torch.nn.functional.normalize(centres, dim=-1).T
-            loss = torch.nn.functional.cross_entropy(
-                scale * (cosine - margin * torch.nn.functional.one_hot(target, classes)), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss, right = _cosface_step(optimizer, features, centres, target, scale=scale, margin=margin)
             steps += 1
-            correct += int((cosine.argmax(dim=1) == target).sum())
+            correct += right
             seen += len(target)
             if steps % 100 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.2f}", step=steps)
