@@ -273,3 +273,13 @@ def test_head_tuning_needs_an_attention_pool(tmp_path: Path, tiny_checkpoint: Pa
         train_on_films(films[:1], tmp_path / "x.pt", model_name="raiox-tiny-vit", pretrained=str(tiny_checkpoint),
                        source="lab", device="cpu", progress=False)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_suggested_margin_flags_four_fifths_of_the_wrong_answers() -> None:
+    from raiox.tools.quality import suggest_margin
+
+    wrong = [0.01, 0.02, 0.03, 0.04, 0.05]
+    margin, flagged = suggest_margin(wrong + [0.2] * 15, wrong)
+    assert 0.04 < margin < 0.05 and sum(m < margin for m in wrong) == 4  # percentile 80, interpolated
+    assert flagged == 4 / 20
+    assert suggest_margin([0.3, 0.4], []) == (0.0, 0.0)

@@ -134,11 +134,17 @@ def evaluate(encoder: Encoder, designs: Sequence[ImplantDesign], *, queries_per_
             wrong_margins.append(margin)
         confusion.setdefault(truth, Counter())[ranked[0][0]] += 1
     total = len(truths)
-    suggested = float(np.percentile(wrong_margins, 80)) if wrong_margins else 0.0
     return EvalReport(encoder.model_id, len(designs), total, top1 / total, top3 / total, low / total,
                       {truth: dict(counts) for truth, counts in confusion.items()},
-                      suggested, float(np.mean(np.asarray(margins) < suggested)),
-                      seconds=time.monotonic() - started)
+                      *suggest_margin(margins, wrong_margins), seconds=time.monotonic() - started)
+
+
+def suggest_margin(margins: Sequence[float], wrong_margins: Sequence[float]) -> tuple[float, float]:
+    """The low-confidence margin that flags 80 % of the wrong answers, and the share of all answers it flags."""
+    if not wrong_margins:
+        return 0.0, 0.0
+    suggested = float(np.percentile(wrong_margins, 80))
+    return suggested, float(np.mean(np.asarray(margins) < suggested))
 
 
 def approvals_effect(encoder: Encoder, designs: Sequence[ImplantDesign], base: EvalReport, *,
@@ -164,17 +170,23 @@ def evaluate_folder(services: Services, folder: Path, *, low_margin: float = 0.0
     films = sorted(path for path in folder.glob("*/*") if path.is_file())
     top1 = top3 = low = 0
     confusion: dict[str, Counter[str]] = {}
+    margins, wrong_margins = [], []
     for path in films:
         truth = path.parent.name
         ranked = match_image(services, path.read_bytes())
         names = [c.system.lower() for c in ranked]
+        margin = ranked[0].similarity - ranked[1].similarity if len(ranked) > 1 else 1.0
+        margins.append(margin)
         top1 += bool(names) and names[0] == truth.lower()
         top3 += truth.lower() in names[:3]
-        low += len(ranked) > 1 and ranked[0].similarity - ranked[1].similarity < low_margin
+        low += margin < low_margin
+        if not names or names[0] != truth.lower():
+            wrong_margins.append(margin)
         confusion.setdefault(truth, Counter())[ranked[0].system if ranked else "-"] += 1
     total = max(1, len(films))
     return EvalReport(services.encoder.model_id, len(confusion), len(films), top1 / total, top3 / total,
-                      low / total, {t: dict(c) for t, c in confusion.items()}, seconds=time.monotonic() - started)
+                      low / total, {t: dict(c) for t, c in confusion.items()}, *suggest_margin(margins, wrong_margins),
+                      seconds=time.monotonic() - started)
 
 
 def write_film_folder(out: Path, designs: Sequence[ImplantDesign], *, films_per_system: int, seeds: str,

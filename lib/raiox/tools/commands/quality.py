@@ -56,10 +56,12 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
                                **({"learning_from_approvals": learning} if learning else {})}))
         return
     for report in reports:
+        suggestion = (f"; RAIOX_LOW_CONFIDENCE_MARGIN={report.suggested_low_confidence_margin:.4f} would flag "
+                      f"{report.flagged_at_suggested_margin:.1%} of answers and 80% of the wrong ones"
+                      if report.top1 < 1 else "")
         click.echo(f"{report.model_id}: {report.systems} systems, {report.queries} queries — top-1 "
-                   f"{report.top1:.1%}, top-3 {report.top3:.1%}, low confidence {report.low_confidence_rate:.1%}; "
-                   f"RAIOX_LOW_CONFIDENCE_MARGIN={report.suggested_low_confidence_margin:.4f} would flag "
-                   f"{report.flagged_at_suggested_margin:.1%} of answers and 80% of the wrong ones")
+                   f"{report.top1:.1%}, top-3 {report.top3:.1%}, low confidence {report.low_confidence_rate:.1%}"
+                   + suggestion)
         mistakes = {truth: {p: n for p, n in row.items() if p != truth} for truth, row in report.confusion.items()}
         worst = sorted(((sum(m.values()), t, m) for t, m in mistakes.items() if m), reverse=True)[:5]
         for count, truth, predicted in worst:
