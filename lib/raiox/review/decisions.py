@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raiox.database import Connection
 from raiox.embed.matching import ensure_model_index
 from raiox.errors import Conflict, NotFound, Unprocessable
 from raiox.job_runner import poke_soon
-from raiox.models import CaseStatus, JobKind
+from raiox.models import Case, CaseStatus, JobKind
 from raiox.repository import cases, catalog, jobs
 from raiox.repository import decisions as sql
 from raiox.review.accounts import Reviewer
@@ -50,15 +51,21 @@ class DecisionBody(BaseModel):
         return self
 
 
+def _locked_case(conn: Connection, case_id: int) -> Case:
+    """The case, its row locked until the transaction ends (deciders and retries of one case queue up)."""
+    case = cases.get_case(conn, case_id, lock=True)
+    if case is None:
+        raise NotFound(f"there is no case {case_id}")
+    return case
+
+
 def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionBody) -> dict[str, Any]:
     """Record the decision in one transaction: decision row, case status, audit row, new references
     (learning), notify job. The case row is locked first, so of two deciders the second sees the first's
     decision and gets 409. After the commit, notify is poked."""
     settings = services.settings
     with services.db.transaction() as conn:
-        case = cases.get_case(conn, case_id, lock=True)
-        if case is None:
-            raise NotFound(f"there is no case {case_id}")
+        case = _locked_case(conn, case_id)
         if case.status != CaseStatus.READY:
             earlier = sql.decision(conn, case_id)
             if earlier is not None:
@@ -118,9 +125,7 @@ def _index_learned_model(services: Services, model_id: str) -> None:
 def redeliver(services: Services, reviewer: Reviewer, case_id: int) -> dict[str, Any]:
     """Queue a new notify job for a decided case whose last delivery failed for good; then poke notify."""
     with services.db.transaction() as conn:
-        case = cases.get_case(conn, case_id, lock=True)
-        if case is None:
-            raise NotFound(f"there is no case {case_id}")
+        case = _locked_case(conn, case_id)
         state = delivery_state(case.status, jobs.latest_notify_jobs(conn, [case_id]).get(case_id))
         if state is None:
             raise Conflict(f"case {case_id} is {case.status}: nothing is delivered before a decision")
@@ -146,9 +151,7 @@ def retry(services: Services, reviewer: Reviewer, case_id: int) -> dict[str, Any
     through fetch and embed (failed → received); then embed, which runs fetch jobs, is poked."""
     settings = services.settings
     with services.db.transaction() as conn:
-        case = cases.get_case(conn, case_id, lock=True)
-        if case is None:
-            raise NotFound(f"there is no case {case_id}")
+        case = _locked_case(conn, case_id)
         if case.status != CaseStatus.FAILED:
             raise Conflict(f"case {case_id} is {case.status}; only a failed case is retried")
         reopened = cases.reopen_failed_images(conn, case_id)
