@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from raiox.intake.fetcher import run_fetch_jobs
 from raiox.intake.http import handle
 from raiox.review import accounts, decisions
 from raiox.services import Services
-from raiox.settings import Settings
 from raiox.tools.simulator import jotform_fields, multipart
 from raiox.web.errors import run_handler
 from raiox.web.http import HttpRequest
@@ -42,25 +40,8 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def make_services(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Services]]:
-    built: list[Services] = []
-
-    def make(**overrides: Any) -> Services:
-        services = Services(Settings.given(**{
-            "database_url": db_url, "raiox_home": tmp_path / "home", "raiox_env": "dev",
-            "raiox_storage": (tmp_path / "objects").as_uri(), "jotform_xray_field": "xrayImage",
-            "fetch_timeout_seconds": 2, **overrides}))
-        built.append(services)
-        return services
-
-    yield make
-    for services in built:
-        services.close()
-
-
-@pytest.fixture
-def services(make_services: Callable[..., Services]) -> Services:
-    return make_services()
+def service_defaults() -> dict[str, Any]:
+    return {"jotform_xray_field": "xrayImage", "fetch_timeout_seconds": 2}
 
 
 def submit(services: Services, urls: list[str], submission_id: str) -> int:

@@ -27,7 +27,6 @@ from urllib3 import encode_multipart_formdata
 from fakes import FileServer
 from raiox.intake.http import handle
 from raiox.services import Services
-from raiox.settings import Settings
 from raiox.tools.simulator import jotform_fields, multipart
 from raiox.web.errors import run_handler
 from raiox.web.http import HttpRequest, HttpResponse
@@ -69,27 +68,8 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def make_services(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Services]]:
-    built: list[Services] = []
-
-    def make(**overrides: Any) -> Services:
-        values: dict[str, Any] = {
-            "database_url": db_url, "raiox_home": tmp_path / "home", "raiox_env": "dev",
-            "raiox_storage": (tmp_path / "objects").as_uri(), "webhook_token": TOKEN,
-            "fetch_timeout_seconds": 3, **overrides,
-        }
-        services = Services(Settings.given(**values))
-        built.append(services)
-        return services
-
-    yield make
-    for services in built:
-        services.close()
-
-
-@pytest.fixture
-def services(make_services: Callable[..., Services]) -> Services:
-    return make_services()
+def service_defaults() -> dict[str, Any]:
+    return {"webhook_token": TOKEN, "fetch_timeout_seconds": 3}
 
 
 def jotform_request(urls: list[str], *, submission_id: str | None = None, form_id: str = FORM,
