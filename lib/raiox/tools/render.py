@@ -16,28 +16,11 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from raiox.tools.implant_designs import ImplantDesign, demo_catalog
+
+__all__ = ["ImplantDesign", "View", "demo_catalog", "film_bytes", "render", "render_film"]
+
 PX_PER_MM = 12.0  # drawing resolution before the view is applied
-
-
-@dataclass(frozen=True)
-class ImplantDesign:
-    manufacturer: str
-    system: str
-    length_mm: float = 10.0
-    diameter_mm: float = 4.0
-    taper: float = 0.0  # 0 parallel walls … 0.5 apex half as wide as the platform
-    thread_pitch_mm: float = 0.8
-    thread_depth_mm: float = 0.35
-    thread_profile: Literal["v", "square", "buttress"] = "v"
-    collar_mm: float = 1.0  # smooth (or micro-threaded) neck
-    microthreads: bool = False
-    apex: Literal["flat", "round", "pointed"] = "round"
-    apex_vent: bool = False
-    connection: Literal["internal-hex", "conical", "external-hex"] = "internal-hex"
-
-    @property
-    def implant_type(self) -> str:
-        return "tapered" if self.taper > 0.15 else "parallel-walled"
 
 
 @dataclass(frozen=True)
@@ -183,30 +166,3 @@ def render(design: ImplantDesign, seed: int, *, bits: Literal[8, 16] = 8, fmt: s
     """A random view of `design`, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     return film_bytes(render_film(design, View.random(rng, max_angulation), rng), bits=bits, fmt=fmt)
-
-
-def demo_catalog() -> list[ImplantDesign]:
-    """Twelve clearly fictional implant systems that differ the way real ones do."""
-    return [
-        ImplantDesign("Demo Orbit Dental", "Orbit Tapered TX", 11.5, 4.3, 0.45, 0.8, 0.4, "v", 0.8, False, "round"),
-        ImplantDesign("Demo Orbit Dental", "Orbit Parallel PX", 10.0, 4.1, 0.05, 0.8, 0.35, "v", 1.5, False, "flat"),
-        ImplantDesign("Demo Orbit Dental", "Orbit Narrow NX", 12.0, 3.3, 0.2, 0.6, 0.3, "v", 0.6, True, "round"),
-        ImplantDesign("Demo Nordfjord Implant", "Fjord Conical C", 10.0, 4.0, 0.3, 1.2, 0.45, "buttress", 1.0,
-                      False, "pointed", True, "conical"),
-        ImplantDesign("Demo Nordfjord Implant", "Fjord Square S", 9.0, 4.8, 0.1, 1.0, 0.45, "square", 0.8,
-                      False, "flat", False, "conical"),
-        ImplantDesign("Demo Nordfjord Implant", "Fjord Short SH", 6.5, 5.0, 0.15, 1.0, 0.5, "square", 0.6,
-                      False, "round", False, "internal-hex"),
-        ImplantDesign("Demo Helix Systems", "Helix Classic EX", 10.0, 3.75, 0.0, 0.6, 0.3, "v", 0.6, False,
-                      "flat", True, "external-hex"),
-        ImplantDesign("Demo Helix Systems", "Helix Wide EW", 8.5, 5.5, 0.05, 0.6, 0.3, "v", 0.8, False,
-                      "round", False, "external-hex"),
-        ImplantDesign("Demo Helix Systems", "Helix Taper HT", 13.0, 4.0, 0.5, 0.9, 0.45, "buttress", 0.4, True,
-                      "pointed", True, "conical"),
-        ImplantDesign("Demo Ponte Medical", "Ponte Zygo Z", 15.0, 3.5, 0.1, 1.4, 0.35, "v", 3.0, False,
-                      "round", False, "internal-hex"),
-        ImplantDesign("Demo Ponte Medical", "Ponte Bone Level BL", 10.0, 4.1, 0.25, 0.8, 0.25, "v", 0.5, True,
-                      "round", False, "conical"),
-        ImplantDesign("Demo Ponte Medical", "Ponte Tissue Level TL", 10.0, 4.1, 0.0, 1.0, 0.3, "v", 2.5, False,
-                      "round", False, "internal-hex"),
-    ]
