@@ -185,3 +185,42 @@ def random_systems(count: int, *, seed: int, min_distance: float = 0.0, prefix: 
         if all(design_distance(candidate, other) >= min_distance for other in designs):
             designs.append(candidate)
     return designs
+
+
+Restoration = Literal["none", "cover-screw", "healing-cap", "abutment", "crown"]
+RESTORATIONS: tuple[Restoration, ...] = ("none", "cover-screw", "healing-cap", "abutment", "crown")
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """What a film generator puts on a film besides the implant; None leaves the choice to the seed."""
+
+    upper_jaw: bool | None = None  # platform down, apex up (as an upper-jaw periapical shows it)
+    restoration: Restoration | None = None  # what sits on the implant
+    neighbours: int | None = None  # other implants on the film (0–2), of random other systems
+    photographed: bool | None = None  # a phone photo of the film on a screen: perspective, glare, moiré, colour
+    quarter_turns: int | None = None  # the file stored rotated by 90° steps (0–3), besides the small tilt
+    mirrored: bool | None = None  # the file stored mirrored
+    bits: Literal[8, 16] | None = None  # 16: a 16-bit PNG (12-bit sensor range)
+    jpeg_quality: int | None = None  # a JPEG at this quality instead of a PNG (0: PNG)
+
+
+@dataclass(frozen=True)
+class ImplantTruth:
+    """Where one implant lies on the film as stored (pixels, x right, y down)."""
+
+    platform_xy: tuple[float, float]  # the centre of the platform (the connection's end)
+    apex_xy: tuple[float, float]  # the tip of the apex
+    diameter_px: float  # the outer (thread crest) diameter
+    design: ImplantDesign  # the system at the size drawn
+
+
+@dataclass(frozen=True)
+class FilmTruth:
+    """What a rendered film shows: the implant asked for first, then any neighbours; the slices it belongs to
+    (`upper-jaw`, `restoration:<kind>`, `two-implants`, `photographed`, `rotated-180`, `mirrored`, `16-bit`,
+    `jpeg`); millimetres per pixel."""
+
+    implants: tuple[ImplantTruth, ...]
+    pixel_spacing_mm: float
+    tags: frozenset[str]
