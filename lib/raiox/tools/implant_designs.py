@@ -205,6 +205,9 @@ class SceneOptions:
     jpeg_quality: int | None = None  # a JPEG at this quality instead of a PNG (0: PNG)
 
 
+ANY_SCENE = SceneOptions()
+
+
 @dataclass(frozen=True)
 class ImplantTruth:
     """Where one implant lies on the film as stored (pixels, x right, y down)."""
