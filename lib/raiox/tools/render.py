@@ -195,7 +195,7 @@ def _bone(rng: np.random.Generator, size: tuple[int, int], crest_y: float, mm: f
     crest = crest_y + (_noise_field(rng, (width, 1), 6 * mm)[0] - 0.5) * 2.0 * mm
     in_bone = 1 / (1 + np.exp(-(ys - crest) / (0.4 * mm)))
     trabecular = _noise_field(rng, size, rng.uniform(0.4, 0.9) * mm)
-    density = 0.08 + in_bone * (0.22 + 0.18 * _noise_field(rng, size, 5 * mm) + 0.12 * trabecular)
+    density = 0.05 + in_bone * (0.14 + 0.12 * _noise_field(rng, size, 5 * mm) + 0.1 * trabecular)
     for side in (-1, 1):
         if rng.random() < 0.15:
             continue  # a missing neighbour
@@ -208,7 +208,7 @@ def _bone(rng: np.random.Generator, size: tuple[int, int], crest_y: float, mm: f
         depth = np.clip((crest_y - 0.5 * mm - ys) / crown_h, 0, 1)  # 0 at the neck, 1 at the occlusal edge
         bulge = crown_w * np.where(depth > 0, 0.7 + 0.3 * np.sin(np.pi * np.clip(depth * 0.9, 0, 1)), 0)
         crown = np.clip(1 - ((xs - centre) / np.maximum(bulge, 1e-3)) ** 2, 0, 1) ** 0.6 * (depth > 0) * (depth < 1)
-        density = density + 0.2 * root - 0.08 * canal + 0.42 * crown
+        density = density + 0.12 * root - 0.05 * canal + 0.38 * crown
         if rng.random() < 0.25:  # an amalgam filling: as bright as metal, but no implant
             fy, fx = crest_y - rng.uniform(4, 7) * mm, centre + rng.uniform(-1.5, 1.5) * mm
             blob = ((xs - fx) / (rng.uniform(1.2, 2.5) * mm)) ** 2 + ((ys - fy) / (rng.uniform(0.8, 1.5) * mm)) ** 2
@@ -227,7 +227,14 @@ class _Placed:
 def _implant_column(design: ImplantDesign, restoration: str, rng: np.random.Generator) -> _Placed:
     thickness, platform_row = implant_thickness(design)
     metal = np.clip(thickness / (design.diameter_mm * 0.85), 0, 1) * 0.98
-    on_top = _restoration(restoration, design, rng, metal.shape[1])
+    on_top = _restoration(restoration, design, rng, max(metal.shape[1], int(11 * PX_PER_MM)) // 2 * 2)
+    if len(on_top):  # trimmed to the columns it covers, symmetrically
+        used = np.flatnonzero(on_top.max(axis=0) > 0)
+        margin = min(used[0], on_top.shape[1] - 1 - used[-1]) if len(used) else 0
+        on_top = on_top[:, margin:on_top.shape[1] - margin]
+        if on_top.shape[1] < metal.shape[1]:
+            pad = (metal.shape[1] - on_top.shape[1]) // 2
+            on_top = np.pad(on_top, ((0, 0), (pad, metal.shape[1] - on_top.shape[1] - pad)))
     width = max(metal.shape[1], on_top.shape[1] if len(on_top) else 0)
     if len(on_top):  # the crown is wider than the implant: widen both to one column
         pad = (width - metal.shape[1]) // 2

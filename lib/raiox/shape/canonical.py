@@ -1,0 +1,456 @@
+"""Find the implants on a film and straighten each one: platform up, axis vertical, scaled to one diameter.
+
+No learning: metal is segmented at a few thresholds, each elongated component is straightened on its
+principal axis, the threaded stretch is found from the edges' roughness, and the platform end is the one
+with the smooth collar, the attached abutment or crown, the connection's cavity and the wider end. The
+canonical crop is `CROP_WIDTH` × `CROP_HEIGHT` pixels with the implant's outer diameter `CROP_DIAMETER`
+pixels wide and its platform at row `PLATFORM_ROW`, whatever the film's resolution or the implant's size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+CROP_WIDTH = 64
+CROP_HEIGHT = 256
+CROP_DIAMETER = 36.0  # the implant's outer diameter in the crop, pixels
+PLATFORM_ROW = 24  # the platform's row in the crop: what sits on it stays in view above
+SEGMENT_SIDE = 512  # films are segmented at most this many pixels a side
+_DEBUG = False
+_THREADED = 0.15  # periodicity above which a row counts as threaded
+_THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One implant on a film: its canonical crop and where it lies on the film (pixels of the decoded film)."""
+
+    crop: np.ndarray  # uint8 (CROP_HEIGHT, CROP_WIDTH), platform up
+    platform_xy: tuple[float, float]
+    apex_xy: tuple[float, float]
+    diameter_px: float
+    found: bool  # False: no implant stood out, and the crop is the whole film squeezed in (a fallback)
+    score: float  # how implant-like: threads, elongation, size (the best first on a film)
+    orientation_margin: float  # how clearly the platform end was told from the apex end (0: a guess)
+
+    @property
+    def length_px(self) -> float:
+        return math.dist(self.platform_xy, self.apex_xy)
+
+    @property
+    def box(self) -> list[tuple[float, float]]:
+        """The crop's four corners on the film (top-left, top-right, bottom-right, bottom-left)."""
+        frame = _Frame(self.platform_xy, self.apex_xy, self.diameter_px)
+        return [frame.film_point(u, v) for u, v in ((0, 0), (CROP_WIDTH, 0), (CROP_WIDTH, CROP_HEIGHT),
+                                                     (0, CROP_HEIGHT))]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The crop's coordinates (u right, v down) on the film: the platform at (CROP_WIDTH / 2, PLATFORM_ROW),
+    the axis pointing down the crop, CROP_DIAMETER crop pixels per diameter."""
+
+    platform: tuple[float, float]
+    apex: tuple[float, float]
+    diameter: float
+
+    def film_point(self, u: float, v: float) -> tuple[float, float]:
+        (px, py), (ax, ay) = self.platform, self.apex
+        length = max(math.hypot(ax - px, ay - py), 1e-6)
+        down = ((ax - px) / length, (ay - py) / length)
+        right = (-down[1], down[0])
+        scale = self.diameter / CROP_DIAMETER
+        du, dv = (u - CROP_WIDTH / 2) * scale, (v - PLATFORM_ROW) * scale
+        return px + du * right[0] + dv * down[0], py + du * right[1] + dv * down[1]
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def _sample(grey: np.ndarray, frame: _Frame, width: int, height: int) -> np.ndarray:
+    """The film resampled into frame coordinates (width × height), anti-aliased when it shrinks."""
+    scale = frame.diameter / CROP_DIAMETER
+    source = grey
+    factor = 1
+    if scale > 1.6:  # shrink the film first (a box filter), so that sampling does not alias the threads
+        factor = int(scale)
+        x0, y0 = frame.film_point(0, 0)
+        corners = [frame.film_point(u, v) for u, v in ((0, 0), (width, 0), (width, height), (0, height))]
+        xs, ys = [c[0] for c in corners] + [x0], [c[1] for c in corners] + [y0]
+        left, top = max(0, int(min(xs)) - factor), max(0, int(min(ys)) - factor)
+        right, bottom = min(grey.shape[1], int(max(xs)) + factor + 1), min(grey.shape[0], int(max(ys)) + factor + 1)
+        if right - left < factor or bottom - top < factor:
+            return np.zeros((height, width), dtype=np.float32)
+        window = Image.fromarray(grey[top:bottom, left:right], mode="F").reduce(factor)
+        source = np.asarray(window, dtype=np.float32)
+        offset = (left, top)
+    else:
+        offset = (0, 0)
+    us, vs = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+    (px, py), (ax, ay) = frame.platform, frame.apex
+    length = max(math.hypot(ax - px, ay - py), 1e-6)
+    down = ((ax - px) / length, (ay - py) / length)
+    right = (-down[1], down[0])
+    du, dv = (us - width / 2) * scale, (vs - PLATFORM_ROW) * scale
+    fx = px + du * right[0] + dv * down[0]
+    fy = py + du * right[1] + dv * down[1]
+    coords = np.stack([(fy - offset[1]) / factor - 0.5 * (factor > 1), (fx - offset[0]) / factor - 0.5 * (factor > 1)])
+    return ndimage.map_coordinates(source, coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def _normalised(crop: np.ndarray) -> np.ndarray:
+    """Contrast set by the crop itself: the 2nd percentile black, the metal's 99.5th white."""
+    low, high = np.percentile(crop, [2, 99.5])
+    return (np.clip((crop - low) / max(high - low, 1e-3), 0, 1) * 255).astype(np.uint8)
+
+
+@dataclass
+class _Candidate:
+    centre: tuple[float, float]  # film pixels
+    axis: tuple[float, float]  # unit vector along the component's long side
+    extent: tuple[float, float]  # along the axis from the centre: (min, max), film pixels
+    width: float  # film pixels across
+    level: float  # the metal threshold that found it (0…1 on the film's normalised grey)
+    area: float
+
+
+def _candidates(grey: np.ndarray) -> list[_Candidate]:
+    """Bright, compact, reasonably large components of the metal masks, each with its principal axis."""
+    shrink = max(1, math.ceil(max(grey.shape) / SEGMENT_SIDE))
+    small = np.asarray(Image.fromarray(grey, mode="F").reduce(shrink), dtype=np.float32) if shrink > 1 else grey
+    small = ndimage.gaussian_filter(small, 1.0)
+    low, high = float(np.percentile(small, 50)), float(np.percentile(small, 99.8))
+    if high - low < 0.12:  # nothing clearly brighter than bone
+        return []
+    found: list[_Candidate] = []
+    min_area = max(30.0, small.size * 0.0015)
+    for fraction in _THRESHOLDS:
+        level = low + fraction * (high - low)
+        mask = ndimage.binary_opening(small >= level, iterations=1)
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        if count == 0:
+            continue
+        areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        for number in np.flatnonzero(areas >= min_area) + 1:
+            rows, cols = np.nonzero(labels == number)
+            ys, xs = (rows + 0.5) * shrink, (cols + 0.5) * shrink
+            cy, cx = float(ys.mean()), float(xs.mean())
+            cov = np.cov(np.stack([xs - cx, ys - cy]))
+            values, vectors = np.linalg.eigh(cov)
+            axis = (float(vectors[0, 1]), float(vectors[1, 1]))  # the larger eigenvalue's vector
+            along = (xs - cx) * axis[0] + (ys - cy) * axis[1]
+            across = -(xs - cx) * axis[1] + (ys - cy) * axis[0]
+            width = float(np.percentile(across, 97) - np.percentile(across, 3)) + shrink
+            extent = (float(along.min()) - shrink, float(along.max()) + shrink)
+            if extent[1] - extent[0] < 2.5 * shrink or width < 2 * shrink:
+                continue
+            duplicate = any(math.dist((cx, cy), c.centre) < 0.5 * c.width and abs(np.dot(axis, c.axis)) > 0.95
+                            for c in found)
+            if not duplicate:
+                found.append(_Candidate((cx, cy), axis, extent, width, fraction, float(len(rows) * shrink**2)))
+    return found
+
+
+@dataclass
+class _Profile:
+    """A straightened band around a candidate: rows along its axis, the metal's edges and widths per row."""
+
+    band: np.ndarray
+    scale: float  # film pixels per band pixel
+    left: np.ndarray
+    right: np.ndarray
+    metal: np.ndarray  # bool per row: the row crosses metal at the centre
+    periodic: np.ndarray  # per row: how regularly the edges ripple (threads), 0…1
+
+
+_BAND_WIDTH = 96  # band pixels across (the candidate's width spans about half)
+
+
+def _straighten(grey: np.ndarray, candidate: _Candidate) -> _Profile:
+    scale = candidate.width / (_BAND_WIDTH * 0.5)
+    length = candidate.extent[1] - candidate.extent[0]
+    rows = max(8, int(length / scale * 1.2) + 8)
+    cx, cy = candidate.centre
+    ax, ay = candidate.axis
+    start = candidate.extent[0] - 0.1 * length - 4 * scale
+    top = (cx + ax * start, cy + ay * start)
+    bottom = (cx + ax * (start + rows * scale), cy + ay * (start + rows * scale))
+    frame = _Frame(top, bottom, scale * CROP_DIAMETER)  # _sample's scale: `scale` film pixels per band pixel
+    band = _sample(grey, _shift(frame, rows_above=PLATFORM_ROW), _BAND_WIDTH, rows)
+    smooth = ndimage.gaussian_filter1d(band, 0.7, axis=1)
+    # The edge lies a third of the way from what surrounds the metal to the metal, measured in the band itself: a threshold
+    # near the metal's brightest would shrink the outline, since a cylinder's projection thins at its sides.
+    quarter = _BAND_WIDTH // 4
+    core = smooth[:, _BAND_WIDTH // 2 - 3:_BAND_WIDTH // 2 + 4]
+    metal_level = float(np.percentile(core, 85))
+    surround = float(np.median(np.concatenate([smooth[:, :quarter // 2], smooth[:, -quarter // 2:]])))
+    level = surround + 0.35 * (metal_level - surround)
+    inside = smooth >= level
+    centre = _BAND_WIDTH // 2
+    left = np.full(rows, np.nan)
+    right = np.full(rows, np.nan)
+    metal = np.zeros(rows, dtype=bool)
+    for r in range(rows):
+        row = inside[r]
+        if not row[centre - 2:centre + 3].any():
+            continue
+        metal[r] = True
+        lo = centre
+        while lo > 0 and row[lo - 1]:
+            lo -= 1
+        hi = centre
+        while hi < _BAND_WIDTH - 1 and row[hi + 1]:
+            hi += 1
+        left[r] = _crossing(smooth[r], lo, -1, level)
+        right[r] = _crossing(smooth[r], hi, 1, level)
+    diameter = float(np.nanpercentile(right - left, 70)) if metal.any() else _BAND_WIDTH / 2
+    periodic = _periodicity([left, right], metal, max(diameter, 8.0))
+    return _Profile(band, scale, left, right, metal, periodic)
+
+
+def _shift(frame: _Frame, rows_above: int) -> _Frame:
+    """The frame moved so that its first row (not PLATFORM_ROW) is at the frame's platform point."""
+    (px, py), (ax, ay) = frame.platform, frame.apex
+    length = max(math.hypot(ax - px, ay - py), 1e-6)
+    step = frame.diameter / CROP_DIAMETER * rows_above
+    dx, dy = (ax - px) / length * step, (ay - py) / length * step
+    return _Frame((px + dx, py + dy), (ax + dx, ay + dy), frame.diameter)
+
+
+def _crossing(row: np.ndarray, edge: int, direction: int, level: float) -> float:
+    """Sub-pixel position where the row falls below `level` just outside index `edge`."""
+    outside = edge + direction
+    if outside < 0 or outside >= len(row):
+        return float(edge)
+    a, b = float(row[edge]), float(row[outside])
+    t = (a - level) / (a - b) if a != b else 0.5
+    return edge + direction * float(np.clip(t, 0, 1))
+
+
+def _periodicity(edges: list[np.ndarray], metal: np.ndarray, diameter: float) -> np.ndarray:
+    """Per row, how periodic the edges' ripple is around it (0…1): threads repeat at a pitch of 0.08–0.45
+    diameters, while noise does not repeat and a wall's step is a single jump (which a running median keeps,
+    so it leaves no ripple)."""
+    window = max(12, int(0.9 * diameter))
+    lags = np.arange(max(3, int(0.07 * diameter)), max(5, int(0.5 * diameter)) + 1)
+    scores = np.zeros(len(metal))
+    for edge in edges:
+        filled = _fill_nan(edge)
+        ripple = filled - ndimage.median_filter(filled, size=max(5, int(0.5 * diameter)) | 1, mode="nearest")
+        ripple = ripple - ndimage.uniform_filter1d(ripple, size=window, mode="nearest")
+        # A floor of a ripple 1.5 % of the diameter deep: a smooth wall's noise is no thread
+        energy = ndimage.uniform_filter1d(ripple * ripple, size=window, mode="nearest") + (0.015 * diameter) ** 2
+        best = np.zeros(len(metal))
+        for lag in lags:
+            shifted = np.roll(ripple, -lag)
+            shifted[-lag:] = 0
+            product = ndimage.uniform_filter1d(ripple * shifted, size=window, mode="nearest")
+            best = np.maximum(best, product / energy)
+        scores += best
+    scores = scores / len(edges)
+    scores[~metal] = 0.0
+    return np.clip(scores, 0.0, 1.0)
+
+
+def _fill_nan(values: np.ndarray) -> np.ndarray:
+    good = ~np.isnan(values)
+    if not good.any():
+        return np.zeros_like(values)
+    index = np.arange(len(values))
+    return np.interp(index, index[good], values[good])
+
+
+@dataclass
+class _Implant:
+    start: int  # band row of one end
+    end: int  # band row of the other end (exclusive)
+    diameter: float  # band pixels
+    score: float
+    platform_at_start: bool
+    margin: float
+
+
+def _longest_run(flags: np.ndarray) -> tuple[int, int]:
+    best, best_start, start = 0, 0, None
+    for i, flag in enumerate(np.append(flags, False)):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            if i - start > best:
+                best, best_start = i - start, start
+            start = None
+    return best_start, best_start + best
+
+
+def _measure(profile: _Profile) -> _Implant | None:
+    """The implant's stretch of the band (its threads, the collar above them, the apex below), its diameter,
+    and which end is the platform."""
+    widths = profile.right - profile.left
+    metal_rows = profile.metal & (widths > 3)
+    if metal_rows.sum() < 6:
+        return None
+    a, b = _longest_run(metal_rows)
+    diameter_guess = float(np.nanpercentile(widths[a:b], 70))
+    if diameter_guess < 4:
+        return None
+    threaded = (profile.periodic > _THREADED) & metal_rows
+    threaded = ndimage.binary_closing(threaded, iterations=max(1, int(diameter_guess * 0.1)))
+    t0, t1 = _longest_run(threaded[a:b])
+    t0, t1 = t0 + a, t1 + a
+    threads = t1 - t0
+    if threads >= 0.6 * diameter_guess:
+        diameter = float(np.nanpercentile(widths[t0:t1], 80))
+    else:  # no threads: a smooth implant, or not an implant (filling, crown): the metal run is the body
+        t0, t1 = a, b
+        diameter = diameter_guess
+    # Whichever end carries smooth metal past the threads (collar, abutment, crown, external hex) is the platform;
+    # the apex ends close to the last thread.
+    beyond_start = _run_back(metal_rows, t0, diameter, widths)
+    beyond_end = _run_on(metal_rows, t1, diameter, widths)
+    collar = _cue(beyond_start - beyond_end, 0.25 * diameter)
+    near_start = float(np.nanmedian(widths[t0:t0 + max(2, (t1 - t0) // 6)]))
+    near_end = float(np.nanmedian(widths[max(t0, t1 - max(2, (t1 - t0) // 6)):t1]))
+    wider = _cue(near_start - near_end, 0.08 * diameter)  # the apex end tapers or rounds
+    cavity = _cue(_cavity(profile, t0, t1, diameter, at_start=True) - _cavity(profile, t0, t1, diameter,
+                                                                              at_start=False), 0.04)
+    vote = 1.2 * collar + 0.8 * wider + 0.8 * cavity
+    if _DEBUG:
+        print("cues", dict(t0=t0, t1=t1, a=a, b=b, d=round(diameter, 1), beyond=(beyond_start, beyond_end),
+                           collar=round(collar, 2), wider=round(wider, 2), cavity=round(cavity, 2)))
+    platform_at_start = vote >= 0
+    if platform_at_start:
+        start = t0 - _collar(widths, t0, -1, min(beyond_start, int(0.9 * diameter)), diameter)
+        end = t1 + min(beyond_end, int(0.3 * diameter))
+    else:
+        start = t0 - min(beyond_start, int(0.3 * diameter))
+        end = t1 + _collar(widths, t1 - 1, 1, min(beyond_end, int(0.9 * diameter)), diameter)
+    length = end - start
+    elongation = length / max(diameter, 1.0)
+    thread_share = threads / max(length, 1)
+    score = float(np.clip(elongation / 2.5, 0, 1.5) * (0.3 + thread_share) * math.sqrt(diameter * profile.scale))
+    return _Implant(start, end, diameter, score, platform_at_start, abs(vote))
+
+
+def _collar(widths: np.ndarray, row: int, direction: int, limit: int, diameter: float) -> int:
+    """How many rows of smooth collar follow the last thread at `row` (towards `direction`), up to `limit`: the
+    collar keeps one width, and whatever sits on the platform (abutment, cap, crown) starts with a step."""
+    reference = None
+    count = 0
+    while count < limit:
+        r = row + direction * (count + 1)
+        if r < 0 or r >= len(widths) or np.isnan(widths[r]):
+            break
+        if count >= 2:
+            reference = reference if reference is not None else float(np.median(
+                widths[[row + direction * k for k in (1, 2, 3)]]))
+            if abs(widths[r] - reference) > 0.07 * diameter:
+                break
+        count += 1
+    return count
+
+
+def _cue(difference: float, unit: float) -> float:
+    return float(np.tanh(difference / max(unit, 1e-6)))
+
+
+def _run_back(metal: np.ndarray, row: int, diameter: float, widths: np.ndarray) -> int:
+    count = 0
+    while row - count - 1 >= 0 and metal[row - count - 1] and widths[row - count - 1] < 1.3 * diameter:
+        count += 1
+    return count
+
+
+def _run_on(metal: np.ndarray, row: int, diameter: float, widths: np.ndarray) -> int:
+    count = 0
+    while row + count < len(metal) and metal[row + count] and widths[row + count] < 1.3 * diameter:
+        count += 1
+    return count
+
+
+def _cavity(profile: _Profile, t0: int, t1: int, diameter: float, *, at_start: bool) -> float:
+    """How much darker the axis is than the walls near one end (an internal connection's hollow)."""
+    span = max(3, int(0.8 * diameter))
+    rows = slice(t0, min(t1, t0 + span)) if at_start else slice(max(t0, t1 - span), t1)
+    band = profile.band[rows]
+    if band.size == 0:
+        return 0.0
+    centre = _BAND_WIDTH // 2
+    quarter = max(1, int(diameter * 0.25))
+    axis = float(band[:, centre - 1:centre + 2].mean())
+    walls = float(np.concatenate([band[:, centre - quarter - 1:centre - quarter + 1],
+                                  band[:, centre + quarter - 1:centre + quarter + 1]], axis=1).mean())
+    return walls - axis
+
+
+def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
+    """The implants on a film, most implant-like first (at most `limit`); one fallback finding (found=False,
+    the whole film) when nothing implant-like stands out."""
+    grey = _grey(image)
+    findings: list[Finding] = []
+    for candidate in _candidates(grey):
+        profile = _straighten(grey, candidate)
+        implant = _measure(profile)
+        if implant is None or implant.score <= 0:
+            continue
+        findings.append(_finding(grey, candidate, profile, implant))
+    findings = _distinct(sorted(findings, key=lambda f: -f.score))
+    implants = [f for f in findings if f.score >= 0.35 * findings[0].score] if findings else []
+    return implants[:limit] or [whole_film(grey)]
+
+
+def _finding(grey: np.ndarray, candidate: _Candidate, profile: _Profile, implant: _Implant) -> Finding:
+    cx, cy = candidate.centre
+    ax, ay = candidate.axis
+    length = candidate.extent[1] - candidate.extent[0]
+    start = candidate.extent[0] - 0.1 * length - 4 * profile.scale  # band row 0, as _straighten placed it
+    centre_offset = (np.nanmedian((profile.left + profile.right) / 2) - _BAND_WIDTH / 2) * profile.scale
+
+    def film(row: float) -> tuple[float, float]:
+        along = start + row * profile.scale
+        return cx + ax * along - ay * centre_offset, cy + ay * along + ax * centre_offset
+
+    top, bottom = film(implant.start), film(implant.end)
+    platform, apex = (top, bottom) if implant.platform_at_start else (bottom, top)
+    diameter = implant.diameter * profile.scale
+    crop = _normalised(_sample(grey, _Frame(platform, apex, diameter), CROP_WIDTH, CROP_HEIGHT))
+    return Finding(crop, platform, apex, diameter, True, implant.score, implant.margin)
+
+
+def _distinct(findings: list[Finding]) -> list[Finding]:
+    """One finding per implant: a weaker one whose axis lies within a stronger one's body is the same implant."""
+    kept: list[Finding] = []
+    for finding in findings:
+        centre = ((finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2)
+        if not any(_inside(centre, other) for other in kept):
+            kept.append(finding)
+    return kept
+
+
+def _inside(point: tuple[float, float], finding: Finding) -> bool:
+    (px, py), (ax, ay) = finding.platform_xy, finding.apex_xy
+    length = max(math.hypot(ax - px, ay - py), 1e-6)
+    along = ((point[0] - px) * (ax - px) + (point[1] - py) * (ay - py)) / length
+    across = abs(-(point[0] - px) * (ay - py) + (point[1] - py) * (ax - px)) / length
+    return -0.2 * length <= along <= 1.2 * length and across <= 0.8 * finding.diameter_px
+
+
+def whole_film(grey: np.ndarray) -> Finding:
+    """The fallback when no implant stands out: the whole film squeezed into the crop, upright as stored."""
+    height, width = grey.shape
+    image = Image.fromarray((grey * 255).astype(np.uint8), mode="L").resize((CROP_WIDTH, CROP_HEIGHT),
+                                                                             Image.Resampling.BILINEAR)
+    centre_x = width / 2
+    return Finding(np.asarray(image, dtype=np.uint8).copy(), (centre_x, 0.0), (centre_x, float(height)),
+                   float(width), False, 0.0, 0.0)
+
+
+def canonical_crop(image: Image.Image, platform_xy: tuple[float, float], apex_xy: tuple[float, float],
+                   diameter_px: float) -> np.ndarray:
+    """The canonical crop of an implant whose axis and diameter are known (ground truth, a reviewer's mark)."""
+    return _normalised(_sample(_grey(image), _Frame(platform_xy, apex_xy, diameter_px), CROP_WIDTH, CROP_HEIGHT))
