@@ -150,6 +150,8 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
             extent = (float(along.min()) - shrink, float(along.max()) + shrink)
             if extent[1] - extent[0] < 2.5 * shrink or width < 2 * shrink:
                 continue
+            if len(rows) > 0.2 * small.size or width > 0.4 * min(grey.shape):
+                continue  # the film itself on a photographed screen, a glare, an exposed border: not an implant
             duplicate = any(math.dist((cx, cy), c.centre) < 0.5 * c.width and abs(np.dot(axis, c.axis)) > 0.95
                             for c in found)
             if not duplicate:
@@ -184,8 +186,9 @@ def _straighten(grey: np.ndarray, candidate: _Candidate) -> _Profile:
     frame = _Frame(top, bottom, scale * CROP_DIAMETER)  # _sample's scale: `scale` film pixels per band pixel
     band = _sample(grey, _shift(frame, rows_above=PLATFORM_ROW), _BAND_WIDTH, rows)
     smooth = ndimage.gaussian_filter1d(band, 0.7, axis=1)
-    # The edge lies a third of the way from what surrounds the metal to the metal, measured in the band itself: a threshold
-    # near the metal's brightest would shrink the outline, since a cylinder's projection thins at its sides.
+    # The edge lies a third of the way from what surrounds the metal to the metal, measured in the band itself:
+    # a threshold near the metal's brightest would shrink the outline, since a cylinder's projection thins at
+    # its sides.
     quarter = _BAND_WIDTH // 4
     core = smooth[:, _BAND_WIDTH // 2 - 3:_BAND_WIDTH // 2 + 4]
     metal_level = float(np.percentile(core, 85))

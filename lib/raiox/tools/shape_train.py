@@ -1,0 +1,254 @@
+"""Training the shape encoder on cached canonical crops (`raiox.tools.shape_data`): batches of many systems ×
+several films each, each film at its own size, augmented as segmentation and exposure vary; cosine softmax
+with a margin over the training systems plus supervised contrast within the batch, auxiliary heads that read
+the shape attributes, and a head that tells an upside-down crop. Checkpoints every few minutes; resumes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raiox.shape import network
+from raiox.shape.attributes import BINARIES, CLASSES, REGRESSIONS
+from raiox.tools.shape_data import RENDERERS, load_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShapeTraining:
+    cache: Path
+    out: Path
+    config: str = "raiox-shape-s"
+    steps: int = 12_000  # the learning-rate schedule's length; a run may stop earlier on time and resume
+    minutes: float | None = None
+    systems_per_batch: int = 24
+    films_per_system: int = 4
+    lr: float = 2e-3
+    renderers: Sequence[str] = RENDERERS
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    val_systems: int = 120
+    init: Path | None = None  # start from these weights (fine-tuning) instead of random ones
+    log_every: int = 25
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def augment(crops: Any, generator: Any) -> Any:
+    """Crops (n, H, W) uint8 → float (n, H, W) in 0…255, varied as another film of the same implant would be:
+    the canonicaliser's jitter (small tilt, scale, shift, mirror), exposure (gamma, contrast, brightness),
+    blur and sensor noise."""
+    import torch
+
+    n, height, width = crops.shape
+    device = crops.device
+    rand = lambda low, high: low + (high - low) * torch.rand(n, device=device, generator=generator)  # noqa: E731
+    x = crops.float().unsqueeze(1) / 255
+    angle = rand(-0.07, 0.07)
+    scale = rand(0.9, 1.1)
+    aspect = rand(0.94, 1.06)
+    mirror = torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
+    ratio = height / width  # grid coordinates are normalised per axis: rotate in pixels
+    theta[:, 0, 0] = scale * aspect * torch.cos(angle) * mirror
+    theta[:, 0, 1] = -scale * torch.sin(angle) * ratio
+    theta[:, 1, 0] = scale * aspect * torch.sin(angle) / ratio * mirror
+    theta[:, 1, 1] = scale * torch.cos(angle)
+    theta[:, 0, 2] = rand(-0.08, 0.08)
+    theta[:, 1, 2] = rand(-0.07, 0.07)
+    grid = torch.nn.functional.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    x = x.clamp(1e-4, 1) ** rand(0.65, 1.5).view(n, 1, 1, 1)
+    x = (x - 0.5) * rand(0.75, 1.25).view(n, 1, 1, 1) + 0.5 + rand(-0.1, 0.1).view(n, 1, 1, 1)
+    sigma = float(torch.rand(1, generator=generator)) * 1.3
+    if sigma > 0.3:
+        radius = int(math.ceil(2 * sigma))
+        taps = torch.exp(-torch.arange(-radius, radius + 1, device=device, dtype=torch.float32) ** 2 / (2 * sigma**2))
+        taps = taps / taps.sum()
+        x = torch.nn.functional.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, radius))
+        x = torch.nn.functional.conv2d(x, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    x = x + rand(0.0, 0.05).view(n, 1, 1, 1) * torch.randn(x.shape, device=device, generator=generator)
+    return (x.clamp(0, 1) * 255).squeeze(1)
+
+
+def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, upside: Any) -> tuple[Any, dict]:
+    import torch
+    import torch.nn.functional as F
+
+    n = len(labels)
+    embedding, heads, flip_logits = model(torch.cat([batch, upside]))
+    embedding, heads = embedding[:n], heads[:n]
+    cosine = embedding @ F.normalize(centres, dim=-1).T
+    margin = 0.25 * F.one_hot(labels, centres.shape[0])
+    cosface = F.cross_entropy(24.0 * (cosine - margin), labels)
+    similarity = embedding @ embedding.T / 0.1
+    same = (labels[:, None] == labels[None, :]).float()
+    eye = torch.eye(n, device=batch.device)
+    logits = similarity - 1e9 * eye
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = same - eye
+    supcon = -(log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)
+    supcon = supcon.mean()
+    r, b = len(REGRESSIONS), len(BINARIES)
+    regression = F.smooth_l1_loss(heads[:, :r] * 5, targets[:, :r] * 5)
+    binary = F.binary_cross_entropy_with_logits(heads[:, r:r + b], targets[:, r:r + b])
+    position, classes = r + b, 0.0
+    for k, options in enumerate(CLASSES.values()):
+        classes = classes + F.cross_entropy(heads[:, position:position + len(options)], targets[:, r + b + k].long())
+        position += len(options)
+    flipped = torch.cat([torch.zeros(n, device=batch.device), torch.ones(len(upside), device=batch.device)])
+    orientation = F.binary_cross_entropy_with_logits(flip_logits, flipped)
+    attributes = regression + binary + classes / len(CLASSES)
+    total = cosface + supcon + 0.5 * attributes + 0.3 * orientation
+    right = float((cosine.argmax(1) == labels).float().mean())
+    return total, {"loss": float(total), "cosface": float(cosface), "supcon": float(supcon),
+                   "attributes": float(attributes), "orientation": float(orientation), "train_top1": right}
+
+
+def _schedule(step: int, steps: int, warmup: int = 300) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+
+def validate(model: Any, crops: np.ndarray, upside: np.ndarray, systems: np.ndarray, *,
+             references: int = 2) -> dict[str, float]:
+    """Retrieval among held-out systems (their first `references` films are the catalog, the rest queries) and
+    how often the upside-down head is right."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        vectors, flips = [], []
+        for start in range(0, len(crops), 256):
+            e, _, f = model(torch.from_numpy(np.concatenate([crops[start:start + 256], upside[start:start + 256]])))
+            half = len(crops[start:start + 256])
+            vectors.append(e[:half].numpy())
+            flips.append(np.concatenate([f[:half].numpy() < 0, f[half:].numpy() > 0]))
+    model.train()
+    embeddings = np.concatenate(vectors)
+    is_reference = np.zeros(len(systems), dtype=bool)
+    for system in np.unique(systems):
+        is_reference[np.flatnonzero(systems == system)[:references]] = True
+    refs, ref_systems = embeddings[is_reference], systems[is_reference]
+    queries, truths = embeddings[~is_reference], systems[~is_reference]
+    similarity = queries @ refs.T
+    top1 = top3 = 0
+    for row, truth in zip(similarity, truths, strict=True):
+        best: dict[int, float] = {}
+        for value, system in zip(row, ref_systems, strict=True):
+            best[int(system)] = max(best.get(int(system), -2.0), float(value))
+        ranked = sorted(best, key=lambda s: -best[s])
+        top1 += ranked[0] == truth
+        top3 += truth in ranked[:3]
+    total = max(1, len(truths))
+    return {"val_top1": top1 / total, "val_top3": top3 / total,
+            "val_orientation": float(np.concatenate(flips).mean())}
+
+
+def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or go on training) the shape encoder; writes `run.out` (weights and sidecar) at every checkpoint
+    and `run.out` + `.ckpt` (everything needed to resume). Returns the last log line."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    torch.manual_seed(run.seed)
+    data = load_cache(run.cache, run.renderers)
+    systems = data["systems"]
+    names = sorted(set(systems.tolist()))
+    val = set(names[-run.val_systems:]) if run.val_systems else set()
+    is_val = np.isin(systems, list(val))
+    train_index = np.flatnonzero(~is_val)
+    classes = {system: k for k, system in enumerate(sorted(set(systems[train_index].tolist())))}
+    labels_all = np.asarray([classes.get(int(s), -1) for s in systems])
+    by_class: dict[int, np.ndarray] = {}
+    for position in train_index:
+        by_class.setdefault(int(labels_all[position]), []).append(position)  # type: ignore[arg-type]
+    usable = [c for c, rows in by_class.items() if len(rows) >= 2]
+    by_class = {c: np.asarray(by_class[c]) for c in usable}
+    crops = torch.from_numpy(data["crops"])
+    upside = torch.from_numpy(data["upside_down"])
+    attributes = torch.from_numpy(data["attributes"])
+    config = network.ShapeNetConfig.named(run.config)
+    model = network.build(config)
+    if run.init is not None:
+        initial, _, _ = network.load(run.init)
+        model.load_state_dict(initial.state_dict())
+    model = model.to(memory_format=torch.channels_last).train()
+    centres = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(classes), config.embed_dim), dim=-1))
+    optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [centres], "lr": run.lr * 5}],
+                                  lr=run.lr, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(run.seed)
+    rng = np.random.default_rng(run.seed)
+    checkpoint = run.out.with_name(run.out.name + ".ckpt")
+    step, history = 0, []
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        centres.data.copy_(state["centres"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        rng = np.random.default_rng(state["numpy_seed"])
+        step, history = state["step"], state.get("history", [])
+        log.info("resuming at step %d of %d", step, run.steps)
+    base = [group["lr"] for group in optimizer.param_groups]
+    started = time.monotonic()
+    deadline = started + run.minutes * 60 if run.minutes else math.inf
+    last_checkpoint = started
+    window: list[dict[str, float]] = []
+
+    def save_checkpoint() -> dict[str, Any]:
+        metrics = validate(model, data["crops"][is_val], data["upside_down"][is_val], systems[is_val]) if val else {}
+        line = {"step": step, **{k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]},
+                **{k: round(v, 4) for k, v in metrics.items()}} if window else {"step": step, **metrics}
+        history.append(line)
+        meta = {"steps": step, "schedule_steps": run.steps, "films": int(len(train_index)), "systems": len(classes),
+                "renderers": list(run.renderers), "seed": run.seed, "history": history[-50:], **run.extra}
+        network.save(model, config, run.out, meta=meta)
+        torch.save({"model": model.state_dict(), "centres": centres.detach(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "numpy_seed": int(rng.integers(0, 2**31 - 1)),
+                    "step": step, "history": history, "run": {k: str(v) for k, v in asdict(run).items()}},
+                   checkpoint.with_suffix(".tmp"))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)
+        print(json.dumps(line), flush=True)
+        return line
+
+    line: dict[str, Any] = {}
+    class_ids = np.asarray(list(by_class))
+    while step < run.steps and time.monotonic() < deadline:
+        factor = _schedule(step, run.steps)
+        for group, lr in zip(optimizer.param_groups, base, strict=True):
+            group["lr"] = lr * factor
+        chosen = rng.choice(class_ids, size=min(run.systems_per_batch, len(class_ids)), replace=False)
+        index = np.concatenate([rng.choice(by_class[c], size=run.films_per_system,
+                                           replace=len(by_class[c]) < run.films_per_system) for c in chosen])
+        batch = augment(crops[index], generator).contiguous()
+        flip_index = index[rng.choice(len(index), size=len(index) // 4, replace=False)]
+        flipped = augment(upside[flip_index], generator)
+        labels = torch.from_numpy(labels_all[index]).long()
+        loss, parts = _losses(model, centres, batch, labels, attributes[index], flipped)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        window.append(parts)
+        if progress and step % run.log_every == 0:
+            recent = {k: round(float(np.mean([w[k] for w in window[-run.log_every:]])), 3) for k in parts}
+            print(json.dumps({"step": step, "lr": round(base[0] * factor, 6), **recent,
+                              "s_per_step": round((time.monotonic() - started) / max(1, len(window)), 2)}), flush=True)
+        if time.monotonic() - last_checkpoint > run.checkpoint_minutes * 60:
+            line = save_checkpoint()
+            window = []
+            last_checkpoint = time.monotonic()
+    if window or not line:
+        line = save_checkpoint()
+    return line
