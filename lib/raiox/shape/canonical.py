@@ -194,24 +194,8 @@ def _straighten(grey: np.ndarray, candidate: _Candidate) -> _Profile:
     metal_level = float(np.percentile(core, 85))
     surround = float(np.median(np.concatenate([smooth[:, :quarter // 2], smooth[:, -quarter // 2:]])))
     level = surround + 0.35 * (metal_level - surround)
-    inside = smooth >= level
-    centre = _BAND_WIDTH // 2
-    left = np.full(rows, np.nan)
-    right = np.full(rows, np.nan)
-    metal = np.zeros(rows, dtype=bool)
-    for r in range(rows):
-        row = inside[r]
-        if not row[centre - 2:centre + 3].any():
-            continue
-        metal[r] = True
-        lo = centre
-        while lo > 0 and row[lo - 1]:
-            lo -= 1
-        hi = centre
-        while hi < _BAND_WIDTH - 1 and row[hi + 1]:
-            hi += 1
-        left[r] = _crossing(smooth[r], lo, -1, level)
-        right[r] = _crossing(smooth[r], hi, 1, level)
+    left, right = edges_around_axis(smooth, level)
+    metal = ~np.isnan(left)
     diameter = float(np.nanpercentile(right - left, 70)) if metal.any() else _BAND_WIDTH / 2
     periodic = _periodicity([left, right], metal, max(diameter, 8.0))
     return _Profile(band, scale, left, right, metal, periodic)
@@ -226,14 +210,30 @@ def _shift(frame: _Frame, rows_above: int) -> _Frame:
     return _Frame((px + dx, py + dy), (ax + dx, ay + dy), frame.diameter)
 
 
-def _crossing(row: np.ndarray, edge: int, direction: int, level: float) -> float:
-    """Sub-pixel position where the row falls below `level` just outside index `edge`."""
-    outside = edge + direction
-    if outside < 0 or outside >= len(row):
-        return float(edge)
-    a, b = float(row[edge]), float(row[outside])
-    t = (a - level) / (a - b) if a != b else 0.5
-    return edge + direction * float(np.clip(t, 0, 1))
+def edges_around_axis(grey: np.ndarray, level: float, half_width: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the sub-pixel left and right edges of the run of pixels at or above `level` that covers the
+    middle column (NaN for rows where the middle is below `level`)."""
+    rows, width = grey.shape
+    centre = width // 2
+    inside = grey >= level
+    crosses = inside[:, centre - half_width:centre + half_width + 1].any(axis=1)
+    columns = np.arange(width)
+    # The last outside pixel left of the centre and the first one right of it bound the run.
+    outside_left = np.where(~inside[:, :centre], columns[None, :centre], -1).max(axis=1)
+    outside_right = np.where(~inside[:, centre:], columns[None, centre:], width).min(axis=1)
+    lo, hi = outside_left + 1, outside_right - 1
+    row_index = np.arange(rows)
+
+    def crossing(edge: np.ndarray, outside: np.ndarray) -> np.ndarray:
+        valid = (outside >= 0) & (outside < width)
+        a = grey[row_index, np.clip(edge, 0, width - 1)]
+        b = grey[row_index, np.clip(outside, 0, width - 1)]
+        t = np.clip(np.where(a != b, (a - level) / np.where(a != b, a - b, 1.0), 0.5), 0, 1)
+        return np.where(valid, edge + np.sign(outside - edge) * t, edge).astype(np.float64)
+
+    left = np.where(crosses, crossing(lo, outside_left), np.nan)
+    right = np.where(crosses, crossing(hi, outside_right), np.nan)
+    return left, right
 
 
 def _periodicity(edges: list[np.ndarray], metal: np.ndarray, diameter: float) -> np.ndarray:

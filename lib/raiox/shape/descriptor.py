@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from raiox.shape.canonical import CROP_DIAMETER, CROP_WIDTH, PLATFORM_ROW
+from raiox.shape.canonical import CROP_DIAMETER, CROP_WIDTH, PLATFORM_ROW, edges_around_axis
 
 _PROFILE_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fractions of the length where widths are read
 _CENTRE_POINTS = (0.05, 0.15, 0.25, 0.4, 0.6, 0.8)
@@ -97,30 +97,8 @@ def _edges(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     metal = float(np.percentile(axis[PLATFORM_ROW:], 85))
     surround = float(np.median(np.concatenate([grey[:, :6], grey[:, -6:]])))
     level = surround + 0.35 * (metal - surround)
-    inside = grey >= level
-    rows = len(crop)
-    left, right = np.full(rows, np.nan), np.full(rows, np.nan)
-    for r in range(rows):
-        row = inside[r]
-        if not row[centre - 3:centre + 4].any():
-            continue
-        lo = centre
-        while lo > 0 and row[lo - 1]:
-            lo -= 1
-        hi = centre
-        while hi < CROP_WIDTH - 1 and row[hi + 1]:
-            hi += 1
-        left[r] = _crossing(grey[r], lo, -1, level)
-        right[r] = _crossing(grey[r], hi, 1, level)
+    left, right = edges_around_axis(grey, level, half_width=3)
     return left, right, level
-
-
-def _crossing(row: np.ndarray, edge: int, direction: int, level: float) -> float:
-    outside = edge + direction
-    if outside < 0 or outside >= len(row):
-        return float(edge)
-    a, b = float(row[edge]), float(row[outside])
-    return edge + direction * float(np.clip((a - level) / (a - b) if a != b else 0.5, 0, 1))
 
 
 def _apex_row(left: np.ndarray, right: np.ndarray) -> int:
