@@ -1,4 +1,4 @@
-"""The long-lived things a warm process reuses across calls: settings, database pool, object store, encoder."""
+"""The long-lived things a warm process reuses across calls: settings, database pool, object store, identifier."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from raiox.errors import NotConfigured
 from raiox.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from raiox.adapters.encoder import Encoder
+    from raiox.shape.identifier import ShapeIdentifier
 
 T = TypeVar("T")
 
@@ -42,11 +42,12 @@ class Services:
         return self._once("store", lambda: open_store(self.settings))
 
     @property
-    def encoder(self) -> Encoder:
-        """The open_clip encoder, loaded on first use (only the embed function and CLI need torch)."""
-        from raiox.adapters.encoder import Encoder
+    def encoder(self) -> ShapeIdentifier:
+        """What turns films into implants and vectors, loaded on first use (only the embed function and the CLI
+        need torch)."""
+        from raiox.shape.identifier import ShapeIdentifier
 
-        return self._once("encoder", lambda: Encoder.from_settings(self.settings))
+        return self._once("encoder", lambda: ShapeIdentifier.from_settings(self.settings))
 
     def refuse_placeholder_secrets(self) -> None:
         """In production, NotConfigured naming (never showing) every secret left empty or as a placeholder."""

@@ -87,18 +87,23 @@ class Settings(BaseSettings):
     # Encoder and matching (embed)
     raiox_clip_model: str = Field(
         default="",
-        description="open_clip model name; it must embed to 512 dimensions (the schema's `vector(512)`). Needed "
-        "only with an open_clip tag (e.g. `ViT-B-32` with `laion2b_s34b_b79k`) or a checkpoint without a "
-        "sidecar: a checkpoint `raiox train` wrote (and the shipped one) names its architecture in its `.json` "
-        "sidecar, which wins over this setting.",
+        description="The image model that embeds each implant's canonical crop, when it is an open_clip model: "
+        "its name (it must embed to 512 dimensions, the schema's `vector(512)`), with an open_clip tag (e.g. "
+        "`ViT-B-32` with `laion2b_s34b_b79k`) or a checkpoint without a sidecar. Not needed for the shipped "
+        "shape encoder or a checkpoint `raiox train` wrote: their `.json` sidecar names the architecture.",
     )
     raiox_clip_pretrained: str = Field(
         default="shipped",
-        description="`shipped`: the encoder shipped with Raiox (`raiox-small-rn` trained on rendered films of "
-        "12 fictional systems; works offline; docs/quality.md). Else an open_clip pretrained tag (with "
-        "`RAIOX_CLIP_MODEL`), or the path of a checkpoint file (one `raiox train` wrote needs nothing else). "
-        "Weights that cannot be loaded stop the encoder with an error naming this setting; it never falls "
-        "back to random weights.",
+        description="`shipped`: the shape encoder shipped with Raiox (a small network trained on canonical crops "
+        "of thousands of rendered systems; works offline; docs/quality.md). Else the path of a checkpoint "
+        "(`raiox train` writes one), or an open_clip pretrained tag (with `RAIOX_CLIP_MODEL`). Weights that "
+        "cannot be loaded stop the encoder with an error naming this setting; it never falls back to random "
+        "weights.",
+    )
+    raiox_descriptor_weight: float = Field(
+        default=0.15, ge=0.0, le=0.9,
+        description="Share of the measured shape descriptor in the similarity of two implants (the rest is the "
+        "shape encoder's embedding); part of the model id. Not used with open_clip models.",
     )
     raiox_device: str = Field(
         default="auto",
@@ -106,19 +111,13 @@ class Settings(BaseSettings):
     )
     raiox_embed_batch_size: int = Field(
         default=32, ge=1,
-        description="Images per encoder forward pass.",
+        description="Implant crops per encoder forward pass.",
     )
     raiox_gpu_jpeg_decode: bool = Field(
         default=True,
         description="On CUDA, decode baseline and progressive 8-bit JPEGs on the GPU (nvJPEG) and resize them "
         "there; other images, and every image on the CPU, take the CPU path. `false` keeps all decoding on "
         "the CPU.",
-    )
-    raiox_crop_to_implant: bool = Field(
-        default=False,
-        description="Crop each film to its most radiopaque object before encoding; part of the model id, so "
-        "references and queries always agree. A checkpoint written by `raiox train` overrides it with"
-        " how it was trained.",
     )
     raiox_top_k: int = Field(
         default=3, ge=1, le=20,

@@ -1,4 +1,6 @@
-"""The open_clip image encoder: loaded once per process, batched, L2-normalised 512-d output with a model id."""
+"""The open_clip image encoder: loaded once, batched, L2-normalised 512-d output with a model id. Raiox embeds
+implant crops with it when RAIOX_CLIP_MODEL names an open_clip model (raiox.shape.identifier); whole films only
+as a baseline in evaluation."""
 
 from __future__ import annotations
 
@@ -17,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from raiox.adapters.gpu_decode import device_decoder_for
-from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, crop_to_implant, load_radiograph
-from raiox.settings import Settings
+from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, load_radiograph
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,16 @@ def _register_model_configs() -> None:
 
 
 def checkpoint_sidecar(checkpoint: Path) -> Path:
-    """`<checkpoint>.json`: the architecture (`model`) and how `raiox train` prepared films (crop_to_implant)."""
+    """`<checkpoint>.json`: the architecture (`model`) the checkpoint was trained as."""
     return checkpoint.with_name(checkpoint.name + ".json")
 
 
-# RAIOX_CLIP_PRETRAINED's default: the encoder shipped with Raiox (raiox-small-rn trained by `raiox train` on
-# rendered films of the 12 fictional demo systems; docs/quality.md), so a fresh checkout works offline.
-SHIPPED = "shipped"
-SHIPPED_ENCODER = Path(str(resources.files("raiox.adapters") / "model_weights" / "demo-encoder.pt"))
-
-
 def resolve_weights(model_name: str, pretrained: str) -> tuple[str, str]:
-    """(architecture, weights) to load for RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED: `shipped` (or empty)
-    is the shipped encoder's checkpoint; a checkpoint with a sidecar brings its own architecture (the sidecar's
-    `model`, which wins over RAIOX_CLIP_MODEL, with a warning when they differ); otherwise (an open_clip tag, a
-    checkpoint without a sidecar) RAIOX_CLIP_MODEL names it and must be set."""
-    weights = str(SHIPPED_ENCODER) if pretrained.strip() in ("", SHIPPED) else pretrained
+    """(architecture, weights) to load for RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED: a checkpoint with a
+    sidecar brings its own architecture (the sidecar's `model`, which wins over RAIOX_CLIP_MODEL, with a warning
+    when they differ); otherwise (an open_clip tag, a checkpoint without a sidecar) RAIOX_CLIP_MODEL names it and
+    must be set."""
+    weights = pretrained
     sidecar = checkpoint_sidecar(Path(weights))
     named = ""
     if sidecar.is_file():
@@ -127,9 +122,8 @@ class Encoder:
     """An open_clip image tower ready for inference; a process keeps one (`Services.encoder`)."""
 
     def __init__(self, model: Any, preprocess: Any, *, model_name: str, model_id: str, device: str,
-                 batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> None:
+                 batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.model = model
-        self.crop = crop
         self.preprocess = preprocess
         import torch  # here, not at module level: importing raiox must not pull torch into every function
 
@@ -147,12 +141,11 @@ class Encoder:
         self._decode_pool = ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 2),
                                                thread_name_prefix="raiox-decode")
         # On CUDA, baseline/progressive 8-bit JPEGs decode on the GPU instead (None: all on the CPU).
-        self.device_decoder = device_decoder_for(device, self._pixel_ops, self.image_size, max_pixels=max_pixels,
-                                                 crop=crop)
+        self.device_decoder = device_decoder_for(device, self._pixel_ops, self.image_size, max_pixels=max_pixels)
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, *, device: str = "auto", batch_size: int = 32,
-             max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> Encoder:
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoder:
         """`pretrained` is an open_clip tag (e.g. laion2b_s34b_b79k) or a checkpoint path; None means
         random weights, which only benchmarks may ask for (their model id says `random`)."""
         import open_clip
@@ -160,9 +153,6 @@ class Encoder:
 
         _register_model_configs()
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        sidecar = checkpoint_sidecar(Path(pretrained)) if pretrained else None
-        if sidecar is not None and sidecar.is_file():
-            crop = bool(json.loads(sidecar.read_text()).get("crop_to_implant", crop))  # trained that way
         if model_name not in open_clip.list_models():
             raise EncoderUnavailable(
                 f"unknown open_clip model {model_name!r}: set RAIOX_CLIP_MODEL to one of open_clip.list_models()"
@@ -179,13 +169,12 @@ class Encoder:
                 "downloaded here or to a local checkpoint file"
             ) from exc
         return cls.from_model(model, model_name=model_name, random_weights=pretrained is None, device=device,
-                              batch_size=batch_size, max_pixels=max_pixels, crop=crop)
+                              batch_size=batch_size, max_pixels=max_pixels)
 
     @classmethod
     def from_model(cls, model: Any, *, model_name: str, random_weights: bool = False, device: str = "cpu",
-                   batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, crop: bool = False) -> Encoder:
-        """Wrap an open_clip model. Its id names the architecture, a hash of the weights and whether films are
-        cropped to the implant first, since each of these changes the embeddings."""
+                   batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoder:
+        """Wrap an open_clip model. Its id names the architecture and a hash of the weights."""
         import open_clip
 
         output_dim = getattr(model.visual, "output_dim", None)
@@ -199,34 +188,16 @@ class Encoder:
         preprocess = open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
                                                resize_mode="longest", interpolation=cfg["interpolation"])
         digest = weights_digest(model.state_dict())[:16]
-        model_id = f"{model_name}@{'random-' if random_weights else ''}{digest}{'+crop' if crop else ''}"
+        model_id = f"{model_name}@{'random-' if random_weights else ''}{digest}"
         model.eval().to(device)
         log.info("open_clip %s on %s as %s", model_name, device, model_id)
         return cls(model, preprocess, model_name=model_name, model_id=model_id, device=device,
-                   batch_size=batch_size, max_pixels=max_pixels, crop=crop)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Encoder:
-        """The configured encoder (resolve_weights: the shipped one unless RAIOX_CLIP_PRETRAINED names another)."""
-        model_name, weights = resolve_weights(settings.raiox_clip_model, settings.raiox_clip_pretrained)
-        encoder = cls.load(
-            model_name,
-            weights,
-            device=settings.raiox_device,
-            batch_size=settings.raiox_embed_batch_size,
-            max_pixels=settings.raiox_max_image_pixels,
-            crop=settings.raiox_crop_to_implant,
-        )
-        if not settings.raiox_gpu_jpeg_decode:
-            encoder.device_decoder = None
-        return encoder
+                   batch_size=batch_size, max_pixels=max_pixels)
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Bytes → letterboxed uint8 pixels (H, W, 3): decode, orient, window, resize. Pure PIL and numpy, so
         it runs on decode threads without touching torch's thread pool; normalising happens per batch."""
         image = load_radiograph(data, max_pixels=self.max_pixels, draft_size=self.image_size)
-        if self.crop:
-            image = crop_to_implant(image)
         return np.array(self._pixel_ops(image), dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
     def normalise(self, pixels: Any) -> Any:
@@ -234,10 +205,6 @@ class Encoder:
         Normalize would."""
         batch = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return (batch - self._mean) / self._std
-
-    def prepare_many(self, images: Sequence[bytes]) -> list[np.ndarray]:
-        """prepare() over the decode threads; raises the first ImageError."""
-        return list(self._decode_pool.map(self.prepare, images))
 
     def encode_tensors(self, batch: Any) -> np.ndarray:
         """A stacked uint8 batch (n, H, W, 3) → (n, 512) float32, each row of unit length."""

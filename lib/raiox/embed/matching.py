@@ -1,9 +1,10 @@
-"""Matching: the top-k implant systems for an embedding, the low-confidence rule, direct matching of one image."""
+"""Matching: the top-k implant systems for an implant's vector, the low-confidence rule, direct matching of one
+film (each implant on it, and the film's answer over all of them)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -12,9 +13,6 @@ from raiox.database import Connection
 from raiox.repository import catalog
 from raiox.services import Services
 from raiox.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +74,41 @@ def is_low_confidence(similarities: list[float], settings: Settings) -> bool:
             or margin < settings.raiox_low_confidence_margin)
 
 
-def match_image(services: Services, data: bytes) -> list[Candidate]:
-    """Direct mode: one image in, its top-k out; nothing is stored. Raises ImageError for bad images."""
-    encoder = services.encoder
-    embedding = encoder.encode_one(data)
+class ImplantMatch(BaseModel):
+    """One implant found on a film (or the whole film, when none stood out) and its candidates."""
+
+    position: int
+    found: bool
+    summary: dict[str, Any]
+    candidates: list[Candidate]
+
+
+def match_implants(services: Services, data: bytes) -> list[ImplantMatch]:
+    """Direct mode: every implant on one film with its top-k; nothing is stored. Raises ImageError."""
+    identifier = services.encoder
+    batch = identifier.identify([data])
+    if 0 in batch.errors:
+        raise batch.errors[0]
+    k, ef_search = services.settings.raiox_top_k, services.settings.raiox_hnsw_ef_search
     with services.db.transaction() as conn:
-        return find_candidates(conn, embedding, encoder.model_id, k=services.settings.raiox_top_k,
-                               ef_search=services.settings.raiox_hnsw_ef_search)
+        return [ImplantMatch(position=implant.position, found=implant.found, summary=implant.summary(),
+                             candidates=find_candidates(conn, implant.embedding, identifier.model_id, k=k,
+                                                        ef_search=ef_search))
+                for implant in batch.films[0].implants]
+
+
+def film_candidates(implants: list[ImplantMatch], k: int) -> list[Candidate]:
+    """The film's answer over all its implants: each catalog system at its best similarity on any of them."""
+    best: dict[int, Candidate] = {}
+    for implant in implants:
+        for candidate in implant.candidates:
+            if candidate.implant_id not in best or candidate.similarity > best[candidate.implant_id].similarity:
+                best[candidate.implant_id] = candidate
+    ranked = sorted(best.values(), key=lambda c: (-c.similarity, c.implant_id))[:k]
+    return [c.model_copy(update={"rank": rank}) for rank, c in enumerate(ranked, start=1)]
+
+
+def match_image(services: Services, data: bytes) -> list[Candidate]:
+    """Direct mode: one film in, its top-k systems over every implant on it out; nothing is stored. Raises
+    ImageError for bad images."""
+    return film_candidates(match_implants(services, data), services.settings.raiox_top_k)

@@ -1,20 +1,19 @@
-"""The embed step's jobs: read each case's X-rays, encode them together, store each one's top-k, case → ready."""
+"""The embed step's jobs: read each case's X-rays, find and embed every implant on them together, store each
+implant's canonical crop, measurements and top-k, case → ready."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from raiox.adapters.encoder import Encoder
 from raiox.adapters.storage import ObjectNotFound, StorageError
 from raiox.database import Connection
 from raiox.embed.matching import find_candidates
 from raiox.job_runner import Backoff, Done, Failed, JobFailure, JobReport, JobRunner
 from raiox.models import CaseStatus, Job, JobKind
-from raiox.repository import cases
+from raiox.repository import cases, findings
 from raiox.services import Services
+from raiox.shape.identifier import IdentifiedFilm, ShapeIdentifier
 
 ImageRows = list[dict[str, Any]]
 
@@ -35,7 +34,8 @@ class EmbedBatch:
     statuses: dict[int, str]  # job id → its case's status after the claim
     images: dict[int, ImageRows]  # case id → its images
     embedding: dict[int, int]  # job id → case id, for the jobs whose case is being embedded now
-    outcome: dict[int, np.ndarray | str] = field(default_factory=dict)  # image id → embedding or error
+    outcome: dict[int, IdentifiedFilm | str] = field(default_factory=dict)  # image id → its implants, or an error
+    crops: dict[tuple[int, int], str] = field(default_factory=dict)  # (image id, implant position) → crop key
     storage_trouble: dict[int, str] = field(default_factory=dict)  # job id → why its X-rays could not be read
 
 
@@ -43,7 +43,7 @@ class EmbedStep:
     kind = JobKind.EMBED
     backoff = Backoff(base=5.0, cap=600.0)
 
-    def __init__(self, services: Services, encoder: Encoder) -> None:
+    def __init__(self, services: Services, encoder: ShapeIdentifier) -> None:
         self.services = services
         self.encoder = encoder
 
@@ -69,21 +69,34 @@ class EmbedStep:
                 if i["status"] == "stored" or (i["status"] == "embedded" and i["model_id"] != model_id)]
 
     def work(self, batch: EmbedBatch) -> None:
-        """Read and encode every image of the batch at once. A store outage retries its job later; a missing
-        object or an undecodable image fails that image."""
-        blobs: list[tuple[int, bytes]] = []
+        """Read every image of the batch and identify them at once, then store each implant's crop. A store
+        outage retries its job later; a missing object or an undecodable image fails that image."""
+        blobs: list[tuple[int, bytes, tuple[float, float] | None]] = []
+        owner: dict[int, int] = {}
         for job_id, case_id in batch.embedding.items():
             for image in self._todo(batch.images.get(case_id, [])):
+                owner[image["id"]] = job_id
                 try:
-                    blobs.append((image["id"], self.services.store.get(image["storage_key"])))
+                    spacing = ((image["pixel_spacing_row_mm"], image["pixel_spacing_col_mm"])
+                               if image.get("pixel_spacing_row_mm") else None)
+                    blobs.append((image["id"], self.services.store.get(image["storage_key"]), spacing))
                 except ObjectNotFound:
                     batch.outcome[image["id"]] = "the stored X-ray is missing from object storage"
                 except StorageError as exc:
                     batch.storage_trouble[job_id] = str(exc)
-        encoded = self.encoder.encode([data for _, data in blobs])
-        for position, (image_id, _) in enumerate(blobs):
-            error = encoded.errors.get(position)
-            batch.outcome[image_id] = str(error) if error is not None else encoded.embeddings[position]
+        identified = self.encoder.identify([data for _, data, _ in blobs], [spacing for _, _, spacing in blobs])
+        for position, (image_id, _, _) in enumerate(blobs):
+            error = identified.errors.get(position)
+            batch.outcome[image_id] = str(error) if error is not None else identified.films[position]
+        for image_id, result in batch.outcome.items():
+            if isinstance(result, str) or owner.get(image_id) in batch.storage_trouble:
+                continue
+            try:  # crops are private objects like the films, content-addressed
+                for implant in result.implants:
+                    stored = self.services.store.put(implant.crop_png(), namespace="crops", extension=".png")
+                    batch.crops[(image_id, implant.position)] = stored.key
+            except StorageError as exc:
+                batch.storage_trouble[owner[image_id]] = str(exc)
 
     def finish(self, conn: Connection, job: Job, batch: EmbedBatch) -> Done | Failed:
         status = batch.statuses[job.id]
@@ -94,24 +107,34 @@ class EmbedStep:
         assert job.case_id is not None
         settings, model_id = self.services.settings, self.encoder.model_id
         images = batch.images.get(job.case_id, [])
-        embedded = 0
+        embedded = implants = without_implant = 0
         for image in images:
             result = batch.outcome.get(image["id"])
             if isinstance(result, str):
                 cases.mark_image_failed(conn, image["id"], result)
             elif result is not None:
-                candidates = find_candidates(conn, result, model_id, k=settings.raiox_top_k,
-                                             ef_search=settings.raiox_hnsw_ef_search)
-                cases.save_image_embedding(conn, image["id"], model_id, result)
-                cases.replace_match_results(conn, image["id"], model_id, [c.model_dump() for c in candidates])
+                rows, ranked = [], {}
+                for implant in result.implants:
+                    rows.append(findings.FindingRow(implant.position, implant.found,
+                                                    batch.crops.get((image["id"], implant.position)),
+                                                    implant.summary(), implant.embedding))
+                    ranked[implant.position] = [c.model_dump() for c in find_candidates(
+                        conn, implant.embedding, model_id, k=settings.raiox_top_k,
+                        ef_search=settings.raiox_hnsw_ef_search)]
+                cases.save_image_embedding(conn, image["id"], model_id, result.primary.embedding)
+                findings.replace_findings(conn, image["id"], model_id, rows)
+                findings.replace_matches(conn, image["id"], model_id, ranked)
                 embedded += 1
+                implants += sum(1 for i in result.implants if i.found)
+                without_implant += not result.primary.found
         already = sum(1 for i in images if i["status"] == "embedded" and i["model_id"] == model_id)
         if embedded + already == 0:  # no decodable X-ray: no retry can help
             return Failed("; ".join(sorted({r for r in batch.outcome.values() if isinstance(r, str)})) or "no images")
         cases.set_case_status(conn, job.case_id, CaseStatus.READY)
         cases.record_audit(conn, actor="system:embed", action="embedded", case_id=job.case_id,
-                           details={"images": embedded, "model_id": model_id})
-        return Done("ready", {"images_embedded": embedded, "model_id": model_id})
+                           details={"images": embedded, "implants": implants, "without_implant": without_implant,
+                                    "model_id": model_id})
+        return Done("ready", {"images_embedded": embedded, "implants_found": implants, "model_id": model_id})
 
     def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
         if job.case_id is not None:

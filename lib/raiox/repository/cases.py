@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
 from raiox.models import Case, CaseStatus
+from raiox.repository import findings
 from raiox.repository.catalog import SIZE_COLUMNS
 
 _CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
@@ -118,8 +119,8 @@ def record_audit(
 
 def images_of_cases(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT id, case_id, position, storage_key, status, model_id FROM case_images
-            WHERE case_id = ANY(%s) ORDER BY case_id, position""",
+        """SELECT id, case_id, position, storage_key, status, model_id, pixel_spacing_row_mm, pixel_spacing_col_mm
+             FROM case_images WHERE case_id = ANY(%s) ORDER BY case_id, position""",
         (case_ids,),
     ).fetchall()
 
@@ -186,21 +187,10 @@ def reopen_failed_images(conn: Connection, case_id: int) -> int:
     ).rowcount
 
 
-def replace_match_results(conn: Connection, image_id: int, model_id: str, results: list[dict[str, Any]]) -> None:
-    """The image's top-k under this model, replacing any earlier ones (so a re-run leaves one set)."""
-    conn.execute("DELETE FROM match_results WHERE case_image_id = %s AND model_id = %s", (image_id, model_id))
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            """INSERT INTO match_results (case_image_id, model_id, rank, implant_id, reference_image_id, similarity)
-               VALUES (%s, %s, %s, %s, %s, %s)""",
-            [(image_id, model_id, r["rank"], r["implant_id"], r["reference_image_id"], r["similarity"])
-             for r in results],
-        )
-
-
 def match_results_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT case_images.id AS case_image_id, case_images.position, match_results.rank,
+        """SELECT case_images.id AS case_image_id, case_images.position, match_results.finding_position,
+                  match_results.rank,
                   match_results.similarity, match_results.model_id, implants.id AS implant_id,
                   implants.manufacturer, implants.system, match_results.reference_image_id
              FROM match_results
@@ -215,16 +205,6 @@ def match_results_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]
 def mark_notified(conn: Connection, case_id: int) -> None:
     """Case → `notified` with the time (again, for a redelivery); the lifecycle trigger refuses undecided cases."""
     conn.execute("UPDATE cases SET status = 'notified', notified_at = now() WHERE id = %s", (case_id,))
-
-
-def embedded_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """The case's embedded X-rays with what a reference needs: key, sha256, model id and embedding."""
-    return conn.execute(
-        """SELECT id, storage_key, sha256, model_id, embedding FROM case_images
-            WHERE case_id = %s AND status = 'embedded' AND embedding IS NOT NULL AND sha256 IS NOT NULL
-            ORDER BY position""",
-        (case_id,),
-    ).fetchall()
 
 
 # Review: lists and details ---------------------------------------------------------------------------
@@ -257,6 +237,7 @@ def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int
                                     AND match_results.model_id = case_images.model_id
                   JOIN implants ON implants.id = match_results.implant_id
                  WHERE case_images.case_id = cases.id AND match_results.rank = 1
+                   AND match_results.finding_position = 0
                  ORDER BY case_images.position
                  LIMIT 1
           ) AS top ON true
@@ -278,27 +259,31 @@ def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
 
 
 def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """Each image's ranked candidates under the model that embedded it, with the best reference's key and the
-    implant's size ranges."""
+    """Each image's ranked candidates per implant found on it, under the model that embedded it, with the best
+    reference's film and crop keys, its measurements and the implant's size ranges."""
     return conn.execute(
         f"""
-        SELECT case_images.id AS case_image_id, match_results.rank, match_results.similarity,
+        SELECT case_images.id AS case_image_id, match_results.finding_position, match_results.rank,
+               match_results.similarity,
                implants.id AS implant_id, implants.manufacturer, implants.system, {SIZE_COLUMNS},
-               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key
+               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key,
+               reference_images.crop_key AS reference_crop_key, reference_images.summary AS reference_summary
           FROM case_images
           JOIN match_results ON match_results.case_image_id = case_images.id
                             AND match_results.model_id = case_images.model_id
           JOIN implants ON implants.id = match_results.implant_id
           LEFT JOIN reference_images ON reference_images.id = match_results.reference_image_id
          WHERE case_images.case_id = %s
-         ORDER BY case_images.position, match_results.rank
+         ORDER BY case_images.position, match_results.finding_position, match_results.rank
         """,
         (case_id,),
     ).fetchall()
 
 
-def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int | None) -> dict[str, Any] | None:
-    """The implant at `rank` for the given image of the case, or for its first embedded image."""
+def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int | None,
+                      implant: int = 0) -> dict[str, Any] | None:
+    """The catalog implant at `rank` for the given image of the case (or its first embedded image), ranked for
+    the implant found at position `implant` on it (0: the most implant-like)."""
     return conn.execute(
         """
         SELECT match_results.implant_id, case_images.id AS case_image_id
@@ -306,11 +291,12 @@ def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int |
           JOIN match_results ON match_results.case_image_id = case_images.id
                             AND match_results.model_id = case_images.model_id
          WHERE case_images.case_id = %(case)s AND match_results.rank = %(rank)s
+           AND match_results.finding_position = %(implant)s
            AND (%(image)s::bigint IS NULL OR case_images.id = %(image)s)
          ORDER BY case_images.position
          LIMIT 1
         """,
-        {"case": case_id, "rank": rank, "image": image_id},
+        {"case": case_id, "rank": rank, "image": image_id, "implant": implant},
     ).fetchone()
 
 
@@ -326,10 +312,11 @@ def erase_case(conn: Connection, case_id: int, actor: str) -> list[str]:
     """Remove what is personal of a case: its X-rays' rows (and the references learned from them), the
     submitter's fields and payload, free texts of its decision and audit details; stop its live jobs. The case
     keeps its id, status, decision (implant, reviewer, time) and the trail of who did what. Returns the storage
-    keys those X-rays used."""
+    keys those X-rays and their implants' crops used."""
     keys = [row["storage_key"] for row in conn.execute(
         """SELECT storage_key FROM case_images WHERE case_id = %(case)s AND storage_key IS NOT NULL
            UNION SELECT storage_key FROM reference_images WHERE source_case_id = %(case)s""", {"case": case_id})]
+    keys += findings.crop_keys_of_case(conn, case_id)
     conn.execute("DELETE FROM reference_images WHERE source_case_id = %s", (case_id,))
     conn.execute("DELETE FROM case_images WHERE case_id = %s", (case_id,))
     conn.execute(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
 from raiox.models import Implant
@@ -67,14 +68,17 @@ def add_reference_image(
     embedding: np.ndarray,
     source: str = "catalog",
     source_case_id: int | None = None,
+    crop_key: str | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> tuple[int, bool]:
-    """Store one embedded reference image; returns (id, created). The same image and model twice is a no-op."""
+    """Store one embedded reference image (with its implant's canonical crop and measurements); returns
+    (id, created). The same image and model twice is a no-op."""
     row = conn.execute(
         """
         WITH inserted AS (
             INSERT INTO reference_images
-                   (implant_id, storage_key, sha256, source, source_case_id, model_id, embedding)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
+                   (implant_id, storage_key, sha256, source, source_case_id, model_id, embedding, crop_key, summary)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (implant_id, sha256, model_id) DO NOTHING
             RETURNING id
         )
@@ -83,8 +87,8 @@ def add_reference_image(
         SELECT id, false FROM reference_images
          WHERE implant_id = %s AND sha256 = %s AND model_id = %s AND NOT EXISTS (SELECT 1 FROM inserted)
         """,
-        (implant_id, storage_key, sha256, source, source_case_id, model_id, embedding,
-         implant_id, sha256, model_id),
+        (implant_id, storage_key, sha256, source, source_case_id, model_id, embedding, crop_key,
+         Jsonb(summary) if summary is not None else None, implant_id, sha256, model_id),
     ).fetchone()
     assert row is not None
     return int(row["id"]), bool(row["created"])

@@ -14,7 +14,7 @@ from raiox.embed.matching import ensure_model_index
 from raiox.errors import Conflict, NotFound, Unprocessable
 from raiox.job_runner import poke_soon
 from raiox.models import Case, CaseStatus, JobKind
-from raiox.repository import cases, catalog, jobs
+from raiox.repository import cases, catalog, findings, jobs
 from raiox.repository import decisions as sql
 from raiox.review.accounts import Reviewer
 from raiox.review.queue import delivery_state, iso
@@ -27,8 +27,9 @@ MAX_ID = 2**63 - 1  # PostgreSQL's bigint
 
 
 class DecisionBody(BaseModel):
-    """approve with a candidate's `rank` (of `image_id`, default the first X-ray) or an `implant_id` from
-    the catalog (override); or reject with a `reason`. A `note` is optional."""
+    """approve with a candidate's `rank` (of `image_id`, default the first X-ray, and of the implant found at
+    position `implant` on it, default the most implant-like) or an `implant_id` from the catalog (override);
+    or reject with a `reason`. A `note` is optional."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -36,6 +37,7 @@ class DecisionBody(BaseModel):
     rank: int | None = Field(default=None, ge=1, le=20)
     implant_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     image_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    implant: int = Field(default=0, ge=0, le=20)
     reason: str | None = Field(default=None, max_length=2000)
     note: str | None = Field(default=None, max_length=2000)
 
@@ -73,10 +75,11 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
             raise Conflict(f"case {case_id} is {case.status}; only ready cases can be decided")
         implant_id = body.implant_id
         if body.action == "approve" and body.rank is not None:
-            chosen = cases.candidate_at_rank(conn, case_id, body.rank, body.image_id)
+            chosen = cases.candidate_at_rank(conn, case_id, body.rank, body.image_id, body.implant)
             if chosen is None:
                 raise Unprocessable(f"case {case_id} has no candidate of rank {body.rank}"
-                                       + (f" for image {body.image_id}" if body.image_id else ""))
+                                    + (f" for image {body.image_id}" if body.image_id else "")
+                                    + (f" for its implant {body.implant}" if body.implant else ""))
             implant_id = chosen["implant_id"]
         elif implant_id is not None and not catalog.implant_exists(conn, implant_id):
             raise Unprocessable(f"there is no implant {implant_id} in the catalog")
@@ -89,11 +92,11 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
         learned_models: set[str] = set()
         if outcome == CaseStatus.APPROVED and settings.learn_from_approvals:
             assert implant_id is not None
-            for image in cases.embedded_images(conn, case_id):
+            for image in findings.learnable_findings(conn, case_id, implant_id):
                 reference_id, created = catalog.add_reference_image(
                     conn, implant_id=implant_id, storage_key=image["storage_key"], sha256=image["sha256"],
                     model_id=image["model_id"], embedding=image["embedding"], source="approved_case",
-                    source_case_id=case_id)
+                    source_case_id=case_id, crop_key=image["crop_key"], summary=image["summary"])
                 if created:
                     learned.append(reference_id)
                     learned_models.add(image["model_id"])

@@ -8,7 +8,7 @@ from typing import Any
 from raiox.embed.matching import is_low_confidence
 from raiox.errors import InvalidInput, NotFound
 from raiox.models import CaseStatus, JobStatus
-from raiox.repository import cases, catalog, decisions, jobs
+from raiox.repository import cases, catalog, decisions, findings, jobs
 from raiox.services import Services
 
 DECIDED = [CaseStatus.APPROVED, CaseStatus.REJECTED, CaseStatus.NOTIFIED]
@@ -115,6 +115,7 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
             raise NotFound(f"there is no case {case_id}")
         images = cases.case_images(conn, case_id)
         ranked = cases.candidates(conn, case_id)
+        found = findings.findings_of_case(conn, case_id)
         decided = decisions.decision(conn, case_id)
         delivery = jobs.latest_notify_jobs(conn, [case_id]).get(case_id)
         issued = sum(1 for image in images if image["storage_key"])
@@ -123,14 +124,24 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         trail = cases.audit_trail(conn, case_id)
     expiry = services.settings.raiox_url_expiry_seconds
     store = services.store
-    by_image: dict[int, list[dict[str, Any]]] = {}
+    url = lambda key: store.presigned_url(key, expiry) if key else None  # noqa: E731
+    by_implant: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in ranked:
-        key = row["reference_storage_key"]
-        by_image.setdefault(row["case_image_id"], []).append({
+        by_implant.setdefault((row["case_image_id"], row["finding_position"]), []).append({
             "rank": row["rank"], "implant_id": row["implant_id"], "manufacturer": row["manufacturer"],
             "system": row["system"], "similarity": round(float(row["similarity"]), 4), **sizes(row),
-            "reference_image_id": row["reference_image_id"],
-            "reference_url": store.presigned_url(key, expiry) if key else None,
+            "reference_image_id": row["reference_image_id"], "reference_url": url(row["reference_storage_key"]),
+            "reference_crop_url": url(row["reference_crop_key"]),
+            "reference_measured": (row["reference_summary"] or {}).get("measured"),
+            "reference_read": (row["reference_summary"] or {}).get("read"),
+        })
+    implants: dict[int, list[dict[str, Any]]] = {}
+    for row in found:
+        listed = by_implant.get((row["case_image_id"], row["position"]), [])
+        implants.setdefault(row["case_image_id"], []).append({
+            **row["summary"], "position": row["position"], "found": row["found"], "crop_url": url(row["crop_key"]),
+            "candidates": listed,
+            "low_confidence": bool(listed) and is_low_confidence([c["similarity"] for c in listed], services.settings),
         })
     return {
         "case": {
@@ -142,10 +153,14 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         "images": [{
             "id": image["id"], "position": image["position"], "status": image["status"], "error": image["error"],
             "width": image["width"], "height": image["height"], "pixel_spacing_mm": _pixel_spacing(image),
-            "url": store.presigned_url(image["storage_key"], expiry) if image["storage_key"] else None,
-            "candidates": by_image.get(image["id"], []),
-            "low_confidence": bool(by_image.get(image["id"])) and is_low_confidence(
-                [c["similarity"] for c in by_image[image["id"]]], services.settings),
+            "url": url(image["storage_key"]),
+            # The most implant-like implant's candidates (what the decision's `rank` refers to by default), then
+            # every implant found with its crop, where it lies, what was measured and read, and its own candidates.
+            "candidates": by_implant.get((image["id"], 0), []),
+            "low_confidence": bool(by_implant.get((image["id"], 0))) and is_low_confidence(
+                [c["similarity"] for c in by_implant[(image["id"], 0)]], services.settings),
+            "implants": implants.get(image["id"], []),
+            "implant_found": any(i["found"] for i in implants.get(image["id"], [])),
         } for image in images],
         "decision": _decision_view(decided),
         "delivery": delivery_state(case.status, delivery),

@@ -109,21 +109,36 @@ def _apex_row(left: np.ndarray, right: np.ndarray) -> int:
     return row
 
 
-def _period(ripple: np.ndarray, low: int, high: int) -> tuple[float, float]:
-    """The strongest repeat of a signal between `low` and `high` rows, and its normalised autocorrelation."""
-    if len(ripple) < 2 * high or float(np.dot(ripple, ripple)) < 1e-6:
+def _period(signals: list[np.ndarray], low: int, high: int) -> tuple[float, float]:
+    """The strongest repeat (between `low` and `high` rows) that the signals share, and its normalised
+    autocorrelation. Each edge is autocorrelated on its own: the two sides of one helix are half a lead apart,
+    so their sum would cancel."""
+    totals = np.zeros(high - low + 1)
+    used = 0
+    for ripple in signals:
+        if len(ripple) < 2 * high:
+            continue
+        ripple = ripple - ripple.mean()
+        energy = float(np.dot(ripple, ripple))
+        if energy < 1e-6:
+            continue
+        totals += [float(np.dot(ripple[:-lag], ripple[lag:])) / energy * len(ripple) / (len(ripple) - lag)
+                   for lag in range(low, high + 1)]
+        used += 1
+    if not used:
         return 0.0, 0.0
-    ripple = ripple - ripple.mean()
-    energy = float(np.dot(ripple, ripple))
-    scores = [float(np.dot(ripple[:-lag], ripple[lag:])) / energy * len(ripple) / (len(ripple) - lag)
-              for lag in range(low, high + 1)]
-    best = int(np.argmax(scores))
-    lag = low + best
+    scores = totals / used
+    # A repeat at the pitch repeats at twice it too: take the first peak that is nearly as strong as the best.
+    peaks = [i for i in range(len(scores)) if (i == 0 or scores[i] >= scores[i - 1])
+             and (i == len(scores) - 1 or scores[i] >= scores[i + 1])]
+    strongest = float(scores.max())
+    best = next((i for i in peaks if scores[i] >= 0.8 * strongest), int(np.argmax(scores)))
+    lag = float(low + best)
     if 0 < best < len(scores) - 1:  # parabolic refinement between the neighbouring lags
         a, b, c = scores[best - 1], scores[best], scores[best + 1]
         denominator = a - 2 * b + c
-        lag = lag + (0.5 * (a - c) / denominator if denominator else 0.0)
-    return float(lag), max(0.0, scores[best])
+        lag += 0.5 * (a - c) / denominator if denominator else 0.0
+    return lag, max(0.0, float(scores[best]))
 
 
 def describe(crop: np.ndarray, *, diameter_px: float = 0.0, mm_per_px: float | None = None) -> ShapeDescriptor:
@@ -137,10 +152,7 @@ def describe(crop: np.ndarray, *, diameter_px: float = 0.0, mm_per_px: float | N
     window = max(5, int(0.4 * CROP_DIAMETER)) | 1
     ripples = [edge - ndimage.median_filter(edge, size=window, mode="nearest") for edge in (-l_edge, r_edge)]
     threaded_part = slice(int(0.15 * length_rows), int(0.85 * length_rows))
-    signal = np.concatenate([r[threaded_part] for r in ripples])
-    pitch_rows, strength = _period(ripples[1][threaded_part] + ripples[0][threaded_part], 3,
-                                   max(6, int(0.5 * CROP_DIAMETER)))
-    del signal
+    pitch_rows, strength = _period([r[threaded_part] for r in ripples], 3, max(6, int(0.5 * CROP_DIAMETER)))
     outer_env = ndimage.maximum_filter1d(width, size=max(3, int(pitch_rows) or 5), mode="nearest")
     core_env = ndimage.minimum_filter1d(width, size=max(3, int(pitch_rows) or 5), mode="nearest")
     depth = float(np.median((outer_env - core_env)[threaded_part])) / 2 / CROP_DIAMETER if len(width) > 4 else 0.0
@@ -216,7 +228,7 @@ def _collar(ripples: list[np.ndarray], width: np.ndarray, pitch: float, strength
     neck = ripple[:max(first, 1)]
     micro = 0.0
     if first > 8:
-        _, micro = _period(neck, 2, max(3, int(pitch * 0.6)))
+        _, micro = _period([neck], 2, max(3, int(pitch * 0.6)))
     return first / CROP_DIAMETER, float(micro)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
@@ -174,15 +175,17 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
     with tqdm(total=len(pending), desc="embedding", unit="image", disable=not progress) as bar:
         for start in range(0, len(pending), batch):
             chunk = pending[start:start + batch]
-            encoded = encoder.encode([data for *_, data in chunk])
-            if encoded.errors:
-                position, error = next(iter(encoded.errors.items()))
+            embedded = embed_references(services, [data for *_, data in chunk])
+            if embedded.errors:
+                position, error = next(iter(embedded.errors.items()))
                 raise ManifestError(f"reference image {chunk[position][1]} does not decode: {error}")
             with services.db.transaction() as conn:
                 for position, (implant_id, key, sha, _) in enumerate(chunk):
+                    reference = embedded.references[position]
                     _, created = catalog.add_reference_image(
                         conn, implant_id=implant_id, storage_key=key, sha256=sha, model_id=encoder.model_id,
-                        embedding=encoded.embeddings[position], source=source)
+                        embedding=reference.embedding, source=source, crop_key=reference.crop_key,
+                        summary=reference.summary)
                     report.references_added += created
                     report.references_present += not created
             bar.update(len(chunk))
@@ -190,6 +193,31 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
         report.index = ensure_model_index(services, encoder.model_id)
     log.info("imported %s: %s", path.name, report)
     return report
+
+
+@dataclass(frozen=True)
+class EmbeddedReference:
+    embedding: np.ndarray
+    crop_key: str
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EmbeddedReferences:
+    references: dict[int, EmbeddedReference]
+    errors: dict[int, ImageError]
+
+
+def embed_references(services: Services, films: list[bytes]) -> EmbeddedReferences:
+    """A reference film's most implant-like implant: its vector, its canonical crop (stored, private) and its
+    measurements, which the review page shows beside a case's implant."""
+    batch = services.encoder.identify(films)
+    references = {}
+    for position, film in batch.films.items():
+        implant = film.primary
+        crop = services.store.put(implant.crop_png(), namespace="crops", extension=".png")
+        references[position] = EmbeddedReference(implant.embedding, crop.key, implant.summary())
+    return EmbeddedReferences(references, batch.errors)
 
 
 @dataclass
@@ -270,7 +298,7 @@ def _embed_page(services: Services, rows: list[dict[str, Any]], blobs: list[byte
     encoder = services.encoder
     readable = {position: blob for position, blob in enumerate(blobs) if blob is not None}
     numbers = {position: number for number, position in enumerate(readable)}  # row → encoder input
-    encoded = encoder.encode(list(readable.values()))
+    embedded = embed_references(services, list(readable.values()))
     with services.db.transaction() as conn:
         for position, row in enumerate(rows):
             key = (row["implant_id"], row["sha256"])
@@ -279,14 +307,15 @@ def _embed_page(services: Services, rows: list[dict[str, Any]], blobs: list[byte
                 skip.add(key)
                 continue
             number = numbers[position]
-            if number in encoded.errors:
-                report.failed[row["storage_key"]] = str(encoded.errors[number])
+            if number in embedded.errors:
+                report.failed[row["storage_key"]] = str(embedded.errors[number])
                 skip.add(key)
                 continue
+            reference = embedded.references[number]
             report.added += catalog.add_reference_image(
                 conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
-                model_id=encoder.model_id, embedding=encoded.embeddings[number], source=row["source"],
-                source_case_id=row["source_case_id"])[1]
+                model_id=encoder.model_id, embedding=reference.embedding, source=row["source"],
+                source_case_id=row["source_case_id"], crop_key=reference.crop_key, summary=reference.summary)[1]
 
 
 def _count_left(services: Services, model_id: str, skip: set[tuple[int, str]]) -> int:

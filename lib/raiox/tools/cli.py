@@ -19,7 +19,7 @@ from raiox.tools.commands.deploy import deploy_group
 from raiox.tools.commands.embedding import catalog_group, match_command, worker_command
 from raiox.tools.commands.intake import reconcile_command, simulate_webhook
 from raiox.tools.commands.local import batch_test_command, demo_command, dev_command
-from raiox.tools.commands.quality import eval_command, render_films_command, train_command
+from raiox.tools.commands.quality import eval_command, render_cache_command, render_films_command, train_command
 from raiox.tools.commands.review import case_group, reviewer_group, status_command
 
 
@@ -83,8 +83,8 @@ def db_status(settings: Settings, as_json: bool) -> None:
 
 # Commands live beside their pipeline step (tools/commands/), registered here.
 for command in (catalog_group, match_command, worker_command, simulate_webhook, reconcile_command, dev_command,
-                demo_command, batch_test_command, eval_command, train_command, render_films_command, reviewer_group,
-                deploy_group, bench_group, case_group, status_command):
+                demo_command, batch_test_command, eval_command, train_command, render_films_command,
+                render_cache_command, reviewer_group, deploy_group, bench_group, case_group, status_command):
     main.add_command(command)
 
 

@@ -90,14 +90,7 @@ def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, ups
     cosine = embedding @ F.normalize(centres, dim=-1).T
     margin = 0.25 * F.one_hot(labels, centres.shape[0])
     cosface = F.cross_entropy(24.0 * (cosine - margin), labels)
-    similarity = embedding @ embedding.T / 0.1
-    same = (labels[:, None] == labels[None, :]).float()
-    eye = torch.eye(n, device=batch.device)
-    logits = similarity - 1e9 * eye
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positives = same - eye
-    supcon = -(log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)
-    supcon = supcon.mean()
+    supcon = _supcon(embedding, labels)
     r, b = len(REGRESSIONS), len(BINARIES)
     regression = F.smooth_l1_loss(heads[:, :r] * 5, targets[:, :r] * 5)
     binary = F.binary_cross_entropy_with_logits(heads[:, r:r + b], targets[:, r:r + b])
@@ -110,7 +103,7 @@ def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, ups
     attributes = regression + binary + classes / len(CLASSES)
     total = cosface + supcon + 0.5 * attributes + 0.3 * orientation
     right = float((cosine.argmax(1) == labels).float().mean())
-    return total, {"loss": float(total), "cosface": float(cosface), "supcon": float(supcon),
+    return total, {"loss": float(total.detach()), "cosface": float(cosface), "supcon": float(supcon),
                    "attributes": float(attributes), "orientation": float(orientation), "train_top1": right}
 
 
@@ -213,7 +206,7 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
         history.append(line)
         meta = {"steps": step, "schedule_steps": run.steps, "films": int(len(train_index)), "systems": len(classes),
                 "renderers": list(run.renderers), "seed": run.seed, "history": history[-50:], **run.extra}
-        network.save(model, config, run.out, meta=meta)
+        network.save(model, config, run.out, meta={"name": run.config, **meta})
         torch.save({"model": model.state_dict(), "centres": centres.detach(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "numpy_seed": int(rng.integers(0, 2**31 - 1)),
                     "step": step, "history": history, "run": {k: str(v) for k, v in asdict(run).items()}},
@@ -252,3 +245,184 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
     if window or not line:
         line = save_checkpoint()
     return line
+
+
+# Fine-tuning on a lab's own films ---------------------------------------------------------------------------
+
+
+@dataclass
+class FineTuneReport:
+    out: Path
+    films: int
+    systems: int
+    steps: int
+    seconds: float
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)  # before / after → top1, top3, queries
+
+
+@dataclass
+class _Crops:
+    crops: np.ndarray  # (n, H, W) uint8
+    descriptors: np.ndarray  # (n, DESCRIPTOR_SIZE)
+    labels: np.ndarray
+    names: list[str]
+
+    def subset(self, keep: np.ndarray) -> _Crops:
+        return _Crops(self.crops[keep], self.descriptors[keep], self.labels[keep], self.names)
+
+
+def _lab_crops(identifier: Any, films: Sequence[tuple[str, bytes]], progress: bool) -> _Crops:
+    """Each film's most implant-like implant, canonicalised as matching sees it (films that do not decode are
+    skipped with a warning)."""
+    from tqdm import tqdm
+
+    names = sorted({label for label, _ in films})
+    index = {name: number for number, name in enumerate(names)}
+    crops, descriptors, labels = [], [], []
+    with tqdm(total=len(films), desc="finding implants", unit="film", disable=not progress) as bar:
+        for start in range(0, len(films), 32):
+            chunk = films[start:start + 32]
+            batch = identifier.identify([data for _, data in chunk])
+            for position, (label, _) in enumerate(chunk):
+                if position in batch.errors:
+                    log.warning("skipping a film of %s: %s", label, batch.errors[position])
+                    continue
+                implant = batch.films[position].primary
+                crops.append(implant.finding.crop)
+                descriptors.append(implant.descriptor.vector())
+                labels.append(index[label])
+            bar.update(len(chunk))
+    if not crops:
+        raise ValueError("no film decodes")
+    return _Crops(np.stack(crops), np.stack(descriptors), np.asarray(labels, dtype=np.int64), names)
+
+
+def _split(films: _Crops, fraction: float, seed: int) -> tuple[_Crops, _Crops | None]:
+    """Per system, `fraction` of its films (rounded down, never its last one) set aside to measure training."""
+    if fraction <= 0:
+        return films, None
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(films.labels), dtype=bool)
+    for label in np.unique(films.labels):
+        members = rng.permutation(np.flatnonzero(films.labels == label))
+        held[members[:min(int(len(members) * fraction), len(members) - 1)]] = True
+    if not held.any():
+        return films, None
+    return films.subset(~held), films.subset(held)
+
+
+def _vectors(model: Any, films: _Crops, descriptor_weight: float) -> np.ndarray:
+    """What matching compares: the embedding and the descriptor, weighted (ShapeIdentifier._compose)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        parts = [model(torch.from_numpy(films.crops[i:i + 128]))[0].numpy() for i in range(0, len(films.crops), 128)]
+    embedding = np.concatenate(parts)
+    descriptors = films.descriptors / np.linalg.norm(films.descriptors, axis=1, keepdims=True).clip(1e-9)
+    return np.concatenate([math.sqrt(1 - descriptor_weight) * embedding, math.sqrt(descriptor_weight) * descriptors],
+                          axis=1)
+
+
+def _retrieval(model: Any, references: _Crops, queries: _Crops, descriptor_weight: float) -> dict[str, float]:
+    from raiox.tools.quality import rank_systems
+
+    refs = _vectors(model, references, descriptor_weight)
+    labels = [references.names[n] for n in references.labels]
+    top1 = top3 = 0
+    for vector, label in zip(_vectors(model, queries, descriptor_weight), queries.labels.tolist(), strict=True):
+        ranked = [name for name, _ in rank_systems(vector, refs, labels)[:3]]
+        top1 += ranked[0] == queries.names[label]
+        top3 += queries.names[label] in ranked
+    return {"top1": round(top1 / len(queries.labels), 4), "top3": round(top3 / len(queries.labels), 4),
+            "queries": len(queries.labels)}
+
+
+def fine_tune_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, start: Path, source: str,
+                       minutes: float = 8.0, held_out: float = 0.25, lr: float = 1e-3, seed: int = 0,
+                       descriptor_weight: float = 0.15, progress: bool = True) -> FineTuneReport:
+    """Fine-tune the shape encoder `start` on a lab's labelled films within `minutes` (finding the implants
+    included): cosine softmax with a margin, each system's class starting at its films' mean embedding, plus
+    supervised contrast, with the crops augmented as in training. `held_out` of each system's films are left
+    out and matched against the rest before and after, as a new film is matched against the catalog."""
+    import torch
+
+    from raiox.shape.identifier import ShapeIdentifier, ShapeModel
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    model, config, sidecar = network.load(start)
+    identifier = ShapeIdentifier(ShapeModel(model, str(sidecar.get("name", "raiox-shape"))),
+                                 descriptor_weight=descriptor_weight)
+    prepared = _lab_crops(identifier, films, progress)
+    if len(prepared.names) < 2:
+        raise ValueError(f"training needs films of at least 2 systems; found {len(prepared.names)}")
+    training, queries = _split(prepared, held_out, seed)
+    report = FineTuneReport(out, len(training.labels), len(prepared.names), 0, 0.0)
+    if queries is not None:
+        report.held_out["before"] = _retrieval(model, training, queries, descriptor_weight)
+    model.train()
+    crops = torch.from_numpy(training.crops)
+    labels = torch.from_numpy(training.labels)
+    classes = len(prepared.names)
+    with torch.no_grad():
+        model.eval()
+        embedded = torch.cat([model(crops[i:i + 128])[0] for i in range(0, len(crops), 128)])
+        model.train()
+        sums = torch.zeros(classes, config.embed_dim).index_add_(0, labels, embedded)
+    centres = torch.nn.Parameter(torch.nn.functional.normalize(sums, dim=-1))
+    optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [centres], "lr": lr * 5}], lr=lr,
+                                  weight_decay=1e-4)
+    base = [group["lr"] for group in optimizer.param_groups]
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    by_class = {c: np.flatnonzero(training.labels == c) for c in np.unique(training.labels)}
+    class_ids = np.asarray(list(by_class))
+    per_class, batch_classes = 4, min(24, len(class_ids))
+    budget = max(1.0, deadline - time.monotonic())
+    begun = time.monotonic()
+    steps = 0
+    while steps == 0 or time.monotonic() < deadline:
+        done = min(1.0, (time.monotonic() - begun) / budget)
+        factor = min(1.0, done / 0.05) * 0.5 * (1 + math.cos(math.pi * done))
+        for group, rate in zip(optimizer.param_groups, base, strict=True):
+            group["lr"] = rate * factor
+        chosen = rng.choice(class_ids, size=batch_classes, replace=False)
+        index = np.concatenate([rng.choice(by_class[c], size=per_class, replace=len(by_class[c]) < per_class)
+                                for c in chosen])
+        batch = augment(crops[index], generator).contiguous()
+        target = labels[index]
+        embedding, _, _ = model(batch)
+        cosine = embedding @ torch.nn.functional.normalize(centres, dim=-1).T
+        margin = 0.2 * torch.nn.functional.one_hot(target, classes)
+        loss = torch.nn.functional.cross_entropy(20.0 * (cosine - margin), target) + _supcon(embedding, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if progress and steps % 20 == 0:
+            print(json.dumps({"step": steps, "loss": round(float(loss), 3),
+                              "minutes": round((time.monotonic() - started) / 60, 1)}), flush=True)
+    model.eval()
+    report.steps = steps
+    if queries is not None:
+        report.held_out["after"] = _retrieval(model, training, queries, descriptor_weight)
+    report.seconds = time.monotonic() - started
+    network.save(model, config, out, meta={
+        "name": str(sidecar.get("name", "raiox-shape")), "started_from": str(start), "source": source,
+        "steps": steps, "minutes": minutes, "lr": lr, "seed": seed, "films": report.films,
+        "held_out": report.held_out, "systems": prepared.names if classes <= 200 else classes})
+    return report
+
+
+def _supcon(embedding: Any, labels: Any, temperature: float = 0.1) -> Any:
+    """Supervised contrast within a batch: each film pulled towards its system's other films."""
+    import torch
+
+    n = len(labels)
+    eye = torch.eye(n)
+    logits = embedding @ embedding.T / temperature - 1e9 * eye
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]).float() - eye
+    return (-(log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)).mean()

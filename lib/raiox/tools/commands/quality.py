@@ -1,71 +1,112 @@
-"""Commands for identification quality: `raiox eval` and `raiox train`."""
+"""Commands for identification quality: `raiox eval`, `raiox train`, `raiox render-films`, `raiox render-cache`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from raiox.adapters.encoder import Encoder, random_model
 from raiox.services import Services
 from raiox.tools.commands.common import loaded_encoder, pass_services
 
 
-def _untrained_like(encoder: Encoder) -> Encoder:
-    """The same architecture with random weights (seed 0): the baseline every eval reports beside."""
-    return Encoder.from_model(random_model(encoder.model_name), model_name=encoder.model_name, random_weights=True,
-                              crop=encoder.crop, batch_size=encoder.batch_size)
+def _report_lines(report: Any) -> list[str]:
+    suggestion = (f"; RAIOX_LOW_CONFIDENCE_MARGIN={report.suggested_low_confidence_margin:.4f} would flag "
+                  f"{report.flagged_at_suggested_margin:.1%} of answers and 80% of the wrong ones"
+                  if report.top1 < 1 else "")
+    lines = [f"{report.name} [{report.model_id}] on {report.renderer} films: {report.systems} systems, "
+             f"{report.queries} new films — top-1 {report.top1:.1%}, top-3 {report.top3:.1%}, low confidence "
+             f"{report.low_confidence_rate:.1%}" + suggestion]
+    for tag, result in report.slices.items():
+        lines.append(f"    {tag}: {result['queries']} films, top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}")
+    mistakes = {truth: {p: n for p, n in row.items() if p != truth} for truth, row in report.confusion.items()}
+    worst = sorted(((sum(m.values()), t, m) for t, m in mistakes.items() if m), reverse=True)[:3]
+    for count, truth, predicted in worst:
+        lines.append(f"    {truth}: {count} wrong top-1 ({', '.join(f'{p} x{n}' for p, n in predicted.items())})")
+    return lines
 
 
 @click.command("eval")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--rendered", default="eval48", show_default=True,
-              help="Rendered set: `demo` (12 systems) or `eval<N>`; queries use seeds never used in training.")
-@click.option("--queries", default=5, show_default=True, help="Rendered queries per system.")
+@click.option("--rendered", default="heldout200", show_default=True,
+              help="Rendered systems: `heldout<N>` (N systems no training set contains, any two visibly different) "
+              "or `demo` (the 12 demo systems).")
+@click.option("--renderer", type=click.Choice(["flat", "drr", "both"]), default="both", show_default=True,
+              help="Film generator: `flat` (the one the shipped encoder was mostly trained on), `drr` (written "
+              "independently: a 3-D model projected as a radiograph), or both in turn.")
+@click.option("--references", default=4, show_default=True, help="Reference films per system (the catalog).")
+@click.option("--queries", default=6, show_default=True,
+              help="New films per system, at other sizes than the references where the system has them.")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Instead: a labelled folder of films (<system>/<file>), matched against the catalog in the "
               "database through the production query.")
-@click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="Also evaluate the untrained architecture in the same run.")
+@click.option("--descriptor/--no-descriptor", default=True, show_default=True,
+              help="Also evaluate the measured descriptor alone, in the same run.")
+@click.option("--previous", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also evaluate a whole-film open_clip checkpoint with a sidecar, e.g. the encoder Raiox shipped "
+              "before identifying by shape (docs/quality.md says how to get it).")
 @click.option("--approvals", default=0, show_default=True,
               help="Also measure learning from approvals: this many approved films become references of the "
               "weakest quarter of systems, whose accuracy is shown before and after.")
 @pass_services
-def eval_command(services: Services, as_json: bool, rendered: str, queries: int, folder: Path | None,
-                 baseline: bool, approvals: int) -> None:
-    """Top-1 and top-3 accuracy of the configured encoder (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED)."""
-    from raiox.tools.quality import approvals_effect, catalog_by_name, evaluate, evaluate_folder
+def eval_command(services: Services, as_json: bool, rendered: str, renderer: str, references: int, queries: int,
+                 folder: Path | None, descriptor: bool, previous: Path | None, approvals: int) -> None:
+    """Top-1 and top-3 accuracy of the configured identifier (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED), overall
+    and per slice of films (upper jaw, crown, abutment, two implants, photographed, turned 180°)."""
+    from raiox.tools.quality import (
+        approvals_effect,
+        evaluate,
+        evaluate_folder,
+        identifier_embedder,
+        rendered_set,
+        systems_by_name,
+        whole_film_embedder,
+    )
 
-    encoder = loaded_encoder(services)
+    if folder is None:
+        try:
+            designs = systems_by_name(rendered)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rendered") from None
+    identifier = loaded_encoder(services)
     learning = None
     if folder is not None:
         reports = [evaluate_folder(services, folder)]
     else:
-        try:
-            designs = catalog_by_name(rendered)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-        reports = [evaluate(encoder, designs, queries_per_system=queries)]
-        if approvals:
-            learning = approvals_effect(encoder, designs, reports[0], approvals=approvals, queries_per_system=queries)
-        if baseline:
-            reports.append(evaluate(_untrained_like(encoder), designs, queries_per_system=queries))
+        contenders: list[tuple[str, str, Any, Any]] = [("identifier", identifier.model_id,
+                                                         *identifier_embedder(identifier))]
+        if descriptor and identifier.model.kind == "shape":
+            from raiox.shape.identifier import ShapeIdentifier
+
+            alone = ShapeIdentifier(identifier.model, descriptor_weight=1.0)
+            contenders.append(("descriptor alone", "descriptor", *identifier_embedder(alone)))
+        if previous is not None:
+            from raiox.adapters.encoder import Encoder, EncoderUnavailable, resolve_weights
+
+            try:
+                encoder = Encoder.load(*resolve_weights("", str(previous)), device=identifier.device)
+            except EncoderUnavailable as exc:
+                raise click.BadParameter(str(exc), param_hint="--previous") from None
+            embed = whole_film_embedder(encoder)
+            contenders.append(("previous (whole film)", encoder.model_id, embed, embed))
+        reports = []
+        for generator in (["flat", "drr"] if renderer == "both" else [renderer]):
+            films = rendered_set(designs, generator, references=references, queries=queries,
+                                 progress=not as_json)
+            for name, model_id, embed_references, embed_queries in contenders:
+                reports.append(evaluate(name, model_id, films, embed_references, embed_queries))
+            if approvals and learning is None:
+                base = reports[-len(contenders)]
+                learning = approvals_effect("identifier", identifier.model_id, films, designs, base,
+                                            *contenders[0][2:], approvals=approvals)
     if as_json:
         click.echo(json.dumps({"results": [r.as_dict() for r in reports],
                                **({"learning_from_approvals": learning} if learning else {})}))
         return
     for report in reports:
-        suggestion = (f"; RAIOX_LOW_CONFIDENCE_MARGIN={report.suggested_low_confidence_margin:.4f} would flag "
-                      f"{report.flagged_at_suggested_margin:.1%} of answers and 80% of the wrong ones"
-                      if report.top1 < 1 else "")
-        click.echo(f"{report.model_id}: {report.systems} systems, {report.queries} queries — top-1 "
-                   f"{report.top1:.1%}, top-3 {report.top3:.1%}, low confidence {report.low_confidence_rate:.1%}"
-                   + suggestion)
-        mistakes = {truth: {p: n for p, n in row.items() if p != truth} for truth, row in report.confusion.items()}
-        worst = sorted(((sum(m.values()), t, m) for t, m in mistakes.items() if m), reverse=True)[:5]
-        for count, truth, predicted in worst:
-            click.echo(f"    {truth}: {count} wrong top-1 ({', '.join(f'{p} x{n}' for p, n in predicted.items())})")
+        click.echo("\n".join(_report_lines(report)))
     if learning:
         click.echo(f"learning from approvals ({learning['approvals_per_system']} per system, "
                    f"{len(learning['systems'])} weakest systems): top-1 {learning['before']['top1']:.1%} -> "
@@ -74,107 +115,126 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
 
 
 @click.command("train")
+@click.option("--cache", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Train the shape encoder from scratch on a cache of rendered crops (`raiox render-cache`).")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Learn a lab's labelled films, <system>/<film> (as `raiox eval --folder` reads them).")
+              help="Fine-tune on a lab's labelled films, <system>/<film> (as `raiox eval --folder` reads them).")
 @click.option("--from-database", "from_database", is_flag=True,
-              help="Learn the catalog's reference images and approved cases' films.")
-@click.option("--model", "model_name", default=None,
-              help="open_clip architecture [rendered catalogs: raiox-small-rn; --folder/--from-database: the "
-              "starting weights' own (their sidecar), else RAIOX_CLIP_MODEL].")
+              help="Fine-tune on the catalog's reference images and approved cases' films.")
 @click.option("--pretrained", default=None,
-              help="Start from these weights, an open_clip tag or a checkpoint [rendered catalogs: scratch; "
-              "--folder/--from-database: the configured encoder, RAIOX_CLIP_PRETRAINED, `shipped` by default].")
-@click.option("--catalog", "catalog_name", default="eval48", show_default=True,
-              help="Without --folder/--from-database: rendered systems to learn, `demo` or `eval<N>`.")
-@click.option("--minutes", default=10.0, show_default=True,
-              help="Time budget, rendering or preparing films included.")
-@click.option("--films-per-system", default=200, show_default=True,
-              help="Rendered catalogs: training films rendered per system before training starts.")
+              help="--folder/--from-database: the shape encoder to start from [the configured one, "
+              "RAIOX_CLIP_PRETRAINED, `shipped` by default].")
+@click.option("--config", "config_name", default="raiox-shape-s", show_default=True,
+              help="--cache: the architecture (lib/raiox/shape/shape_configs/).")
+@click.option("--steps", default=12000, show_default=True,
+              help="--cache: the learning-rate schedule's length; a run stopped early resumes from OUT.ckpt.")
+@click.option("--minutes", default=None, type=float,
+              help="Time budget [--cache: none, run the schedule; --folder/--from-database: 8].")
 @click.option("--held-out", "held_out", default=0.25, show_default=True,
               help="--folder/--from-database: share of each system's films (never its last) left out of training "
               "and matched against the rest before and after, to report what training did; 0 trains on all.")
-@click.option("--tune", type=click.Choice(["all", "head"]), default="all", show_default=True,
-              help="--folder/--from-database: `all` trains every weight; `head` only the attention pool's value and "
-              "output projections, on features of augmented films from the frozen trunk (ModifiedResNet "
-              "architectures such as raiox-small-rn; thousands of cheap steps, but it learned less: "
-              "docs/quality.md).")
-@click.option("--lr", default=None, type=float,
-              help="Peak learning rate [rendered catalogs from scratch: 2e-3; --folder/--from-database: 1e-3 "
-              "(all), 5e-4 (head)].")
+@click.option("--lr", default=None, type=float, help="Peak learning rate [--cache: 2e-3; fine-tuning: 1e-3].")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--crop/--no-crop", default=False, show_default=True,
-              help="Rendered catalogs: crop films to the implant first (on rendered films it lowered accuracy; "
-              "docs/benchmarks.md). Fine-tuning keeps the starting encoder's choice.")
-@click.option("--device", default="auto", show_default=True, help="`auto` (CUDA when present), `cpu` or `cuda`.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write; its .json sidecar names the architecture, so RAIOX_CLIP_PRETRAINED=<out> "
               "alone loads it.")
 @click.option("--reembed", is_flag=True, help="Then embed the database's reference images with the new model.")
 @pass_services
-def train_command(services: Services, folder: Path | None, from_database: bool, model_name: str | None,
-                  pretrained: str | None, catalog_name: str, minutes: float, films_per_system: int, held_out: float,
-                  tune: str, lr: float | None, seed: int, crop: bool, device: str, out: Path, reembed: bool) -> None:
-    """Adapt an open_clip image encoder to implant radiographs by metric learning: on a lab's labelled films
-    (--folder), on the database's references and approved cases (--from-database), or on rendered films."""
-    from raiox.adapters.encoder import EncoderUnavailable
+def train_command(services: Services, cache: Path | None, folder: Path | None, from_database: bool,
+                  pretrained: str | None, config_name: str, steps: int, minutes: float | None, held_out: float,
+                  lr: float | None, seed: int, out: Path, reembed: bool) -> None:
+    """Train the shape encoder: from scratch on rendered crops (--cache), or fine-tune it on a lab's labelled
+    films (--folder) or the database's references and approved cases (--from-database)."""
+    from raiox.shape import network
+    from raiox.shape.identifier import SHIPPED, SHIPPED_SHAPE_ENCODER
     from raiox.tools.catalog import reembed_catalog
-    from raiox.tools.quality import catalog_by_name, database_films, folder_films, train, train_on_films
+    from raiox.tools.shape_train import ShapeTraining, fine_tune_on_films, train_shape
 
-    if folder is not None and from_database:
-        raise click.UsageError("choose --folder or --from-database, not both")
+    if sum([cache is not None, folder is not None, from_database]) != 1:
+        raise click.UsageError("choose one of --cache, --folder or --from-database")
     if not 0 <= held_out < 1:
         raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
-    if folder is not None or from_database:
+    if cache is not None:
+        if config_name not in network.config_names():
+            raise click.BadParameter(f"one of {', '.join(network.config_names())}", param_hint="--config")
+        line = train_shape(ShapeTraining(cache=cache, out=out, config=config_name, steps=steps, minutes=minutes,
+                                         lr=lr or 2e-3, seed=seed))
+        click.echo(f"step {line.get('step')}: validation top-1 {line.get('val_top1', 0):.1%}, "
+                   f"top-3 {line.get('val_top3', 0):.1%}")
+    else:
+        from raiox.tools.quality import database_films, folder_films
+
+        start = pretrained if pretrained is not None else services.settings.raiox_clip_pretrained
+        start_path = SHIPPED_SHAPE_ENCODER if start.strip() in ("", SHIPPED) else Path(start)
+        if not network.is_shape_checkpoint(start_path):
+            raise click.BadParameter(f"{start} is not a shape encoder checkpoint (fine-tuning trains the shape "
+                                     "encoder; open_clip models are used as they are)", param_hint="--pretrained")
         films = folder_films(folder) if folder is not None else database_films(services)
         if not films:
             raise click.ClickException(f"no films in {folder if folder is not None else 'the database'}")
-        settings = services.settings
         try:
-            report = train_on_films(
-                films, out, model_name=model_name if model_name is not None else settings.raiox_clip_model,
-                pretrained=pretrained if pretrained is not None else settings.raiox_clip_pretrained,
-                source=str(folder) if folder is not None else "database", minutes=minutes, held_out=held_out,
-                tune=tune, lr=lr, seed=seed, device=device)
-        except (EncoderUnavailable, ValueError) as exc:
+            report = fine_tune_on_films(films, out, start=start_path,
+                                        source=str(folder) if folder is not None else "database",
+                                        minutes=minutes if minutes is not None else 8.0, held_out=held_out,
+                                        lr=lr or 1e-3, seed=seed,
+                                        descriptor_weight=services.settings.raiox_descriptor_weight)
+        except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"trained ({'the head' if report.tuned == 'head' else 'every weight'}) on {report.films} films "
-                   f"of {report.systems} systems: {report.steps} steps in {report.seconds / 60:.1f} min")
+        click.echo(f"fine-tuned on {report.films} films of {report.systems} systems: {report.steps} steps in "
+                   f"{report.seconds / 60:.1f} min")
         for when, result in report.held_out.items():
             click.echo(f"held-out films {when} training ({result['queries']}, matched against the training "
                        f"films): top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}")
-        path = report.out
-    else:
-        try:
-            designs = catalog_by_name(catalog_name)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-        path = train(model_name or "raiox-small-rn", designs, out, pretrained=pretrained, minutes=minutes,
-                     films_per_system=films_per_system, seed=seed, crop=crop, device=device, lr=lr or 2e-3)
-    click.echo(f"wrote {path}; use it with RAIOX_CLIP_PRETRAINED={path} (its sidecar names the architecture)")
+    click.echo(f"wrote {out}; use it with RAIOX_CLIP_PRETRAINED={out} (its sidecar names the architecture)")
     if reembed:
-        trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(path)})
+        trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(out)})
         with Services(trained) as retrained:
             click.echo(f"re-embedded {reembed_catalog(retrained)} reference images as {retrained.encoder.model_id}")
 
 
 @click.command("render-films")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--rendered", default="eval48", show_default=True, help="Rendered catalog: `demo` or `eval<N>`.")
-@click.option("--skip", default=0, show_default=True,
-              help="Leave out the catalog's first N systems (12: the demo systems the shipped encoder learned).")
+@click.option("--rendered", default="heldout40", show_default=True,
+              help="Rendered systems: `heldout<N>` or `demo`.")
+@click.option("--renderer", type=click.Choice(["flat", "drr"]), default="flat", show_default=True,
+              help="Film generator.")
+@click.option("--skip", default=0, show_default=True, help="Leave out the first N systems.")
 @click.option("--films-per-system", default=4, show_default=True)
 @click.option("--seeds", type=click.Choice(["reference", "eval"]), default="reference", show_default=True,
-              help="`reference`: as eval's references; `eval`: seeds no reference or training film uses.")
+              help="`reference`: as eval's references, at the system's reference sizes; `eval`: other seeds and "
+              "other sizes, as eval's new films.")
 @click.option("--manifest", is_flag=True, help="Also write OUT/catalog.jsonl for `raiox catalog import`.")
-def render_films_command(out: Path, rendered: str, skip: int, films_per_system: int, seeds: str,
+def render_films_command(out: Path, rendered: str, renderer: str, skip: int, films_per_system: int, seeds: str,
                          manifest: bool) -> None:
     """Rendered films of fictional systems as a lab's labelled folder (OUT/<system>/<n>.png), to try
     `raiox train --folder` and `raiox eval --folder` without real films. Rendered films are not real films."""
-    from raiox.tools.quality import catalog_by_name, write_film_folder
+    from raiox.tools.quality import systems_by_name, write_film_folder
 
     try:
-        count = write_film_folder(out, catalog_by_name(rendered), films_per_system=films_per_system, seeds=seeds,
-                                  skip=skip, manifest=manifest)
+        count = write_film_folder(out, systems_by_name(rendered), films_per_system=films_per_system, seeds=seeds,
+                                  renderer=renderer, skip=skip, manifest=manifest)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(f"wrote {count} films to {out}" + (f" and {out / 'catalog.jsonl'}" if manifest else ""))
+
+
+@click.command("render-cache")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--renderer", type=click.Choice(["flat", "drr"]), default="flat", show_default=True)
+@click.option("--systems", default=2500, show_default=True,
+              help="Random training systems (drawn from seeds no held-out set uses).")
+@click.option("--films-per-system", default=8, show_default=True)
+@click.option("--seed", default=1, show_default=True, help="Render seeds of this cache.")
+@click.option("--workers", default=None, type=int, help="Processes [every core].")
+def render_cache_command(out: Path, renderer: str, systems: int, films_per_system: int, seed: int,
+                         workers: int | None) -> None:
+    """Render training films once into OUT (outside git): each film's implant as the canonicaliser crops it,
+    for `raiox train --cache`. Resumes where an interrupted run stopped."""
+    from raiox.tools.implant_designs import random_systems
+    from raiox.tools.quality import TRAIN_SYSTEMS_SEED
+    from raiox.tools.shape_data import build_cache
+
+    designs = random_systems(systems, seed=TRAIN_SYSTEMS_SEED, prefix="Train")
+    count = build_cache(out, designs, films_per_system=films_per_system, renderer=renderer, seed=seed,
+                        workers=workers)
+    click.echo(f"{count} {renderer} films of {systems} systems cached in {out}")

@@ -1,0 +1,68 @@
+"""The canonicaliser: every implant found, straightened platform-up at one diameter; a fallback when none."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from raiox.adapters.imaging import load_radiograph
+from raiox.shape.canonical import CROP_DIAMETER, CROP_HEIGHT, CROP_WIDTH, PLATFORM_ROW, canonical_crop, find_implants
+from raiox.tools.implant_designs import SceneOptions, random_systems
+from raiox.tools.render import render_film
+
+PLAIN = SceneOptions(upper_jaw=False, restoration="none", neighbours=0, photographed=False, quarter_turns=0,
+                     mirrored=False, bits=8, jpeg_quality=0)
+
+
+def _located(finding, implant) -> tuple[bool, bool]:  # type: ignore[no-untyped-def]
+    d = implant.diameter_px
+    near = (math.dist(finding.platform_xy, implant.platform_xy) < 0.7 * d
+            and math.dist(finding.apex_xy, implant.apex_xy) < 0.7 * d)
+    right_way = math.dist(finding.platform_xy, implant.platform_xy) < math.dist(finding.platform_xy, implant.apex_xy)
+    return near, right_way
+
+
+def test_implants_are_found_straightened_and_platform_up_on_most_films() -> None:
+    systems = random_systems(8, seed=21)
+    located = oriented = sized = 0
+    films = 0
+    for n, system in enumerate(systems):
+        for options in (PLAIN, SceneOptions(**{**PLAIN.__dict__, "upper_jaw": True}),
+                        SceneOptions(**{**PLAIN.__dict__, "quarter_turns": 1, "restoration": "abutment"})):
+            data, truth = render_film(system, 100 + n, options)
+            finding = find_implants(load_radiograph(data))[0]
+            near, right_way = _located(finding, truth.implants[0])
+            located += near
+            oriented += right_way
+            sized += abs(finding.diameter_px / truth.implants[0].diameter_px - 1) < 0.2
+            films += 1
+            assert finding.crop.shape == (CROP_HEIGHT, CROP_WIDTH) and finding.crop.dtype == np.uint8
+    assert located >= 0.8 * films and oriented >= 0.85 * films and sized >= 0.8 * films
+
+
+def test_two_implants_are_two_findings() -> None:
+    data, truth = render_film(random_systems(1, seed=3)[0], 11, SceneOptions(**{**PLAIN.__dict__, "neighbours": 1}))
+    findings = find_implants(load_radiograph(data))
+    assert len(truth.implants) == 2 and sum(f.found for f in findings) >= 2
+    for implant in truth.implants:
+        assert any(_located(f, implant)[0] for f in findings)
+
+
+def test_a_film_without_metal_falls_back_to_the_whole_film() -> None:
+    film = Image.fromarray((np.random.default_rng(0).random((200, 160)) * 120).astype(np.uint8)).convert("RGB")
+    findings = find_implants(film)
+    assert len(findings) == 1 and not findings[0].found
+    assert findings[0].crop.shape == (CROP_HEIGHT, CROP_WIDTH)
+
+
+def test_the_crop_puts_the_platform_at_its_row_and_the_diameter_at_its_width() -> None:
+    data, truth = render_film(random_systems(1, seed=8)[0], 2, PLAIN)
+    implant = truth.implants[0]
+    crop = canonical_crop(load_radiograph(data), implant.platform_xy, implant.apex_xy, implant.diameter_px)
+    metal = crop >= 0.5 * (int(crop.max()) + int(np.median(crop)))
+    rows = np.flatnonzero(metal[:, CROP_WIDTH // 2 - 2:CROP_WIDTH // 2 + 3].any(axis=1))
+    assert abs(rows[0] - PLATFORM_ROW) <= 3  # the implant starts at the platform row
+    widest = max(np.ptp(np.flatnonzero(row)) + 1 for row in metal[PLATFORM_ROW:PLATFORM_ROW + 60] if row.any())
+    assert 0.8 * CROP_DIAMETER <= widest <= 1.15 * CROP_DIAMETER
