@@ -136,9 +136,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
-    from raiox.adapters.encoder import Encoder
+    """The identifier with the tiny open_clip architecture embedding the crops (what RAIOX_CLIP_MODEL=raiox-tiny-vit
+    and RAIOX_CLIP_PRETRAINED=<tiny checkpoint> load in a subprocess): fast, random weights, the open_clip path."""
+    from raiox.shape.identifier import ShapeIdentifier
 
-    return Encoder.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
+    return ShapeIdentifier.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def shape_identifier():  # type: ignore[no-untyped-def]
+    """The shipped shape encoder, as Raiox runs by default."""
+    from raiox.shape.identifier import ShapeIdentifier
+
+    return ShapeIdentifier.load("", "shipped", device="cpu", batch_size=16)
 
 
 @pytest.fixture

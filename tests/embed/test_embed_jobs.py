@@ -151,7 +151,7 @@ def test_a_batch_that_cannot_be_encoded_retries_every_job(catalogued: Services) 
     class OutOfMemory:
         model_id = catalogued.encoder.model_id
 
-        def encode(self, images: list[bytes]) -> None:
+        def identify(self, images: list[bytes], spacings: object = None) -> None:
             raise RuntimeError("CUDA out of memory")
 
     catalogued._built["encoder"] = OutOfMemory()

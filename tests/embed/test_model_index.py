@@ -25,8 +25,9 @@ def _add(conn: Connection, model_id: str, count: int, seed: int = 0) -> None:
     vectors = np.random.default_rng(seed).normal(size=(count, 512)).astype(np.float32)
     for number, vector in enumerate(vectors):
         sha = hashlib.sha256(f"{model_id}{number}".encode()).hexdigest()
-        catalog.add_reference_image(conn, implant_id=implant_id, storage_key=f"references/{sha[:2]}/{sha}.png",
-                                    sha256=sha, model_id=model_id, embedding=vector / np.linalg.norm(vector))
+        conn.execute("INSERT INTO reference_images (implant_id, storage_key, sha256, model_id, embedding) "
+                     "VALUES (%s, %s, %s, %s, %s)", (implant_id, f"references/{sha[:2]}/{sha}.png", sha, model_id,
+                                                     vector / np.linalg.norm(vector)))
 
 
 def _index_oid(conn: Connection, model_id: str) -> int | None:

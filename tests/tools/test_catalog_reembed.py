@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from raiox.adapters.encoder import Encoder, random_checkpoint
+from raiox.adapters.encoder import random_checkpoint
 from raiox.adapters.storage import StorageError
 from raiox.embed.matching import match_image
 from raiox.repository import catalog
 from raiox.services import Services
+from raiox.shape.identifier import ShapeIdentifier
 from raiox.tools import catalog as catalog_tools
 from raiox.tools.catalog import reembed_references
 from support import CATALOG_SEEDS, make_xray
@@ -29,7 +30,7 @@ def retrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def retrained(catalogued: Services, retrained_checkpoint: Path) -> Services:
     """The catalogued database and objects, with the retrained encoder (two images per batch)."""
-    encoder = Encoder.load("raiox-tiny-vit", str(retrained_checkpoint), device="cpu", batch_size=2)
+    encoder = ShapeIdentifier.load("raiox-tiny-vit", str(retrained_checkpoint), device="cpu", batch_size=2)
     return Services(catalogued.settings, encoder=encoder)
 
 

@@ -18,13 +18,14 @@ import requests
 from pydantic import SecretStr
 
 from raiox import migrations
-from raiox.adapters.encoder import SHIPPED_ENCODER, random_checkpoint
+from raiox.adapters.encoder import random_checkpoint
 from raiox.database import database_url
 from raiox.repository import cases
 from raiox.repository import catalog as catalog_sql
 from raiox.review.accounts import add_reviewer
 from raiox.services import Services
 from raiox.settings import Settings
+from raiox.shape.identifier import SHIPPED_SHAPE_ENCODER
 from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
 from raiox.tools.devserver import start_dev_server
 from raiox.tools.local import BASE_PATH, free_port, isolated_settings, one_port
@@ -35,13 +36,13 @@ from raiox.tools.waiting import wait_until
 DEMO_FORM_ID = "240000000000001"
 RESULT_FIELDS = "system=12,manufacturer=13,similarity=14,reviewer=15,decision=16,note=17"
 REFERENCES_PER_SYSTEM = 3
-# The committed demo encoder, made by the command in docs/quality.md; absent, the demo says so and
-# runs an untrained architecture instead.
-DEMO_ENCODER = SHIPPED_ENCODER  # also RAIOX_CLIP_PRETRAINED's default (`shipped`)
-DEMO_MODEL = "raiox-small-rn"
+# The committed shape encoder, made by the commands in docs/quality.md; absent, the demo says so and runs an
+# untrained architecture instead.
+DEMO_ENCODER = SHIPPED_SHAPE_ENCODER  # also RAIOX_CLIP_PRETRAINED's default (`shipped`)
 TRAINED_NOTICE = (
-    "The demo's encoder was trained here on rendered films of these fictional systems (`raiox train --catalog "
-    "demo`); the accuracy below is on renders it never saw. Rendered films are not real films."
+    "The demo's encoder is the shipped shape encoder, trained on rendered films of thousands of random fictional "
+    "systems; these twelve were not among them, and the accuracy below is on films it never saw. Rendered films "
+    "are not real films."
 )
 UNTRAINED_NOTICE = (
     "The demo's encoder is UNTRAINED (random weights of a tiny open_clip architecture, made here because no "
@@ -52,7 +53,7 @@ UNTRAINED_NOTICE = (
 def demo_encoder(home: Path) -> tuple[str, Path, str]:
     """(model name, checkpoint, notice): the committed demo encoder, else an untrained stand-in."""
     if DEMO_ENCODER.is_file():
-        return DEMO_MODEL, DEMO_ENCODER, TRAINED_NOTICE
+        return "", DEMO_ENCODER, TRAINED_NOTICE
     return "raiox-tiny-vit", random_checkpoint("raiox-tiny-vit", home / "models" / "untrained.pt"), UNTRAINED_NOTICE
 
 

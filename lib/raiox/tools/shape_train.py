@@ -103,8 +103,8 @@ def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, ups
     attributes = regression + binary + classes / len(CLASSES)
     total = cosface + supcon + 0.5 * attributes + 0.3 * orientation
     right = float((cosine.argmax(1) == labels).float().mean())
-    return total, {"loss": float(total.detach()), "cosface": float(cosface), "supcon": float(supcon),
-                   "attributes": float(attributes), "orientation": float(orientation), "train_top1": right}
+    parts = {"loss": total, "cosface": cosface, "supcon": supcon, "attributes": attributes, "orientation": orientation}
+    return total, {**{k: float(v.detach()) for k, v in parts.items()}, "train_top1": right}
 
 
 def _schedule(step: int, steps: int, warmup: int = 300) -> float:

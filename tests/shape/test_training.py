@@ -1,0 +1,77 @@
+"""Training the shape encoder: a cache rendered once and resumed, augmentation from a seed, a checkpoint that
+resumes and loads, and fine-tuning on a lab's films that reports held-out films before and after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raiox.shape import network
+from raiox.shape.attributes import TARGET_SIZE
+from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH
+from raiox.shape.identifier import ShapeIdentifier
+from raiox.tools.implant_designs import random_systems
+from raiox.tools.render import render
+from raiox.tools.shape_data import build_cache, load_cache
+from raiox.tools.shape_train import ShapeTraining, augment, fine_tune_on_films, train_shape
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cache")
+    build_cache(folder, random_systems(4, seed=77), films_per_system=3, renderer="flat", seed=1, workers=1,
+                progress=False)
+    return folder
+
+
+def test_the_cache_holds_crops_both_ways_up_and_resumes(cache: Path) -> None:
+    data = load_cache(cache)
+    assert data["crops"].shape == (12, CROP_HEIGHT, CROP_WIDTH) and data["upside_down"].shape == data["crops"].shape
+    assert np.bincount(data["systems"]).tolist() == [3, 3, 3, 3] and data["attributes"].shape == (12, TARGET_SIZE)
+    assert data["located"].mean() > 0.5  # the canonicaliser found most implants itself
+    stamp = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
+    build_cache(cache, random_systems(4, seed=77), films_per_system=3, renderer="flat", seed=1, workers=1,
+                progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")} == stamp  # nothing rendered twice
+
+
+def test_augmentation_is_reproducible_from_its_seed_and_varies_between_seeds() -> None:
+    import torch
+
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (4, CROP_HEIGHT, CROP_WIDTH), dtype=np.uint8))
+    first = augment(crops, torch.Generator().manual_seed(1))
+    assert first.shape == crops.shape and 0 <= float(first.min()) and float(first.max()) <= 255
+    assert torch.equal(first, augment(crops, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(first, augment(crops, torch.Generator().manual_seed(2)))
+
+
+def test_training_checkpoints_resumes_and_writes_a_loadable_encoder(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shape.pt"
+    run = ShapeTraining(cache=cache, out=out, steps=2, systems_per_batch=3, films_per_system=2, val_systems=1)
+    assert train_shape(run, progress=False)["step"] == 2
+    sidecar = json.loads(out.with_name("shape.pt.json").read_text())
+    assert sidecar["kind"] == "raiox-shape" and sidecar["steps"] == 2 and sidecar["name"] == "raiox-shape-s"
+    assert out.stat().st_size < 10 * 2**20  # small weights
+    run.steps = 3
+    assert train_shape(run, progress=False)["step"] == 3  # resumed from shape.pt.ckpt, one more step
+    identifier = ShapeIdentifier.load("", str(out), device="cpu")
+    assert identifier.encode_one(render(random_systems(1, seed=5)[0], 1)).shape == (512,)
+
+
+def test_fine_tuning_on_a_labs_films_reports_held_out_films_before_and_after(tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    config = network.ShapeNetConfig.named("raiox-shape-s")
+    start = tmp_path / "start.pt"
+    network.save(network.build(config), config, start, meta={"name": "raiox-shape-s"})
+    films = [(system.system, render(system, seed)) for system in random_systems(3, seed=12) for seed in range(4)]
+    report = fine_tune_on_films(films, tmp_path / "lab.pt", start=start, source="test", minutes=0.02,
+                                held_out=0.25, progress=False)
+    assert report.systems == 3 and report.films == 9 and report.steps >= 1
+    assert set(report.held_out) == {"before", "after"} and report.held_out["after"]["queries"] == 3
+    assert network.is_shape_checkpoint(tmp_path / "lab.pt")
+    assert json.loads((tmp_path / "lab.pt.json").read_text())["started_from"] == str(start)
