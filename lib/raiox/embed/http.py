@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from raiox.embed.matching import match_image
+from raiox.embed.matching import film_candidates, match_implants
 from raiox.embed.worker import run_embed_jobs
 from raiox.errors import InvalidInput
 from raiox.intake.sweep import sweep_intake
@@ -51,10 +51,12 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
     authorized()
     encoder = services.encoder
     if request.path.rstrip("/").endswith("/match"):
-        candidates = match_image(services, _uploaded_image(request, settings.fetch_max_bytes))
-        return json_response(200, {"model_id": encoder.model_id,
-                                   "candidates": [c.model_dump(exclude={"reference_storage_key"})
-                                                  for c in candidates]})
+        implants = match_implants(services, _uploaded_image(request, settings.fetch_max_bytes))
+        hidden = {"reference_storage_key"}
+        return json_response(200, {
+            "model_id": encoder.model_id,
+            "candidates": [c.model_dump(exclude=hidden) for c in film_candidates(implants, settings.raiox_top_k)],
+            "implants": [i.model_dump(exclude={"candidates": {"__all__": hidden}}) for i in implants]})
     intake = sweep_intake(services)
     embedded = run_embed_jobs(services)
     beat(services, "embed", model_id=encoder.model_id, embedded=embedded.ready)

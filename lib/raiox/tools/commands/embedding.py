@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from raiox.delivery.sweep import sweep
-from raiox.embed.matching import match_image
+from raiox.embed.matching import film_candidates, match_implants
 from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
@@ -124,21 +124,29 @@ def catalog_list(services: Services, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @pass_services
 def match_command(services: Services, image: Path, as_json: bool) -> None:
-    """The top implant systems for IMAGE, without creating a case."""
+    """The top implant systems for IMAGE, without creating a case: for the film (its best answer over every
+    implant on it), then for each implant found, with what was measured and read of it."""
     encoder = loaded_encoder(services)
     try:
-        candidates = match_image(services, image.read_bytes())
+        implants = match_implants(services, image.read_bytes())
     except RaioxError as exc:
         raise click.ClickException(f"{image}: {exc}") from None
+    candidates = film_candidates(implants, services.settings.raiox_top_k)
     if as_json:
-        click.echo(json.dumps({"model_id": encoder.model_id,
-                               "candidates": [c.model_dump() for c in candidates]}))
+        click.echo(json.dumps({"model_id": encoder.model_id, "candidates": [c.model_dump() for c in candidates],
+                               "implants": [i.model_dump() for i in implants]}))
         return
     if not candidates:
         click.echo(f"no references embedded by {encoder.model_id}: import a catalog first")
     for candidate in candidates:
         click.echo(f"{candidate.rank}. {candidate.manufacturer} {candidate.system}  "
                    f"similarity {candidate.similarity:.3f}")
+    if len(implants) > 1 or not implants[0].found:
+        for implant in implants:
+            where = "no implant stood out: the whole film" if not implant.found else f"implant {implant.position + 1}"
+            best = implant.candidates[0] if implant.candidates else None
+            click.echo(f"  {where}: " + (f"{best.manufacturer} {best.system} ({best.similarity:.3f})" if best
+                                          else "no candidate"))
 
 
 @click.command("worker")
