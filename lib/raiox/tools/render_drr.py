@@ -857,7 +857,7 @@ def _add_tooth(canvas: _Canvas, tooth: _Tooth, mu: dict[str, float]) -> None:
         dentin_semi = (w / 2 - 1.1, bl / 2 - 1.1, 0.85 * hc - 2.0)
         dentin_centre = 0.6 * hc - 0.6
         dentin = chord(crown_box, (0, 0, dentin_centre), dentin_semi, (-dentin_centre / dentin_semi[2], 1.0))
-        pulp = chord(crown_box, (0, 0, 0.25 * hc), (0.12 * w, 0.15 * bl, 0.2 * hc))
+        pulp = chord(crown_box, (0, 0, 0.22 * hc), (0.1 * w, 0.13 * bl, 0.16 * hc))
         attenuation = mu["enamel"] * np.maximum(crown - dentin, 0) + mu["dentin"] * np.maximum(dentin - pulp, 0)
         if tooth.amalgam:
             filling = chord(crown_box, (tooth.amalgam * 0.12 * w, 0, hc - 0.8), (0.24 * w, 0.3 * bl, 1.3),
@@ -921,14 +921,14 @@ def _fast_size(n: int) -> int:
 def _trabecular(rng: np.random.Generator, width_mm: float, height_mm: float, upper: bool) -> tuple[F32, float]:
     """Trabecular density (mean about 1) on a coarse grid, and the grid's cell: the projection of several layers of
     plates, each the zero-crossing network (|n| small) of band-passed noise, over slowly varying marrow spaces."""
-    cell = 0.07
+    cell = 0.075
     shape = (_fast_size(int(height_mm / cell) + 2), _fast_size(int(width_mm / cell) + 2))
     spacing = float(rng.uniform(0.7, 1.1) if upper else rng.uniform(0.9, 1.5))
     aspect = float(rng.uniform(0.8, 1.3))
     contrast = float(rng.uniform(0.25, 0.55))
     density = np.zeros(shape, np.float32)
-    for layer in range(3):
-        for field in _band_noise(rng, shape, cell, spacing * (0.8 + 0.3 * layer), aspect):
+    for layer in range(2):
+        for field in _band_noise(rng, shape, cell, spacing * (0.85 + 0.4 * layer), aspect):
             wall = float(rng.uniform(0.25, 0.5))
             density += np.exp(-((field / wall) ** 2))
     density /= density.mean()
@@ -1062,9 +1062,13 @@ def _holder(canvas: _Canvas, rng: np.random.Generator, mu: dict[str, float]) -> 
 
 
 def _gauss(image: F32, sigma: float) -> F32:
-    """Separable Gaussian blur (edges extended)."""
+    """Separable Gaussian blur (edges extended); wide ones on a grid twice as coarse."""
     if sigma < 0.2:
         return image
+    if sigma > 1.6 and min(image.shape) > 16:
+        tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+        half = torch.nn.functional.avg_pool2d(tensor, 2, ceil_mode=True)[0, 0].numpy()
+        return _resize(_gauss(half, math.sqrt(sigma**2 - 0.25) / 2), image.shape[0], image.shape[1])
     radius = max(1, int(math.ceil(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
     taps /= taps.sum()
@@ -1116,14 +1120,20 @@ def _develop(raw: F32, rng: np.random.Generator) -> F32:
     gamma = float(rng.uniform(0.75, 1.35))
     sharpen = float(rng.uniform(0.3, 1.2)) if rng.random() < 0.6 else 0.0
     radius = float(rng.uniform(1.5, 4.0))
-    density = np.float32(math.log(4095.5)) - np.log(raw + np.float32(0.5))
-    sample = density[::4, ::4].ravel()
-    low, middle = np.quantile(sample, [low_q, 0.5])
+    # The sensor's 4096 levels through one table: density (log), window from the film's histogram, gamma.
+    levels = raw.astype(np.int16)
+    counts = np.bincount(levels[::4, ::4].ravel(), minlength=4096)
+    darkest_first = np.cumsum(counts[::-1]) / counts.sum()  # fraction of pixels at least this dense
+    density_of = np.float32(math.log(4095.5)) - np.log(np.arange(4096, dtype=np.float32) + np.float32(0.5))
+    low = float(density_of[4095 - int(np.searchsorted(darkest_first, low_q))])
+    middle = float(density_of[4095 - int(np.searchsorted(darkest_first, 0.5))])
     high = low + (middle - low) * stretch
-    display = np.clip((density - low) / max(float(high - low), 1e-3), 0, 1) ** np.float32(gamma)
+    table = np.clip((density_of - low) / max(high - low, 1e-3), 0, 1) ** np.float32(gamma)
+    display = table.astype(np.float32)[levels]
     if sharpen:
-        display = display + sharpen * (display - _gauss(display, radius))
-    return np.clip(display, 0, 1).astype(np.float32)
+        display += np.float32(sharpen) * (display - _gauss(display, radius))
+        np.clip(display, 0, 1, out=display)
+    return display
 
 
 # ---------------------------------------------------------------------------------------------------------------
