@@ -352,15 +352,15 @@ def _project_zone(zone: _Zone, xs: F32, vs: F32, cos_a: float, sin_a: float, tur
     shape = torch.from_numpy(_shape(zone.shape, theta.numpy(), zone.shape_turn))
     shape_edge = shape * edge
     two_pi = 2 * math.pi
-    helices = []
+    helices: list[tuple[torch.Tensor, tuple[float, float, float, float], torch.Tensor, float]] = []
     for helix, depth in ((zone.macro, zone.dep_macro), (zone.micro, zone.dep_micro)):
         if helix is not None and depth is not None and depth.any():
             helices.append((theta * (helix.leads / two_pi) + 64.0, _profile_terms(helix), torch.from_numpy(depth),
                             1.0 / helix.pitch))
-    vent_across = None
+    vent_across: torch.Tensor | None = None
     if zone.vent is not None:
         vent_across = (r * torch.sin(theta) / zone.vent[2]) ** 2
-    flutes = []
+    flutes: list[tuple[torch.Tensor, torch.Tensor]] = []
     if zone.flute_cut is not None:
         xr, yr = r * torch.cos(theta), r * torch.sin(theta)
         for k in range(3):
