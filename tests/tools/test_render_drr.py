@@ -43,7 +43,7 @@ def test_a_seed_gives_the_same_film_and_another_seed_another() -> None:
     assert render(CATALOG[0], 11) == render_film(CATALOG[0], 11)[0]
 
 
-@pytest.mark.parametrize("seed", [3, 4, 5])
+@pytest.mark.parametrize("seed", [3, 5])
 def test_truth_lies_on_metal_and_spans_the_implant_length(seed: int) -> None:
     design = CATALOG[seed]
     data, truth = render_film(design, seed, PLAIN)
@@ -162,15 +162,15 @@ def _dominant_period(profile: np.ndarray) -> float:
 @pytest.mark.parametrize(("pitch", "leads", "profile", "angulation"), [
     (0.6, 1, "v", 0.0), (1.2, 1, "reverse-buttress", 0.0), (0.8, 2, "square", 0.0), (1.0, 1, "buttress", 20.0)])
 def test_threads_repeat_along_the_axis_at_the_pitch(pitch: float, leads: int, profile: str, angulation: float) -> None:
-    design = ImplantDesign("Test", "Threads", length_mm=12.0, diameter_mm=4.5, taper=0.0, thread_pitch_mm=pitch,
+    design = ImplantDesign("Test", "Threads", length_mm=10.0, diameter_mm=4.5, taper=0.0, thread_pitch_mm=pitch,
                            thread_depth_mm=0.4, thread_profile=profile, thread_leads=leads,  # type: ignore[arg-type]
                            collar_mm=0.5, apex="flat")
-    pixel = 0.02
+    pixel = 0.025
     path, platform, apex = implant_path_mm(design, pixel, angulation_deg=angulation, axial_turn_deg=30.0)
     assert apex[1] - platform[1] == pytest.approx(design.length_mm * math.cos(math.radians(angulation)) / pixel)
     # Just inside the crests on the left silhouette, over the threaded middle of the body.
     column = int(platform[0] - 0.5 - (design.diameter_mm / 2 - 0.15) / pixel)
-    rows = slice(int(platform[1] + 2.0 / pixel), int(platform[1] + 9.0 / pixel))
+    rows = slice(int(platform[1] + 1.5 / pixel), int(platform[1] + 8.0 / pixel))
     period_mm = _dominant_period(path[rows, column]) * pixel
     assert period_mm == pytest.approx(pitch * math.cos(math.radians(angulation)), rel=0.04)
     # Threads stand out: the silhouette column alternates between metal and none.

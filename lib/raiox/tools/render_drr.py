@@ -29,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -634,14 +636,27 @@ def _draw_fitting(rng: np.random.Generator, d: ImplantDesign, kind: Restoration)
     return _Fitting(kind, outer, bore, screw, None, screw_len, True, crown)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one core without autograd (films are rendered many at a time, one per process), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def implant_path_mm(design: ImplantDesign, pixel_mm: float, *, angulation_deg: float = 0.0,
                     axial_turn_deg: float = 0.0) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """The bare implant's titanium path length (mm) on a grid of `pixel_mm`, its axis vertical with the platform up,
     and the platform and apex in pixel coordinates (x right, y down, pixel centres at +0.5): a clean projection for
     checks and figures, without scene, noise or export."""
     angulation = math.radians(angulation_deg)
-    projection = _project_implant(design, _Fitting("none"), pixel_mm, angulation, math.radians(axial_turn_deg),
-                                  dict(_MU))
+    with _one_thread():
+        projection = _project_implant(design, _Fitting("none"), pixel_mm, angulation, math.radians(axial_turn_deg),
+                                      dict(_MU))
     x0 = (projection.xs.size - 1) / 2 + 0.5
     y0 = float(projection.vs[0]) / pixel_mm + 0.5
     apex_y = y0 + design.length_mm * math.cos(angulation) / pixel_mm
@@ -1428,13 +1443,8 @@ def render_film(design: ImplantDesign, seed: int, options: SceneOptions = ANY_SC
     """A complete film file (8-bit PNG, 16-bit PNG or JPEG) of one implant of the `design` system at one of its
     sizes, and its ground truth; deterministic from (design, seed, options). `film_px` fixes the stored file's
     (width, height); the pixel size then follows from it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            return _render_film(design, seed, options, film_px)
-    finally:
-        torch.set_num_threads(threads)
+    with _one_thread():
+        return _render_film(design, seed, options, film_px)
 
 
 def render(design: ImplantDesign, seed: int, options: SceneOptions = ANY_SCENE) -> bytes:
