@@ -15,8 +15,8 @@ from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
 from raiox.services import Services
-from raiox.tools.catalog import ManifestError, import_manifest, reembed_references
-from raiox.tools.commands.common import loaded_encoder, pass_services
+from raiox.tools.catalog import ManifestError, check_manifest, import_manifest, reembed_references
+from raiox.tools.commands.common import checked_image, loaded_encoder, pass_services, require_references
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
 
     Optional size ranges in mm, both ends or neither: diameter_min_mm, diameter_max_mm, length_min_mm,
     length_max_mm (the admin page marks candidates whose ranges disagree with the reviewer's measurement);
-    a row without them leaves the stored ranges as they are."""
+    a row without them leaves the stored ranges as they are. docs/examples/catalog.csv is an example."""
+    try:
+        check_manifest(manifest)  # a bad manifest is refused before the database or the encoder starts
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
     loaded_encoder(services)
     try:
         report = import_manifest(services, manifest, progress=not quiet)
@@ -125,9 +129,11 @@ def catalog_list(services: Services, as_json: bool) -> None:
 @pass_services
 def match_command(services: Services, image: Path, as_json: bool) -> None:
     """The top implant systems for IMAGE, without creating a case."""
+    data = checked_image(image, services.settings)
+    require_references(services)
     encoder = loaded_encoder(services)
     try:
-        candidates = match_image(services, image.read_bytes())
+        candidates = match_image(services, data)
     except RaioxError as exc:
         raise click.ClickException(f"{image}: {exc}") from None
     if as_json:

@@ -9,7 +9,7 @@ import click
 
 from raiox.adapters.encoder import Encoder, random_model
 from raiox.services import Services
-from raiox.tools.commands.common import loaded_encoder, pass_services
+from raiox.tools.commands.common import checked_labelled_folder, loaded_encoder, pass_services, require_references
 
 
 def _untrained_like(encoder: Encoder) -> Encoder:
@@ -22,13 +22,14 @@ def _untrained_like(encoder: Encoder) -> Encoder:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--rendered", default="eval48", show_default=True,
               help="Rendered set: `demo` (12 systems) or `eval<N>`; queries use seeds never used in training.")
-@click.option("--queries", default=5, show_default=True, help="Rendered queries per system.")
+@click.option("--queries", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="Rendered queries per system.")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Instead: a labelled folder of films (<system>/<file>), matched against the catalog in the "
-              "database through the production query.")
+              help="Instead: a labelled folder of films, FOLDER/<system>/<film> (one sub-folder per system, named "
+              "as in the catalog), matched against the catalog in the database through the production query.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate the untrained architecture in the same run.")
-@click.option("--approvals", default=0, show_default=True,
+@click.option("--approvals", default=0, show_default=True, type=click.IntRange(0),
               help="Also measure learning from approvals: this many approved films become references of the "
               "weakest quarter of systems, whose accuracy is shown before and after.")
 @pass_services
@@ -37,15 +38,20 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
     """Top-1 and top-3 accuracy of the configured encoder (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED)."""
     from raiox.tools.quality import approvals_effect, catalog_by_name, evaluate, evaluate_folder
 
+    # Inputs first: loading the encoder takes seconds.
+    if folder is not None:
+        checked_labelled_folder(folder)
+        require_references(services)
+    else:
+        try:
+            designs = catalog_by_name(rendered)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rendered") from None
     encoder = loaded_encoder(services)
     learning = None
     if folder is not None:
         reports = [evaluate_folder(services, folder)]
     else:
-        try:
-            designs = catalog_by_name(rendered)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
         reports = [evaluate(encoder, designs, queries_per_system=queries)]
         if approvals:
             learning = approvals_effect(encoder, designs, reports[0], approvals=approvals, queries_per_system=queries)
@@ -86,9 +92,9 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
               "--folder/--from-database: the configured encoder, RAIOX_CLIP_PRETRAINED, `shipped` by default].")
 @click.option("--catalog", "catalog_name", default="eval48", show_default=True,
               help="Without --folder/--from-database: rendered systems to learn, `demo` or `eval<N>`.")
-@click.option("--minutes", default=10.0, show_default=True,
+@click.option("--minutes", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Time budget, rendering or preparing films included.")
-@click.option("--films-per-system", default=200, show_default=True,
+@click.option("--films-per-system", default=200, show_default=True, type=click.IntRange(1),
               help="Rendered catalogs: training films rendered per system before training starts.")
 @click.option("--held-out", "held_out", default=0.25, show_default=True,
               help="--folder/--from-database: share of each system's films (never its last) left out of training "
@@ -124,6 +130,8 @@ def train_command(services: Services, folder: Path | None, from_database: bool, 
         raise click.UsageError("choose --folder or --from-database, not both")
     if not 0 <= held_out < 1:
         raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
+    if folder is not None:
+        checked_labelled_folder(folder)
     if folder is not None or from_database:
         films = folder_films(folder) if folder is not None else database_films(services)
         if not films:
@@ -160,9 +168,9 @@ def train_command(services: Services, folder: Path | None, from_database: bool, 
 @click.command("render-films")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rendered", default="eval48", show_default=True, help="Rendered catalog: `demo` or `eval<N>`.")
-@click.option("--skip", default=0, show_default=True,
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(0),
               help="Leave out the catalog's first N systems (12: the demo systems the shipped encoder learned).")
-@click.option("--films-per-system", default=4, show_default=True)
+@click.option("--films-per-system", default=4, show_default=True, type=click.IntRange(1, 100))
 @click.option("--seeds", type=click.Choice(["reference", "eval"]), default="reference", show_default=True,
               help="`reference`: as eval's references; `eval`: seeds no reference or training film uses.")
 @click.option("--manifest", is_flag=True, help="Also write OUT/catalog.jsonl for `raiox catalog import`.")
