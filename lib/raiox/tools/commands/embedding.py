@@ -16,7 +16,13 @@ from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
 from raiox.services import Services
 from raiox.tools.catalog import ManifestError, check_manifest, import_manifest, reembed_references
-from raiox.tools.commands.common import checked_image, loaded_encoder, pass_services, require_references
+from raiox.tools.commands.common import (
+    CommandServices,
+    checked_image,
+    loaded_encoder,
+    pass_services,
+    require_references,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
         check_manifest(manifest)  # a bad manifest is refused before the database or the encoder starts
     except ManifestError as exc:
         raise click.ClickException(str(exc)) from None
+    services.db  # noqa: B018 - the database is ready (or says why not) before the encoder takes seconds to load
     loaded_encoder(services)
     try:
         report = import_manifest(services, manifest, progress=not quiet)
@@ -82,7 +89,8 @@ def catalog_reembed(services: Services, model: str | None, pretrained: str | Non
         update["raiox_clip_pretrained"] = pretrained
     if batch_size:
         update["raiox_embed_batch_size"] = batch_size
-    with Services(settings.model_copy(update=update)) as target:
+    with CommandServices(settings.model_copy(update=update)) as target:
+        target.db  # noqa: B018 - ready before the encoder loads
         encoder = loaded_encoder(target)
         report = reembed_references(target, progress=not quiet)
         current = settings.raiox_clip_model, settings.raiox_clip_pretrained
@@ -149,7 +157,8 @@ def match_command(services: Services, image: Path, as_json: bool) -> None:
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Run until no embed or notify job is due, then exit.")
-@click.option("--poll", default=2.0, show_default=True, help="Seconds between looks when idle.")
+@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(0.01),
+              help="Seconds between looks when idle.")
 @pass_services
 def worker_command(services: Services, once: bool, poll: float) -> None:
     """Run due fetch, embed and notify jobs continuously (for a long-lived GPU container): the sweeper.
@@ -161,6 +170,7 @@ def worker_command(services: Services, once: bool, poll: float) -> None:
         services.refuse_placeholder_secrets()
     except RaioxError as exc:
         raise click.ClickException(exc.message) from None
+    services.db  # noqa: B018 - ready before the encoder loads
     encoder = loaded_encoder(services)
     name = default_worker_name()
     click.echo(f"worker {name} with {encoder.model_id} on {encoder.device}", err=True)

@@ -27,7 +27,8 @@ from raiox.tools.simulator import jotform_fields, multipart, new_submission_id, 
 @click.option("--submission-id", default=None, help="Jotform submission id; default: a new random one.")
 @click.option("--form-id", default="251234567890123", show_default=True, help="Jotform form id.")
 @click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
-@click.option("--wait", default=60.0, show_default=True, help="Seconds to keep serving the films until fetched.")
+@click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds to keep serving the films until fetched.")
 def simulate_webhook(images: tuple[Path, ...], url: str, submission_id: str | None, form_id: str,
                      token: str | None, wait: float) -> None:
     """POST a Jotform-shaped webhook for IMAGE…, serving the files from a local HTTP server until fetched.

@@ -9,7 +9,13 @@ import click
 
 from raiox.adapters.encoder import Encoder, random_model
 from raiox.services import Services
-from raiox.tools.commands.common import checked_labelled_folder, loaded_encoder, pass_services, require_references
+from raiox.tools.commands.common import (
+    CommandServices,
+    checked_labelled_folder,
+    loaded_encoder,
+    pass_services,
+    require_references,
+)
 
 
 def _untrained_like(encoder: Encoder) -> Encoder:
@@ -92,9 +98,9 @@ def eval_command(services: Services, as_json: bool, rendered: str, queries: int,
               "--folder/--from-database: the configured encoder, RAIOX_CLIP_PRETRAINED, `shipped` by default].")
 @click.option("--catalog", "catalog_name", default="eval48", show_default=True,
               help="Without --folder/--from-database: rendered systems to learn, `demo` or `eval<N>`.")
-@click.option("--minutes", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--minutes", default=10.0, show_default=True,
               help="Time budget, rendering or preparing films included.")
-@click.option("--films-per-system", default=200, show_default=True, type=click.IntRange(1),
+@click.option("--films-per-system", default=200, show_default=True,
               help="Rendered catalogs: training films rendered per system before training starts.")
 @click.option("--held-out", "held_out", default=0.25, show_default=True,
               help="--folder/--from-database: share of each system's films (never its last) left out of training "
@@ -130,6 +136,10 @@ def train_command(services: Services, folder: Path | None, from_database: bool, 
         raise click.UsageError("choose --folder or --from-database, not both")
     if not 0 <= held_out < 1:
         raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
+    if minutes <= 0:
+        raise click.BadParameter("more than 0", param_hint="--minutes")
+    if films_per_system < 1:
+        raise click.BadParameter("1 or more", param_hint="--films-per-system")
     if folder is not None:
         checked_labelled_folder(folder)
     if folder is not None or from_database:
@@ -161,7 +171,7 @@ def train_command(services: Services, folder: Path | None, from_database: bool, 
     click.echo(f"wrote {path}; use it with RAIOX_CLIP_PRETRAINED={path} (its sidecar names the architecture)")
     if reembed:
         trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(path)})
-        with Services(trained) as retrained:
+        with CommandServices(trained) as retrained:
             click.echo(f"re-embedded {reembed_catalog(retrained)} reference images as {retrained.encoder.model_id}")
 
 
