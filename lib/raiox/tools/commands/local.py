@@ -44,12 +44,16 @@ def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool, 
     and the embedded PostgreSQL with it; one an earlier run left running is reused, never started twice."""
     stop_on_sigterm()
     port = port or free_port(host)
+    try:
+        _run_dev(settings, host, port, local_reviewer=local_reviewer, demo=demo)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while starting or serving: everything is stopped by now
+        click.echo("stopped")
+
+
+def _run_dev(settings: Settings, host: str, port: int, *, local_reviewer: bool, demo: bool) -> None:
     with contextlib.ExitStack() as stack:
-        try:  # bound first: a taken port is refused before anything starts
-            server = start_dev_server(None, host, port)
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
-                                       "`raiox dev`? choose another --port, or 0 for a free one)") from None
+        # Bound first: a taken port is refused (werkzeug says so and exits) before anything starts.
+        server = start_dev_server(None, host, port)
         stack.callback(server.server_close)
         if settings.database_url is None:  # stopped after everything that uses it (the stack unwinds backwards)
             stack.callback(stop_embedded_database, settings.raiox_home / "pg")
@@ -93,17 +97,14 @@ def _serve(server: BaseWSGIServer, serving: threading.Thread, services: Services
                    "(raiox reviewer add NAME, or --local-reviewer)")
     for name in FUNCTIONS:
         click.echo(f"  {name:<12} {base}{BASE_PATH}/{name}")
-    try:
-        if demo:
-            seed_demo(services, say=click.echo)
-        elif not _has_references(services):
-            click.echo("  catalog      empty: `raiox dev --demo` starts with a demo catalog and sample cases, or "
-                       "`raiox catalog import MANIFEST`")
-        click.echo("Ctrl-C stops it.")
-        while serving.is_alive():
-            serving.join(1.0)  # a signal interrupts the wait
-    except KeyboardInterrupt:
-        click.echo("stopped")
+    if demo:
+        seed_demo(services, say=click.echo)
+    elif not _has_references(services):
+        click.echo("  catalog      empty: `raiox dev --demo` starts with a demo catalog and sample cases, or "
+                   "`raiox catalog import MANIFEST`")
+    click.echo("Ctrl-C stops it.")
+    while serving.is_alive():
+        serving.join(1.0)  # a signal interrupts the wait
 
 
 @click.command("demo")
