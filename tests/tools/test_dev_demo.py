@@ -36,7 +36,7 @@ def test_a_first_run_shows_the_product(tmp_path: Path) -> None:
 
         def delivered() -> bool:
             detail = requests.get(f"{api}/cases/{case_id}", headers=auth, timeout=30).json()
-            return detail["delivery"]["state"] == "delivered"
+            return detail["delivery"]["state"] == "notified"
 
         wait_until(delivered, 120, "the decision to be delivered")
     finally:

@@ -98,6 +98,8 @@ def status_command(services: Services, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"{'jobs':<8} {'due':>5} {'retry':>6} {'running':>8} {'failed':>7}  oldest due")
     for kind, row in report["jobs"].items():
         click.echo(f"{kind:<8} {row['due']:>5} {row['waiting_to_retry']:>6} {row['running']:>8} {row['failed']:>7}"
