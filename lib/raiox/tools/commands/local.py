@@ -124,9 +124,11 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
     tops = [", ".join(f"{c['system']} ({c['similarity']:.3f})" for c in case.candidates[:3]) or case.status
             for case in report.cases]
     width = max(len("top-3 (similarity)"), *(len(top) for top in tops))
-    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'decision':<21} notified")
+    approved = max(len("approved"), *(len(case.decision) for case in report.cases))
+    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'approved':<{approved}} "
+               "notified")
     for case, top in zip(report.cases, tops, strict=True):
-        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<21} "
+        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<{approved}} "
                    f"{'yes' if case.delivered else 'no'}")
     summary = report.summary()
     click.echo(f"Jotform API stand-in received {report.jotform_writes} submission edit(s)")
