@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -187,7 +188,24 @@ def inputs(tmp_path: Path) -> Iterator[dict[str, Path]]:
            "good": good, "folder": folder}
 
 
-def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int) -> list[tuple[list[str], str]]:
+class NotAWebhook(BaseHTTPRequestHandler):
+    """What a wrong URL on a web server answers: 404 with an HTML page."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<!doctype html><title>404 Not Found</title><h1>Not Found</h1>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int,
+                    html_port: int) -> list[tuple[list[str], str]]:
     """(arguments, words the answer must contain): input refused before the database or the encoder starts."""
     i = {name: str(path) for name, path in inputs.items()}
     return [
@@ -223,6 +241,8 @@ def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int) 
         (["simulate-webhook", i["film"], "--url", "127.0.0.1:8080/webhook"], "not an http"),
         (["simulate-webhook", i["film"], "--url", f"http://127.0.0.1:{closed_port}/api/v1/web/raiox/webhook"],
          "cannot reach the webhook"),
+        (["simulate-webhook", i["film"], "--url", f"http://127.0.0.1:{html_port}/webhook"],
+         "/api/v1/web/raiox/webhook"),
         (["status", "--jsn"], "no such option"),
         (["train", "--out", i["folder"] + "/m.pt", "--folder", i["empty"]], "<system>/<film>"),
         (["train", "--out", i["folder"] + "/m.pt", "--catalog", "nope"], "unknown rendered catalog"),
@@ -233,14 +253,17 @@ def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int) 
 def test_bad_input_is_refused_in_words_before_anything_heavy_starts(
         cli: Cli, inputs: dict[str, Path], tmp_path: Path) -> None:
     limit = _startup(cli, tmp_path / "help-home", PARALLEL) + OWN_WORK_SECONDS
-    with socket.socket() as taken:
+    html = ThreadingHTTPServer(("127.0.0.1", 0), NotAWebhook)
+    threading.Thread(target=html.serve_forever, daemon=True).start()
+    with socket.socket() as taken, html:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cases = bad_input_cases(inputs, taken.getsockname()[1], free_port())
+        cases = bad_input_cases(inputs, taken.getsockname()[1], free_port(), html.server_address[1])
         assert {_command_of(args) for args, _ in cases} == _leaf_commands(), "a documented command has no case"
         homes = [tmp_path / f"home-{number}" for number in range(len(cases))]
         with ThreadPoolExecutor(PARALLEL) as pool:
             runs = list(pool.map(lambda case, home: cli(*case[0], home=home), cases, homes))
+        html.shutdown()
     for (_, expect), home, run in zip(cases, homes, runs, strict=True):
         check_answer(run, expect=expect, limit=limit)
         assert not (home / "pg").exists(), f"the embedded database was started: {run.describe()}"
