@@ -8,10 +8,11 @@ const PAGE_SIZE = 50;
 const REFRESH_MS = 30000;
 const QUICK_REASONS = ["X-ray too blurred to identify", "No implant visible", "Implant system not in the catalog",
   "Several implants: send one X-ray per implant"];
+// One word per state, as the API, the CLI and docs/review.md#states say it ("processing": received + embedding).
 const STATUS_LABELS = [["ready", "Ready"], ["processing", "Processing"], ["approved", "Approved"],
-  ["rejected", "Rejected"], ["notified", "Delivered"], ["failed", "Failed"]];
+  ["rejected", "Rejected"], ["notified", "Notified"], ["failed", "Failed"]];
 const DELIVERY_LABELS = {queued: "Delivery queued", sending: "Sending", retrying: "Retrying delivery",
-  delivered: "Delivered", failed: "Delivery failed", none: "Not queued"};
+  notified: "Notified", failed: "Delivery failed", none: "Not queued"};
 // The side lists: which statuses each shows and what it says when empty.
 const TABS = {
   queue: {status: "ready", empty: "The queue is empty. New X-rays appear here when they are ready."},
@@ -1117,14 +1118,46 @@ function setModal(open) {
   }
 }
 
-// A case whose intake failed for good: the reason, and a retry.
+// A case whose intake failed for good: the reason, a retry, or an answer to the clinic (a rejection with a
+// message, delivered as any decision).
+const FAILED_MESSAGE = "We could not read the X-ray you sent, so the implant could not be identified. "
+  + "Please send the film again as a JPEG, PNG, TIFF or DICOM file.";
+
 function renderAttention() {
   const item = state.current.case;
+  const message = h("textarea", {id: "failed-message", rows: 4, maxlength: 2000,
+    "aria-describedby": "failed-message-help", oninput: (event) => { state.reason = event.target.value; }});
+  message.value = state.reason || FAILED_MESSAGE;
   return h("div", {class: "attention-card"},
     h("p", {}, h("strong", {}, "Intake failed: "), item.error || "no reason recorded"),
     h("p", {class: "muted small"}, "Retry fetches its failed X-rays again (those sent as links) and embeds the case."),
     h("button", {id: "retry-case", type: "button", class: "primary", onclick: () => retryCase().catch(failed)},
-      "Retry intake"));
+      "Retry intake"),
+    h("div", {class: "panel reject"},
+      h("label", {class: "field"}, "Message to the clinic", message),
+      h("p", {id: "failed-message-help", class: "muted small"},
+        "Or reject the case: the clinic receives this message the way it receives any decision."),
+      h("div", {class: "panel-actions"},
+        h("button", {id: "reject-failed", type: "button", class: "danger", onclick: () => rejectFailed().catch(failed)},
+          "Reject and tell the clinic"))));
+}
+
+async function rejectFailed() {
+  const reason = $("failed-message").value.trim();
+  if (!reason) {
+    showMessage("Write a message for the clinic before rejecting.");
+    $("failed-message").focus();
+    return;
+  }
+  const caseId = state.current.case.id;
+  $("reject-failed").disabled = true;
+  try {
+    await api("POST", `/cases/${caseId}/decision`, {action: "reject", reason});
+    showMessage(`Case #${caseId} rejected: the clinic will receive your message.`, "success");
+  } finally {
+    await loadList();
+    await openCase(caseId);
+  }
 }
 
 async function retryCase() {
@@ -1343,10 +1376,10 @@ function ago(seconds) {
   return `${Math.round(seconds / 86400)} days`;
 }
 
-// What an operator should look at: stale heartbeats, jobs failed for good, failed deliveries, failed cases,
-// reconciliation errors.
+// What an operator should look at: the catalog's warnings, stale heartbeats, jobs failed for good, failed
+// deliveries, failed cases, reconciliation errors.
 function systemProblems(status) {
-  const problems = [];
+  const problems = [...(status.warnings || [])];  // the catalog is empty, or the encoder in use has no references
   for (const [name, beat] of Object.entries(status.heartbeats)) {
     if (beat.stale) problems.push(`${name} last reported ${ago(beat.seconds_ago)} ago`);
   }

@@ -41,6 +41,7 @@ def test_lifecycle_walks_forward(db: Database) -> None:
         ([], CaseStatus.NOTIFIED),
         ([CaseStatus.EMBEDDING, CaseStatus.READY, CaseStatus.REJECTED], CaseStatus.APPROVED),
         (ORDER, CaseStatus.RECEIVED),  # notified is final
+        ([CaseStatus.FAILED], CaseStatus.APPROVED),  # a failed case has nothing to approve (0009: only reject)
     ],
 )
 def test_lifecycle_refuses_jumps(db: Database, path: list[CaseStatus], forbidden: CaseStatus) -> None:
@@ -50,6 +51,13 @@ def test_lifecycle_refuses_jumps(db: Database, path: list[CaseStatus], forbidden
             cases.set_case_status(conn, case_id, status)
     with pytest.raises(errors.CheckViolation, match="cannot go from"), db.transaction() as conn:
         cases.set_case_status(conn, case_id, forbidden)
+
+
+def test_a_failed_case_can_be_rejected_then_notified(db: Database) -> None:
+    case_id = _new_case(db)
+    for status in (CaseStatus.FAILED, CaseStatus.REJECTED, CaseStatus.NOTIFIED):
+        with db.transaction() as conn:
+            assert cases.set_case_status(conn, case_id, status).status == status
 
 
 def test_submission_id_is_unique(db: Database) -> None:

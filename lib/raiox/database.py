@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
@@ -45,10 +46,36 @@ def embedded_database_url(pgdata: Path) -> str:
                         "DATABASE_URL is unset and the embedded PostgreSQL is not installed: "
                         "set DATABASE_URL or install raiox[local]"
                     ) from exc
+                _forget_gone_holders(pgdata)
                 server = pgserver.get_server(pgdata, cleanup_mode="stop")
             _embedded_servers[pgdata] = server
             log.info("embedded PostgreSQL running with data in %s", pgdata)
         return str(server.get_uri())
+
+
+def _forget_gone_holders(pgdata: Path) -> None:
+    """pgserver stops its server when the last process holding it lets go, and lists the holders in
+    `.handle_pids.json`. A holder that died without letting go (SIGKILL, a crash, an old `raiox dev` stopped with
+    SIGTERM) stays listed, so no later process would ever stop the server again. Forget holders that are gone:
+    a server they left running is then reused (never started twice) and stopped by the last process using it."""
+    import psutil
+    from pgserver.postgres_server import PostgresServer
+
+    holders = pgdata / ".handle_pids.json"
+    if not holders.is_file():
+        return
+    with PostgresServer._lock:  # pgserver's own lock around that file
+        try:
+            listed = [int(pid) for pid in json.loads(holders.read_text())]
+        except (OSError, ValueError, TypeError):
+            listed = []
+        alive = [pid for pid in listed if psutil.pid_exists(pid)]
+        if alive != listed:
+            holders.write_text(json.dumps(alive))
+    gone = sorted(set(listed) - set(alive))
+    if gone and (pgdata / "postmaster.pid").is_file():
+        log.warning("the embedded PostgreSQL in %s was left by process(es) %s, which are gone: reusing it (it "
+                    "stops when the last Raiox process using it exits)", pgdata, ", ".join(map(str, gone)))
 
 
 def stop_embedded_database(pgdata: Path) -> None:

@@ -84,6 +84,23 @@ def test_needs_attention_lists_failed_cases_and_retry_sends_one_back_to_intake(s
     assert retried["actor"] == NAME
     assert one(services, "SELECT status FROM cases WHERE id = %s", other)["status"] == "failed"  # untouched
 
+    # The other one gets an answer: rejected with a message the clinic receives as any decision.
+    open_case(page, other)
+    expect(page.locator("#failed-message")).to_have_value(re.compile("could not read the X-ray"))
+    page.fill("#failed-message", "")
+    page.click("#reject-failed")
+    expect(page.locator(".message.error")).to_contain_text("Write a message for the clinic")
+    page.fill("#failed-message", "The link to your X-ray did not work. Please upload the film itself.")
+    page.click("#reject-failed")
+    expect(page.locator(".message.success")).to_contain_text(f"Case #{other} rejected: the clinic will receive")
+    expect(page.locator(".case-row")).to_have_count(0)
+    expect(page.locator("#attention-count")).to_have_text("0")
+    expect(page.locator(".decision-line")).to_contain_text("The link to your X-ray did not work")
+    decided = one(services, "SELECT decision, reason, reviewer FROM review_decisions WHERE case_id = %s", other)
+    assert decided == {"decision": "rejected", "reviewer": NAME,
+                       "reason": "The link to your X-ray did not work. Please upload the film itself."}
+    assert one(services, "SELECT count(*) AS n FROM jobs WHERE kind = 'notify' AND case_id = %s", other)["n"] == 1
+
 
 def test_the_system_panel_points_at_stale_heartbeats_failed_jobs_and_deliveries(site: tuple, page: Any) -> None:
     from playwright.sync_api import expect
@@ -121,8 +138,17 @@ def test_the_system_panel_points_at_stale_heartbeats_failed_jobs_and_deliveries(
     page.click("#system-refresh")
     expect(panel.locator("#system-deliveries")).to_have_class(re.compile(r"\bbad\b"))
     expect(panel.locator("#system-deliveries")).to_contain_text("1 failed delivery")
+    expect(panel.locator("#system-problems")).not_to_contain_text("catalog")
+
+    # The catalog is emptied: the panel says so (before, it showed "System OK" with nothing to match against).
+    with services.db.transaction() as conn:
+        conn.execute("DELETE FROM match_results")
+        conn.execute("DELETE FROM reference_images")
+    page.click("#system-refresh")
+    expect(panel.locator("#system-problems")).to_contain_text("The catalog is empty")
     page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
+    expect(page.locator("#counts")).to_contain_text("Notified")
 
 
 def test_the_case_shows_its_access_history_and_its_patient_data_can_be_erased(site: tuple, page: Any) -> None:

@@ -4,6 +4,8 @@ deep health checks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from raiox import deletions
 from raiox.delivery.sweep import sweep
 from raiox.embed.worker import run_embed_jobs
 from raiox.intake.sweep import sweep_intake
+from raiox.job_runner import beat
 from raiox.repository import cases
 from raiox.review import accounts, decisions, queue, system
 from raiox.review.http import handle
@@ -136,6 +139,40 @@ def test_the_system_view_shows_jobs_heartbeats_and_what_needs_attention(catalogu
     printed = CliRunner().invoke(cli, ["status", "--json"], obj=_invocation(catalogued))
     assert printed.exit_code == 0, printed.output
     assert json.loads(printed.output)["jobs"]["embed"]["due"] == 1
+
+
+def test_the_system_view_warns_of_an_empty_catalog_and_an_encoder_without_references(services: Services) -> None:
+    report = system.system_status(services)
+    assert report["catalog"] == {"implants": 0, "references": {}, "encoders": {}}
+    [empty] = report["warnings"]
+    assert "The catalog is empty" in empty and "raiox catalog import" in empty
+    printed = CliRunner().invoke(cli, ["status"], obj=_invocation(services))
+    assert printed.exit_code == 0 and "warning: The catalog is empty" in printed.output, printed.output
+
+    with services.db.transaction() as conn:
+        conn.execute("INSERT INTO implants (manufacturer, system) VALUES ('Maker', 'No films yet')")
+    assert "The catalog is empty" in system.system_status(services)["warnings"][0]  # systems, but no references
+
+    sweep(services, worker="w1", embed_here=True)  # a worker reports the encoder it runs
+    own = services.encoder.model_id
+    [no_references] = system.system_status(services)["warnings"]
+    assert "The catalog is empty" in no_references
+    catalogued = _catalogued(services)
+    report = system.system_status(catalogued)
+    assert report["catalog"]["references"] == {own: 5} and report["catalog"]["encoders"] == {own: "worker:w1"}
+    assert report["warnings"] == []
+    beat(catalogued, "embed", model_id="retrained@0123abcd")  # embed now runs an encoder the catalog lacks
+    [switched] = system.system_status(catalogued)["warnings"]
+    assert "retrained@0123abcd (embed) has no reference images" in switched and "raiox catalog reembed" in switched
+
+
+def _catalogued(services: Services) -> Services:
+    from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
+
+    with TemporaryDirectory() as folder:
+        catalog = [ReferenceSystem("Maker", f"S{seed}", [make_xray(seed)]) for seed in range(10, 15)]
+        import_manifest(services, write_catalog(Path(folder), catalog), progress=False)
+    return services
 
 
 def test_deep_health_checks_what_the_function_uses_and_only_for_its_callers(catalogued: Services) -> None:

@@ -9,6 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -611,12 +612,18 @@ def test_reviewer_cli(reviewer: Services, env_services: Services) -> None:
     assert "reviewer cara.reviewer added" in added.output and "a long enough password" not in added.output
     assert sign_in(reviewer, "cara.reviewer", "a long enough password")
 
-    prompted = runner.invoke(cli, ["reviewer", "add", "dan.reviewer"],
-                             input="typed twice secret\ntyped twice secret\n")
-    assert prompted.exit_code == 0, prompted.output
-    assert sign_in(reviewer, "dan.reviewer", "typed twice secret")
-    mismatch = runner.invoke(cli, ["reviewer", "add", "eve.reviewer"], input="first password\nsecond password\n")
-    assert mismatch.exit_code != 0
+    no_terminal = runner.invoke(cli, ["reviewer", "add", "dan.reviewer"], input="typed twice secret\n")
+    assert no_terminal.exit_code == 1 and "no terminal" in no_terminal.output
+    assert "--password-stdin" in no_terminal.output
+    with patch("raiox.tools.commands.review.stdin_is_terminal", return_value=True):  # as at a terminal
+        prompted = runner.invoke(cli, ["reviewer", "add", "dan.reviewer"],
+                                 input="typed twice secret\ntyped twice secret\n")
+        assert prompted.exit_code == 0, prompted.output
+        assert sign_in(reviewer, "dan.reviewer", "typed twice secret")
+        mismatch = runner.invoke(cli, ["reviewer", "add", "eve.reviewer"], input="first password\nsecond password\n")
+        assert mismatch.exit_code != 0
+    empty = runner.invoke(cli, ["reviewer", "add", "eve.reviewer", "--password-stdin"], input="")
+    assert empty.exit_code == 1 and "no password on standard input" in empty.output
 
     taken = runner.invoke(cli, ["reviewer", "add", "CARA.reviewer", "--password-stdin"], input="another password!\n")
     assert taken.exit_code != 0 and "exists" in taken.output

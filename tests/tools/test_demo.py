@@ -24,3 +24,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     # It never passes random weights off as a trained model: it says which encoder it runs.
     assert ("trained here on rendered films" if DEMO_ENCODER.is_file() else "UNTRAINED") in run.stdout
     assert "received 4 submission edit(s)" in run.stdout
+    # The table names the approved system and where it ranked among the candidates.
+    header = next(line for line in lines if "submitted system" in line)
+    assert "approved" in header and "notified" in header
+    rows = lines[lines.index(header) + 1:lines.index(header) + 5]
+    for row in rows:
+        submitted = row[7:29].strip()  # the "submitted system" column
+        assert f"{submitted} (rank " in row or f"{submitted} (not in top 3)" in row, row

@@ -54,6 +54,7 @@ def sweep(services: Services, *, worker: str | None = None, embed_here: bool) ->
         embed = hand_over_to_embed(services)  # after reconciliation, which may have queued fetch jobs
     report = SweepReport(notify=run_notify_jobs(services, worker=worker), embed=embed, intake=intake,
                          reconcile=reconciled, erased=retention.erased or None)
+    encoder = {"model_id": services.encoder.model_id} if embed_here else {}  # for the system view's warnings
     beat(services, f"worker:{worker}" if embed_here and worker else "sweeper:notify",
-         notified=report.notify.notified, embedded=int(embed.get("ready", 0)))
+         notified=report.notify.notified, embedded=int(embed.get("ready", 0)), **encoder)
     return report

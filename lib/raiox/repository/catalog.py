@@ -292,3 +292,13 @@ def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[d
 
 def implant_exists(conn: Connection, implant_id: int) -> bool:
     return conn.execute("SELECT 1 FROM implants WHERE id = %s", (implant_id,)).fetchone() is not None
+
+
+def catalog_size(conn: Connection) -> dict[str, Any]:
+    """How many implant systems the catalog has, and its reference images per model id (for the system view)."""
+    implants = conn.execute("SELECT count(*) AS n FROM implants").fetchone()
+    per_model = conn.execute(
+        "SELECT model_id, count(*) AS n FROM reference_images GROUP BY model_id ORDER BY model_id"
+    ).fetchall()
+    return {"implants": int(implants["n"]) if implants else 0,
+            "references": {row["model_id"]: int(row["n"]) for row in per_model}}

@@ -1,5 +1,5 @@
-"""Decisions: approve or reject a ready case in one transaction (decision, audit, learning, notify job), and
-queueing a failed delivery again."""
+"""Decisions: approve or reject a ready case (or reject one whose intake failed) in one transaction (decision,
+audit, learning, notify job), and queueing a failed delivery again."""
 
 from __future__ import annotations
 
@@ -64,15 +64,21 @@ def _locked_case(conn: Connection, case_id: int) -> Case:
 def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionBody) -> dict[str, Any]:
     """Record the decision in one transaction: decision row, case status, audit row, new references
     (learning), notify job. The case row is locked first, so of two deciders the second sees the first's
-    decision and gets 409. After the commit, notify is poked."""
+    decision and gets 409. After the commit, notify is poked. A case whose intake failed can be rejected (its
+    reason is the message the clinic receives), so it still gets an answer through the same delivery."""
     settings = services.settings
     with services.db.transaction() as conn:
         case = _locked_case(conn, case_id)
-        if case.status != CaseStatus.READY:
+        answerable = case.status == CaseStatus.READY or (case.status == CaseStatus.FAILED and body.action == "reject")
+        if not answerable:
             earlier = sql.decision(conn, case_id)
             if earlier is not None:
                 raise Conflict(f"case {case_id} was already {earlier['decision']} by {earlier['reviewer']}")
-            raise Conflict(f"case {case_id} is {case.status}; only ready cases can be decided")
+            if case.status == CaseStatus.FAILED:
+                raise Conflict(f"case {case_id} failed intake: it has no candidates to approve; reject it with a "
+                               "message for the clinic, or retry it")
+            raise Conflict(f"case {case_id} is {case.status}; only ready cases (and failed ones, to reject) can be "
+                           "decided")
         implant_id = body.implant_id
         if body.action == "approve" and body.rank is not None:
             chosen = cases.candidate_at_rank(conn, case_id, body.rank, body.image_id, body.implant)
@@ -87,7 +93,8 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
         row = sql.insert_decision(conn, case_id=case_id, decision=outcome, implant_id=implant_id,
                                   chosen_rank=body.rank, reviewer=reviewer.name, reason=body.reason,
                                   note=body.note)
-        new_status = cases.set_case_status(conn, case_id, outcome).status
+        # A failed case keeps why intake failed beside the rejection that answers it.
+        new_status = cases.set_case_status(conn, case_id, outcome, error=case.error).status
         learned = []
         learned_models: set[str] = set()
         if outcome == CaseStatus.APPROVED and settings.learn_from_approvals:

@@ -30,22 +30,27 @@ def parse_statuses(text: str) -> list[str]:
     return statuses
 
 
+# Where the answer to the submitter is, one word each (docs/review.md#states): `notified` is the case's own word
+# for an answer delivered, so the delivery of a notified case says the same.
+DELIVERY_STATES = ("none", "queued", "sending", "retrying", "notified", "failed")
+
+
 def delivery_state(case_status: str, job: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Where the answer to the submitter is: none (not decided), queued, sending, retrying, delivered, failed."""
+    """Where the answer to the submitter is (one of DELIVERY_STATES); None before a decision."""
     if case_status not in {str(status) for status in DECIDED}:
         return None
     if case_status == CaseStatus.NOTIFIED:
-        state = "delivered"
+        state = "notified"
     elif job is None:
         state = "none"
     else:
         state = {JobStatus.PENDING: "retrying" if job["attempts"] else "queued", JobStatus.RUNNING: "sending",
-                 JobStatus.DONE: "delivered", JobStatus.FAILED: "failed"}[JobStatus(job["status"])]
+                 JobStatus.DONE: "notified", JobStatus.FAILED: "failed"}[JobStatus(job["status"])]
     return {
         "state": state,
         "attempts": job["attempts"] if job else 0,
         "max_attempts": job["max_attempts"] if job else None,
-        "last_error": job["last_error"] if job and state != "delivered" else None,
+        "last_error": job["last_error"] if job and state != "notified" else None,
         "updated_at": iso(job["updated_at"]) if job else None,
     }
 

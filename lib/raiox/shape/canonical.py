@@ -169,12 +169,14 @@ class _Profile:
     right: np.ndarray
     metal: np.ndarray  # bool per row: the row crosses metal at the centre
     periodic: np.ndarray  # per row: how regularly the edges ripple (threads), 0…1
+    film_median: float  # the whole film's median grey and its brightest (what metal is compared with)
+    film_high: float
 
 
-_BAND_WIDTH = 96  # band pixels across (the candidate's width spans about half)
+_BAND_WIDTH = 96  # band pixels across (the candidate's mask spans about half)
 
 
-def _straighten(grey: np.ndarray, candidate: _Candidate) -> _Profile:
+def _straighten(grey: np.ndarray, candidate: _Candidate, film_median: float, film_high: float) -> _Profile:
     scale = candidate.width / (_BAND_WIDTH * 0.5)
     length = candidate.extent[1] - candidate.extent[0]
     rows = max(8, int(length / scale * 1.2) + 8)
@@ -198,7 +200,7 @@ def _straighten(grey: np.ndarray, candidate: _Candidate) -> _Profile:
     metal = ~np.isnan(left)
     diameter = float(np.nanpercentile(right - left, 70)) if metal.any() else _BAND_WIDTH / 2
     periodic = _periodicity([left, right], metal, max(diameter, 8.0))
-    return _Profile(band, scale, left, right, metal, periodic)
+    return _Profile(band, scale, left, right, metal, periodic, film_median, film_high)
 
 
 def _shift(frame: _Frame, rows_above: int) -> _Frame:
@@ -336,7 +338,14 @@ def _measure(profile: _Profile) -> _Implant | None:
     length = end - start
     elongation = length / max(diameter, 1.0)
     thread_share = threads / max(length, 1)
-    score = float(np.clip(elongation / 2.5, 0, 1.5) * (0.3 + thread_share) * math.sqrt(diameter * profile.scale))
+    # Implants are threaded and the most radiopaque things on a film: teeth, crowns and fillings are smooth, and
+    # enamel or ceramic is less bright than titanium.
+    centre = _BAND_WIDTH // 2
+    metal = float(np.median(profile.band[max(0, start):max(start + 1, end), centre - 3:centre + 4]))
+    brightness = float(np.clip((metal - profile.film_median) / max(profile.film_high - profile.film_median, 1e-3),
+                               0, 1)) ** 2
+    score = float(np.clip(elongation / 2.5, 0, 1.5) * (0.05 + thread_share) ** 2 * brightness
+                  * math.sqrt(diameter * profile.scale))
     return _Implant(start, end, diameter, score, platform_at_start, abs(vote))
 
 
@@ -396,8 +405,10 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
     the whole film) when nothing implant-like stands out."""
     grey = _grey(image)
     findings: list[Finding] = []
+    sample = grey[::4, ::4]
+    film_median, film_high = float(np.median(sample)), float(np.percentile(sample, 99.8))
     for candidate in _candidates(grey):
-        profile = _straighten(grey, candidate)
+        profile = _straighten(grey, candidate, film_median, film_high)
         implant = _measure(profile)
         if implant is None or implant.score <= 0:
             continue

@@ -101,6 +101,28 @@ def read_manifest(path: Path) -> list[tuple[int, ManifestRow]]:
     return rows
 
 
+def check_manifest(path: Path) -> int:
+    """Read MANIFEST and check that each local image exists and is a film, without storing or embedding
+    anything (cheap: run it before loading the encoder); returns the row count. URLs are fetched on import."""
+    rows = read_manifest(path)
+    for line, row in rows:
+        for location in row.images:
+            if location.startswith(("http://", "https://")):
+                continue
+            try:
+                with (path.parent / location).open("rb") as file:
+                    head = file.read(132)
+            except OSError as exc:
+                raise ManifestError(f"{path.name} line {line}: cannot read {location}: {exc.strerror}") from None
+            try:
+                sniff(head)
+            except ImageError as exc:
+                raise ManifestError(f"{path.name} line {line}: {location}: {exc}") from None
+    if not rows:
+        raise ManifestError(f"{path.name}: no rows (a header line, then one row per implant system)")
+    return len(rows)
+
+
 def _json_lines(text: str) -> Iterator[tuple[int, object]]:
     for line, raw in enumerate(text.splitlines(), start=1):
         if raw.strip():

@@ -1,29 +1,56 @@
-"""The `raiox` command line: thin commands over the library, each printing what it did."""
+"""The `raiox` command line: thin commands over the library, each printing what it did.
+
+Commands live beside their pipeline step (tools/commands/) and are imported only when run (or listed), so a
+command starts, and refuses bad input, without loading what the others need."""
 
 from __future__ import annotations
 
-import json
+import importlib
 import logging
 import os
 
 import click
 
-from raiox import logs, migrations
-from raiox.adapters.storage import open_store
-from raiox.database import connect, database_url
-from raiox.repository import migrations as migration_sql
-from raiox.settings import Settings, redact_url
-from raiox.tools.commands.bench import bench_group
-from raiox.tools.commands.common import Invocation, pass_settings
-from raiox.tools.commands.deploy import deploy_group
-from raiox.tools.commands.embedding import catalog_group, match_command, worker_command
-from raiox.tools.commands.intake import reconcile_command, simulate_webhook
-from raiox.tools.commands.local import batch_test_command, demo_command, dev_command
-from raiox.tools.commands.quality import eval_command, render_cache_command, render_films_command, train_command
-from raiox.tools.commands.review import case_group, reviewer_group, status_command
+from raiox import logs
+from raiox.tools.commands.common import Invocation, RaioxGroup
+
+# Command name → "module:attribute" of its click command.
+COMMANDS = {
+    "batch-test": "raiox.tools.commands.local:batch_test_command",
+    "bench": "raiox.tools.commands.bench:bench_group",
+    "case": "raiox.tools.commands.review:case_group",
+    "catalog": "raiox.tools.commands.embedding:catalog_group",
+    "db": "raiox.tools.commands.database:db_group",
+    "demo": "raiox.tools.commands.local:demo_command",
+    "deploy": "raiox.tools.commands.deploy:deploy_group",
+    "dev": "raiox.tools.commands.local:dev_command",
+    "eval": "raiox.tools.commands.quality:eval_command",
+    "match": "raiox.tools.commands.embedding:match_command",
+    "reconcile": "raiox.tools.commands.intake:reconcile_command",
+    "render-cache": "raiox.tools.commands.quality:render_cache_command",
+    "render-films": "raiox.tools.commands.quality:render_films_command",
+    "reviewer": "raiox.tools.commands.review:reviewer_group",
+    "simulate-webhook": "raiox.tools.commands.intake:simulate_webhook",
+    "status": "raiox.tools.commands.review:status_command",
+    "train": "raiox.tools.commands.quality:train_command",
+    "worker": "raiox.tools.commands.embedding:worker_command",
+}
 
 
-@click.group()
+class LazyCommands(RaioxGroup):
+    """The group of COMMANDS, each imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyCommands)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -33,59 +60,6 @@ def main(ctx: click.Context, verbose: bool) -> None:
                    level=logging.INFO if verbose else logging.WARNING)
     invocation = ctx.ensure_object(Invocation)
     ctx.call_on_close(invocation.close)
-
-
-@main.group()
-def db() -> None:
-    """Database schema and status."""
-
-
-@db.command("migrate")
-@pass_settings
-def db_migrate(settings: Settings) -> None:
-    """Apply pending migrations from infra/sql (idempotent; safe from two processes at once)."""
-    url = database_url(settings)
-    applied = migrations.migrate(url)
-    for migration in applied:
-        click.echo(f"applied {migration.version:04d}_{migration.name}")
-    click.echo(f"database {redact_url(url)} is up to date ({len(applied)} migration(s) applied now)")
-
-
-@db.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@pass_settings
-def db_status(settings: Settings, as_json: bool) -> None:
-    """Where the database is, its PostgreSQL and pgvector versions, applied and pending migrations."""
-    url = database_url(settings)
-    with connect(url) as conn:
-        info = migration_sql.server_info(conn)
-        applied = migrations.applied_migrations(conn)
-        pending = migrations.pending_migrations(conn)
-    report = {
-        "database": redact_url(url),
-        "embedded": settings.database_url is None,
-        "postgres": info["postgres"],
-        "pgvector": info["pgvector"],
-        "applied": [f"{m.version:04d}_{m.name}" for m in applied],
-        "pending": [f"{m.version:04d}_{m.name}" for m in pending],
-        "storage": open_store(settings).describe(),
-    }
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(f"database:   {report['database']}{' (embedded)' if report['embedded'] else ''}")
-    click.echo(f"postgres:   {report['postgres']}")
-    click.echo(f"pgvector:   {report['pgvector'] or 'not installed (run: raiox db migrate)'}")
-    click.echo(f"applied:    {', '.join(report['applied']) or 'none'}")
-    click.echo(f"pending:    {', '.join(report['pending']) or 'none'}")
-    click.echo(f"storage:    {report['storage']}")
-
-
-# Commands live beside their pipeline step (tools/commands/), registered here.
-for command in (catalog_group, match_command, worker_command, simulate_webhook, reconcile_command, dev_command,
-                demo_command, batch_test_command, eval_command, train_command, render_films_command,
-                render_cache_command, reviewer_group, deploy_group, bench_group, case_group, status_command):
-    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class DemoCase:
     case_id: int | None = None
     status: str = "sent"
     candidates: list[dict[str, Any]] = field(default_factory=list)
-    decision: str = ""
+    decision: str = ""  # the approved system and its rank among the candidates ("S (rank 1)"), empty if undecided
     delivered: bool = False
 
 
@@ -82,7 +82,7 @@ class DemoReport:
         return {
             "cases": len(self.cases),
             "ready": len(done),
-            "approved": sum(c.decision.startswith("approved") for c in self.cases),
+            "approved": sum(bool(c.decision) for c in self.cases),
             "notified": sum(c.delivered for c in self.cases),
             "top1_accuracy": round(top1 / len(done), 3) if done else 0.0,
             "top3_accuracy": round(top3 / len(done), 3) if done else 0.0,
@@ -197,7 +197,9 @@ def _review(services: Services, base: str, cases: list[DemoCase], say: Callable[
                 body = {"action": "approve", "implant_id": match["id"], "note": "not among the three candidates"}
             answer = http.post(f"{base}/approve/cases/{case.case_id}/decision", json=body, timeout=30)
             answer.raise_for_status()
-            case.decision = "approved (candidate)" if "rank" in body else "approved (override)"
+            # Which system was approved and where it ranked, as the table shows it.
+            case.decision = (f"{case.truth} (rank {body['rank']})" if "rank" in body
+                             else f"{case.truth} (not in top 3)")
     say(f"review: {sum(bool(c.decision) for c in cases)} cases decided by demo-reviewer")
 
 

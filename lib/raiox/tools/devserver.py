@@ -69,6 +69,18 @@ class QuietRequestHandler(WSGIRequestHandler):
             log.info('"%s %s" %s', self.command, path, code)
 
 
-def start_dev_server(services: Services, host: str = "127.0.0.1", port: int = 8080) -> BaseWSGIServer:
-    """Bind the dev app (threaded, so a function may call another on the same port); call serve_forever."""
-    return make_server(host, port, create_dev_app(services), threaded=True, request_handler=QuietRequestHandler)
+def _starting(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "1")])
+    return [b"raiox dev is starting\n"]
+
+
+def start_dev_server(services: Services | None, host: str = "127.0.0.1", port: int = 8080) -> BaseWSGIServer:
+    """Bind the dev app (threaded, so a function may call another on the same port); call serve_forever.
+    Without `services` the port is taken at once and answers 503 until `attach` gives it the app."""
+    app = create_dev_app(services) if services is not None else _starting
+    return make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
+
+
+def attach(server: BaseWSGIServer, services: Services) -> None:
+    """Serve the dev app of `services` on a server bound without it."""
+    server.app = create_dev_app(services)

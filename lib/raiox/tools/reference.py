@@ -41,8 +41,10 @@ def settings_markdown() -> str:
 
 def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
     found: list[tuple[list[str], click.Command]] = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):  # list_commands: the CLI loads its commands on demand
+        command = group.get_command(ctx, name)
+        assert command is not None
         found.append(([*path, name], command))
         if isinstance(command, click.Group):
             found += _commands(command, [*path, name])

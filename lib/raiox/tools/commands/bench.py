@@ -11,6 +11,17 @@ from raiox.settings import Settings
 from raiox.tools.commands.common import pass_settings
 
 
+def positive_numbers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers above 0, refused before any benchmark starts."""
+    try:
+        numbers = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: whole numbers separated by commas, e.g. 1,8,16") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{value!r}: every number must be 1 or more")
+    return numbers
+
+
 @click.group("bench")
 def bench_group() -> None:
     """Benchmarks; each reports its baseline from the same run. Add --json for one JSON line."""
@@ -20,13 +31,14 @@ def bench_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--model", default="ViT-B-32", show_default=True, help="open_clip model to time.")
 @click.option("--pretrained", default=None, help="Weights (tag or path); default: random, fine for speed.")
-@click.option("--images", default=64, show_default=True, help="Films in the batched runs.")
-@click.option("--batch-size", default=32, show_default=True, help="Batch size of the pipeline run.")
-@click.option("--model-batch-sizes", default="1,8,16,32,64", show_default=True,
+@click.option("--images", default=64, show_default=True, type=click.IntRange(1), help="Films in the batched runs.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Batch size of the pipeline run.")
+@click.option("--model-batch-sizes", default="1,8,16,32,64", show_default=True, callback=positive_numbers,
               help="Batch sizes tried for the model-only rate.")
 @pass_settings
 def bench_embed_command(settings: Settings, as_json: bool, model: str, pretrained: str | None, images: int,
-                        batch_size: int, model_batch_sizes: str) -> None:
+                        batch_size: int, model_batch_sizes: tuple[int, ...]) -> None:
     """Encoding throughput: one image at a time vs the batched pipeline vs the model alone (on CUDA also the
     pipeline with GPU JPEG decoding against the same with CPU decoding)."""
     from raiox.tools.bench.embed import bench_embed
@@ -37,7 +49,7 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
     except EncoderUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     report = bench_embed(encoder, images=images,
-                         batch_sizes=tuple(int(size) for size in model_batch_sizes.split(",")))
+                         batch_sizes=model_batch_sizes)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -56,9 +68,10 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 
 @bench_group.command("match")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--sizes", default="10000,100000", show_default=True, help="Reference counts to test.")
-@click.option("--queries", default=200, show_default=True)
-@click.option("--ef-search", default="64", show_default=True,
+@click.option("--sizes", default="10000,100000", show_default=True, callback=positive_numbers,
+              help="Reference counts to test.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--ef-search", default="64", show_default=True, callback=positive_numbers,
               help="hnsw.ef_search; several (64,128) measure one model's index at each, the first in the table.")
 @click.option("--uniform", is_flag=True, help="Unstructured vectors (HNSW's worst case) instead of clustered ones.")
 @click.option("--two-models", is_flag=True,
@@ -73,14 +86,14 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
 @click.option("--build-workers", default=2, show_default=True, type=click.IntRange(0),
               help="max_parallel_maintenance_workers of index builds.")
 @click.option("--shared-buffers", default=None, help="shared_buffers of the scratch server (default: pgserver's).")
-def bench_match_command(as_json: bool, sizes: str, queries: int, ef_search: str, uniform: bool, two_models: bool,
-                        minority: float, exact_queries: int, build_memory: str, build_workers: int,
-                        shared_buffers: str | None) -> None:
+def bench_match_command(as_json: bool, sizes: tuple[int, ...], queries: int, ef_search: tuple[int, ...],
+                        uniform: bool, two_models: bool, minority: float, exact_queries: int, build_memory: str,
+                        build_workers: int, shared_buffers: str | None) -> None:
     """Top-3 latency and recall@3 of matching against an exact answer, on a scratch embedded database."""
     from raiox.tools.bench.match import bench_match
 
-    first_ef, *more_ef = (int(value) for value in ef_search.split(","))
-    report = bench_match(tuple(int(s) for s in sizes.split(",")), queries=queries, ef_search=first_ef,
+    first_ef, *more_ef = ef_search
+    report = bench_match(sizes, queries=queries, ef_search=first_ef,
                          more_ef_search=tuple(more_ef), structured=not uniform, two_models=two_models,
                          minority=minority,
                          exact_queries=exact_queries, build_memory=build_memory, workers=build_workers,

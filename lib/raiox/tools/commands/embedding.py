@@ -15,8 +15,14 @@ from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
 from raiox.services import Services
-from raiox.tools.catalog import ManifestError, import_manifest, reembed_references
-from raiox.tools.commands.common import loaded_encoder, pass_services
+from raiox.tools.catalog import ManifestError, check_manifest, import_manifest, reembed_references
+from raiox.tools.commands.common import (
+    CommandServices,
+    checked_image,
+    loaded_encoder,
+    pass_services,
+    require_references,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,12 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
 
     Optional size ranges in mm, both ends or neither: diameter_min_mm, diameter_max_mm, length_min_mm,
     length_max_mm (the admin page marks candidates whose ranges disagree with the reviewer's measurement);
-    a row without them leaves the stored ranges as they are."""
+    a row without them leaves the stored ranges as they are. docs/examples/catalog.csv is an example."""
+    try:
+        check_manifest(manifest)  # a bad manifest is refused before the database or the encoder starts
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    services.db  # noqa: B018 - the database is ready (or says why not) before the encoder takes seconds to load
     loaded_encoder(services)
     try:
         report = import_manifest(services, manifest, progress=not quiet)
@@ -78,7 +89,8 @@ def catalog_reembed(services: Services, model: str | None, pretrained: str | Non
         update["raiox_clip_pretrained"] = pretrained
     if batch_size:
         update["raiox_embed_batch_size"] = batch_size
-    with Services(settings.model_copy(update=update)) as target:
+    with CommandServices(settings.model_copy(update=update)) as target:
+        target.db  # noqa: B018 - ready before the encoder loads
         encoder = loaded_encoder(target)
         report = reembed_references(target, progress=not quiet)
         current = settings.raiox_clip_model, settings.raiox_clip_pretrained
@@ -126,9 +138,11 @@ def catalog_list(services: Services, as_json: bool) -> None:
 def match_command(services: Services, image: Path, as_json: bool) -> None:
     """The top implant systems for IMAGE, without creating a case: for the film (its best answer over every
     implant on it), then for each implant found, with what was measured and read of it."""
+    data = checked_image(image, services.settings)
+    require_references(services)
     encoder = loaded_encoder(services)
     try:
-        implants = match_implants(services, image.read_bytes())
+        implants = match_implants(services, data)
     except RaioxError as exc:
         raise click.ClickException(f"{image}: {exc}") from None
     candidates = film_candidates(implants, services.settings.raiox_top_k)
@@ -151,7 +165,8 @@ def match_command(services: Services, image: Path, as_json: bool) -> None:
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Run until no embed or notify job is due, then exit.")
-@click.option("--poll", default=2.0, show_default=True, help="Seconds between looks when idle.")
+@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(0.01),
+              help="Seconds between looks when idle.")
 @pass_services
 def worker_command(services: Services, once: bool, poll: float) -> None:
     """Run due fetch, embed and notify jobs continuously (for a long-lived GPU container): the sweeper.
@@ -163,6 +178,7 @@ def worker_command(services: Services, once: bool, poll: float) -> None:
         services.refuse_placeholder_secrets()
     except RaioxError as exc:
         raise click.ClickException(exc.message) from None
+    services.db  # noqa: B018 - ready before the encoder loads
     encoder = loaded_encoder(services)
     name = default_worker_name()
     click.echo(f"worker {name} with {encoder.model_id} on {encoder.device}", err=True)

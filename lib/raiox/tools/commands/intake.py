@@ -13,7 +13,8 @@ import requests
 from raiox.errors import RaioxError
 from raiox.intake.reconcile import reconcile
 from raiox.services import Services
-from raiox.tools.commands.common import pass_services
+from raiox.tools.commands.common import HTTP_URL, pass_services
+from raiox.tools.local import BASE_PATH
 from raiox.tools.simulator import jotform_fields, multipart, new_submission_id, serve_files, with_token
 
 # simulate-webhook -----------------------------------------------------------------------------------
@@ -21,11 +22,13 @@ from raiox.tools.simulator import jotform_fields, multipart, new_submission_id, 
 
 @click.command("simulate-webhook")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", required=True, help="The webhook, e.g. http://127.0.0.1:8080/webhook (no token in it).")
+@click.option("--url", required=True, type=HTTP_URL,
+              help="The webhook (no token in it); under `raiox dev`: http://127.0.0.1:8080/api/v1/web/raiox/webhook.")
 @click.option("--submission-id", default=None, help="Jotform submission id; default: a new random one.")
 @click.option("--form-id", default="251234567890123", show_default=True, help="Jotform form id.")
 @click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
-@click.option("--wait", default=60.0, show_default=True, help="Seconds to keep serving the films until fetched.")
+@click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds to keep serving the films until fetched.")
 def simulate_webhook(images: tuple[Path, ...], url: str, submission_id: str | None, form_id: str,
                      token: str | None, wait: float) -> None:
     """POST a Jotform-shaped webhook for IMAGE…, serving the files from a local HTTP server until fetched.
@@ -46,6 +49,12 @@ def simulate_webhook(images: tuple[Path, ...], url: str, submission_id: str | No
         except requests.RequestException as exc:
             raise click.ClickException(f"cannot reach the webhook: {type(exc).__name__}") from None
         click.echo(f"submission {submission_id}: HTTP {response.status_code}")
+        if response.status_code == 404:
+            raise click.ClickException(f"no webhook at {url} (HTTP 404): under `raiox dev` it is "
+                                       f"http://HOST:PORT{BASE_PATH}/webhook")
+        if not response.headers.get("Content-Type", "").startswith("application/json"):
+            raise click.ClickException(f"{url} is not a Raiox webhook: it answered HTTP {response.status_code} "
+                                       f"with {response.headers.get('Content-Type') or 'no content type'}")
         click.echo(response.text)
         if response.status_code >= 400:
             raise SystemExit(1)

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 from pathlib import Path
 
 import click
+from werkzeug.serving import BaseWSGIServer
 
 from raiox import migrations
-from raiox.database import database_url
+from raiox.database import database_url, stop_embedded_database
 from raiox.errors import RaioxError
 from raiox.repository import catalog
 from raiox.review.accounts import ensure_local_reviewer
 from raiox.services import Services
 from raiox.settings import Settings
-from raiox.tools.commands.common import pass_services, pass_settings
+from raiox.tools.commands.common import HTTP_URL, PORT, loaded_encoder, pass_services, pass_settings, require_references
 from raiox.tools.demo import demo_defaults, seed_demo
-from raiox.tools.devserver import FUNCTIONS, start_dev_server
+from raiox.tools.devserver import FUNCTIONS, attach, start_dev_server
 from raiox.tools.local import BASE_PATH, free_port, one_port, scratch_home
 from raiox.tools.simulator import JotformApiStandIn
 
 
 @click.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--port", default=8080, show_default=True, type=PORT, help="0 picks a free port.")
 @click.option("--local-reviewer", is_flag=True,
               help="Create (or reset) `local-reviewer` even though DATABASE_URL names a database of its own.")
 @click.option("--demo", is_flag=True, help="Start with the demo catalog and a few sample cases ready for review, "
@@ -37,23 +40,52 @@ def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool, 
     adapter as in production, the admin page at /admin/, signed local-object URLs at /objects/. Unless set:
     RAIOX_ENV=dev, and RAIOX_PUBLIC_URL, EMBED_URL and NOTIFY_URL point at this server. The database is migrated first;
     in dev mode a sign-in for the admin page is printed (reviewer `local-reviewer`, a new password on every
-    start). The access log leaves out query strings (they carry tokens)."""
+    start). The access log leaves out query strings (they carry tokens). SIGINT (Ctrl-C) and SIGTERM stop it,
+    and the embedded PostgreSQL with it; one an earlier run left running is reused, never started twice."""
+    stop_on_sigterm()
     port = port or free_port(host)
+    try:
+        _run_dev(settings, host, port, local_reviewer=local_reviewer, demo=demo)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while starting or serving: everything is stopped by now
+        click.echo("stopped")
+
+
+def _run_dev(settings: Settings, host: str, port: int, *, local_reviewer: bool, demo: bool) -> None:
     with contextlib.ExitStack() as stack:
+        # Bound first: a taken port is refused (werkzeug says so and exits) before anything starts.
+        server = start_dev_server(None, host, port)
+        stack.callback(server.server_close)
+        if settings.database_url is None:  # stopped after everything that uses it (the stack unwinds backwards)
+            stack.callback(stop_embedded_database, settings.raiox_home / "pg")
         if demo:
             jotform = stack.enter_context(JotformApiStandIn())
             settings = demo_defaults(settings, jotform.url)
-        _serve(Services(one_port(settings, host, port)), host, port, local_reviewer=local_reviewer, demo=demo)
+        services = stack.enter_context(Services(one_port(settings, host, port)))
+        serving = threading.Thread(target=server.serve_forever, name="raiox-dev-server", daemon=True)
+        serving.start()  # answers 503 until the app is attached
+        stack.callback(server.shutdown)
+        _serve(server, serving, services, host, port, local_reviewer=local_reviewer, demo=demo)
 
 
-def _serve(services: Services, host: str, port: int, *, local_reviewer: bool, demo: bool) -> None:
+def stop_on_sigterm() -> None:
+    """SIGTERM (a service manager, `kill`) ends the process as Ctrl-C does, so its `finally` blocks run and the
+    embedded PostgreSQL it started is stopped; Python's default would end it on the spot."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _serve(server: BaseWSGIServer, serving: threading.Thread, services: Services, host: str, port: int, *,
+           local_reviewer: bool, demo: bool) -> None:
     settings = services.settings
     try:
         services.refuse_placeholder_secrets()
     except RaioxError as exc:
         raise click.ClickException(exc.message) from None
     migrations.migrate(database_url(services.settings))
-    server = start_dev_server(services, host, port)
+    attach(server, services)
     base = f"http://{host}:{port}"
     click.echo(f"Raiox dev server on {base} (RAIOX_ENV={services.settings.raiox_env})")
     click.echo(f"  admin page   {base}/admin/")
@@ -71,13 +103,8 @@ def _serve(services: Services, host: str, port: int, *, local_reviewer: bool, de
         click.echo("  catalog      empty: `raiox dev --demo` starts with a demo catalog and sample cases, or "
                    "`raiox catalog import MANIFEST`")
     click.echo("Ctrl-C stops it.")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("stopped")
-    finally:
-        server.server_close()
-        services.close()
+    while serving.is_alive():
+        serving.join(1.0)  # a signal interrupts the wait
 
 
 @click.command("demo")
@@ -97,9 +124,11 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
     tops = [", ".join(f"{c['system']} ({c['similarity']:.3f})" for c in case.candidates[:3]) or case.status
             for case in report.cases]
     width = max(len("top-3 (similarity)"), *(len(top) for top in tops))
-    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'decision':<21} notified")
+    approved = max(len("approved"), *(len(case.decision) for case in report.cases))
+    click.echo(f"{'case':>5}  {'submitted system':<22} {'top-3 (similarity)':<{width}}  {'approved':<{approved}} "
+               "notified")
     for case, top in zip(report.cases, tops, strict=True):
-        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<21} "
+        click.echo(f"{case.case_id or '-':>5}  {case.truth:<22} {top:<{width}}  {case.decision or '-':<{approved}} "
                    f"{'yes' if case.delivered else 'no'}")
     summary = report.summary()
     click.echo(f"Jotform API stand-in received {report.jotform_writes} submission edit(s)")
@@ -108,8 +137,9 @@ def demo_command(as_json: bool, count: int, home: Path | None) -> None:
 
 @click.command("batch-test")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--url", default=None, help="Send each image through this webhook (Jotform-shaped); default: match "
-              "directly against the catalog with the configured encoder, storing nothing.")
+@click.option("--url", type=HTTP_URL, default=None, help="Send each image through this webhook (Jotform-shaped), "
+              "e.g. http://127.0.0.1:8080/api/v1/web/raiox/webhook under `raiox dev`; default: match directly against "
+              "the catalog with the configured encoder, storing nothing.")
 @click.option("--token", envvar="WEBHOOK_TOKEN", default=None, help="Webhook token (default: $WEBHOOK_TOKEN).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the full JSON report here as well.")
@@ -119,8 +149,13 @@ def batch_test_command(services: Services, folder: Path, url: str | None, token:
     """Every JPEG/PNG/TIFF/DICOM (.dcm) below FOLDER through matching or the webhook; the last line is a JSON summary.
 
     Sub-folders named after systems (`<system>/<film>`) make it report top-1 and top-3 accuracy."""
-    from raiox.tools.batch import match_folder, report, send_folder
+    from raiox.tools.batch import images_in, match_folder, report, send_folder
 
+    if not any(True for _ in images_in(folder)):
+        raise click.ClickException(f"no JPEG, PNG, TIFF or DICOM (.dcm) files below {folder}")
+    if not url:
+        require_references(services)
+        loaded_encoder(services)
     items = send_folder(folder, url, token) if url else match_folder(services, folder)
     document = report(items)
     if report_path is not None:

@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from raiox.services import Services
-from raiox.tools.commands.common import loaded_encoder, pass_services
+from raiox.tools.commands.common import (
+    CommandServices,
+    checked_labelled_folder,
+    loaded_encoder,
+    pass_services,
+    require_references,
+)
 
 
 def _report_lines(report: Any) -> list[str]:
@@ -36,18 +42,19 @@ def _report_lines(report: Any) -> list[str]:
 @click.option("--renderer", type=click.Choice(["flat", "drr", "both"]), default="both", show_default=True,
               help="Film generator: `flat` (the one the shipped encoder was mostly trained on), `drr` (written "
               "independently: a 3-D model projected as a radiograph), or both in turn.")
-@click.option("--references", default=4, show_default=True, help="Reference films per system (the catalog).")
-@click.option("--queries", default=6, show_default=True,
+@click.option("--references", default=4, show_default=True, type=click.IntRange(1, 50),
+              help="Reference films per system (the catalog).")
+@click.option("--queries", default=6, show_default=True, type=click.IntRange(1, 50),
               help="New films per system, at other sizes than the references where the system has them.")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Instead: a labelled folder of films (<system>/<file>), matched against the catalog in the "
-              "database through the production query.")
+              help="Instead: a labelled folder of films, FOLDER/<system>/<film> (one sub-folder per system, named "
+              "as in the catalog), matched against the catalog in the database through the production query.")
 @click.option("--descriptor/--no-descriptor", default=True, show_default=True,
               help="Also evaluate the measured descriptor alone, in the same run.")
 @click.option("--previous", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Also evaluate a whole-film open_clip checkpoint with a sidecar, e.g. the encoder Raiox shipped "
               "before identifying by shape (docs/quality.md says how to get it).")
-@click.option("--approvals", default=0, show_default=True,
+@click.option("--approvals", default=0, show_default=True, type=click.IntRange(0),
               help="Also measure learning from approvals: this many approved films become references of the "
               "weakest quarter of systems, whose accuracy is shown before and after.")
 @pass_services
@@ -65,7 +72,11 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
         whole_film_embedder,
     )
 
-    if folder is None:
+    # Inputs first: loading the encoder takes seconds.
+    if folder is not None:
+        checked_labelled_folder(folder)
+        require_references(services)
+    else:
         try:
             designs = systems_by_name(rendered)
         except ValueError as exc:
@@ -126,7 +137,7 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
               "RAIOX_CLIP_PRETRAINED, `shipped` by default].")
 @click.option("--config", "config_name", default="raiox-shape-s", show_default=True,
               help="--cache: the architecture (lib/raiox/shape/shape_configs/).")
-@click.option("--steps", default=12000, show_default=True,
+@click.option("--steps", default=12000, show_default=True, type=click.IntRange(1),
               help="--cache: the learning-rate schedule's length; a run stopped early resumes from OUT.ckpt.")
 @click.option("--minutes", default=None, type=float,
               help="Time budget [--cache: none, run the schedule; --folder/--from-database: 8].")
@@ -154,6 +165,10 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
         raise click.UsageError("choose one of --cache, --folder or --from-database")
     if not 0 <= held_out < 1:
         raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
+    if minutes is not None and minutes <= 0:
+        raise click.BadParameter("more than 0", param_hint="--minutes")
+    if folder is not None:
+        checked_labelled_folder(folder)
     if cache is not None:
         if config_name not in network.config_names():
             raise click.BadParameter(f"one of {', '.join(network.config_names())}", param_hint="--config")
@@ -188,7 +203,7 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
     click.echo(f"wrote {out}; use it with RAIOX_CLIP_PRETRAINED={out} (its sidecar names the architecture)")
     if reembed:
         trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(out)})
-        with Services(trained) as retrained:
+        with CommandServices(trained) as retrained:
             click.echo(f"re-embedded {reembed_catalog(retrained)} reference images as {retrained.encoder.model_id}")
 
 
@@ -198,8 +213,8 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
               help="Rendered systems: `heldout<N>` or `demo`.")
 @click.option("--renderer", type=click.Choice(["flat", "drr"]), default="flat", show_default=True,
               help="Film generator.")
-@click.option("--skip", default=0, show_default=True, help="Leave out the first N systems.")
-@click.option("--films-per-system", default=4, show_default=True)
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(0), help="Leave out the first N systems.")
+@click.option("--films-per-system", default=4, show_default=True, type=click.IntRange(1, 100))
 @click.option("--seeds", type=click.Choice(["reference", "eval"]), default="reference", show_default=True,
               help="`reference`: as eval's references, at the system's reference sizes; `eval`: other seeds and "
               "other sizes, as eval's new films.")
@@ -221,9 +236,9 @@ def render_films_command(out: Path, rendered: str, renderer: str, skip: int, fil
 @click.command("render-cache")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--renderer", type=click.Choice(["flat", "drr"]), default="flat", show_default=True)
-@click.option("--systems", default=2500, show_default=True,
+@click.option("--systems", default=2500, show_default=True, type=click.IntRange(2),
               help="Random training systems (drawn from seeds no held-out set uses).")
-@click.option("--films-per-system", default=8, show_default=True)
+@click.option("--films-per-system", default=8, show_default=True, type=click.IntRange(2))
 @click.option("--seed", default=1, show_default=True, help="Render seeds of this cache.")
 @click.option("--workers", default=None, type=int, help="Processes [every core].")
 def render_cache_command(out: Path, renderer: str, systems: int, films_per_system: int, seed: int,

@@ -11,7 +11,7 @@ from raiox import deletions
 from raiox.errors import RaioxError
 from raiox.review import accounts, system
 from raiox.services import Services
-from raiox.tools.commands.common import pass_services
+from raiox.tools.commands.common import pass_services, stdin_is_terminal
 
 
 @click.group("reviewer")
@@ -28,6 +28,11 @@ def reviewer_add(services: Services, name: str, password_stdin: bool, reset: boo
     """Add reviewer NAME; asks for the password twice unless --password-stdin."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on standard input: --password-stdin reads its first line")
+    elif not stdin_is_terminal():
+        raise click.ClickException("no terminal to ask for the password: give it on standard input with "
+                                   f"--password-stdin (e.g. `raiox reviewer add {name} --password-stdin < file`)")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
@@ -70,6 +75,8 @@ def case_erase(services: Services, case_id: int, actor: str, yes: bool) -> None:
     """Erase CASE_ID: its X-rays leave object storage (unless another case has the same bytes), its personal
     fields and free texts leave the database, references learned from it are removed; the decision's implant
     and time and the trail of who did what stay, anonymous, for statistics. Cannot be undone."""
+    if not yes and not stdin_is_terminal():
+        raise click.ClickException(f"no terminal to confirm erasing case {case_id}: add --yes")
     if not yes:
         click.confirm(f"Erase case {case_id}? This cannot be undone", abort=True)
     try:
@@ -91,6 +98,8 @@ def status_command(services: Services, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"{'jobs':<8} {'due':>5} {'retry':>6} {'running':>8} {'failed':>7}  oldest due")
     for kind, row in report["jobs"].items():
         click.echo(f"{kind:<8} {row['due']:>5} {row['waiting_to_retry']:>6} {row['running']:>8} {row['failed']:>7}"
