@@ -12,8 +12,17 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from raiox.tools.deploy.manifest import REPO
-from raiox.tools.lock import CUDA_ONLY, CUTS, DEV_LOCK, LOCKS, cut, pinned_inputs, pyproject_requirements, read_lock, \
-    render
+from raiox.tools.lock import (
+    CUDA_ONLY,
+    CUTS,
+    DEV_LOCK,
+    LOCKS,
+    cut,
+    pinned_inputs,
+    pyproject_requirements,
+    read_lock,
+    render,
+)
 
 LOCK = read_lock()
 

@@ -78,7 +78,7 @@ def test_each_function_gets_only_the_settings_its_code_reads() -> None:
     assert spaces <= settings["webhook"] and spaces <= settings["approve"]
     assert not spaces & settings["notify"]
     owners = {"WEBHOOK_TOKEN": {"webhook"}, "REVIEW_TOKEN_SECRET": {"approve"}, "NOTIFY_WEBHOOK_SECRET": {"notify"},
-              "EMBED_TOKEN": {"webhook", "notify"}, "NOTIFY_TOKEN": {"approve", "notify"},
+              "EMBED_TOKEN": {"webhook", "approve", "notify"}, "NOTIFY_TOKEN": {"approve", "notify"},
               "JOTFORM_API_KEY": {"webhook", "notify"}, "DATABASE_URL": {"webhook", "approve", "notify"}}
     for name, functions in owners.items():
         assert {f for f, names in settings.items() if name in names} == functions, name

@@ -33,10 +33,13 @@ ALWAYS = {"containers", "volumes", "imagePullSecrets", "serviceAccountName", "en
 FLAGGED = {"affinity": "kubernetes.podspec-affinity", "nodeSelector": "kubernetes.podspec-nodeselector",
            "tolerations": "kubernetes.podspec-tolerations", "runtimeClassName": "kubernetes.podspec-runtimeclassname",
            "topologySpreadConstraints": "kubernetes.podspec-topologyspreadconstraints",
-           "hostAliases": "kubernetes.podspec-hostaliases", "securityContext": "kubernetes.podspec-securitycontext",
-           "priorityClassName": "kubernetes.podspec-priorityclassname", "schedulerName": "kubernetes.podspec-schedulername",
+           "hostAliases": "kubernetes.podspec-hostaliases",
+           "securityContext": "kubernetes.podspec-securitycontext",
+           "priorityClassName": "kubernetes.podspec-priorityclassname",
+           "schedulerName": "kubernetes.podspec-schedulername",
            "initContainers": "kubernetes.podspec-init-containers", "dnsPolicy": "kubernetes.podspec-dnspolicy",
-           "dnsConfig": "kubernetes.podspec-dnsconfig", "shareProcessNamespace": "kubernetes.podspec-shareprocessnamespace"}
+           "dnsConfig": "kubernetes.podspec-dnsconfig",
+           "shareProcessNamespace": "kubernetes.podspec-shareprocessnamespace"}
 
 
 def rendered(path: Path) -> str:

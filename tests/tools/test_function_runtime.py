@@ -193,8 +193,12 @@ def test_each_built_function_serves_every_route_on_its_own(built_functions: dict
          "save": {"case": "case_id"}},
         {"event": {"sweep": True}},
         {"event": _web("POST", body="{}", query="token=wrong", headers={"content-type": "application/json"})},
+        # A direct upload over what DigitalOcean delivers (1 MB, base64 inside the event): 413 naming the URL form.
+        {"event": _web("POST", body=upload.replace(film, os.urandom(760_000)), query=token,
+                       headers={"content-type": f"multipart/form-data; boundary={boundary}"})},
     ], env)["answers"]
-    assert [a["status"] for a in webhook] == [200, 200, 202, 200, 401], webhook
+    assert [a["status"] for a in webhook] == [200, 200, 202, 200, 401, 413], webhook
+    assert "as a URL" in webhook[5]["body"]["error"], webhook[5]
     assert webhook[1]["body"]["database"] == "ok" and webhook[1]["body"]["storage"] == "ok", webhook[1]
     assert webhook[3]["body"]["fetch"]["fetched"] == 1, webhook[3]  # the upload is now an object in S3
     case = webhook[2]["body"]["case_id"]
