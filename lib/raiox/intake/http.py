@@ -59,7 +59,8 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
     require_method(request, "POST")
     authorized()
     if len(request.body) > settings.webhook_max_body_bytes:
-        raise TooLarge(f"the request body is larger than {settings.webhook_max_body_bytes} bytes")
+        raise TooLarge(f"the request body is larger than {settings.webhook_max_body_bytes} bytes: send a film this "
+                       "large as a URL (Jotform's upload, or JSON {\"image_url\": …}), not in the request")
     receipt = receive(parse_submission(request, settings), services)
     if receipt.duplicate:
         return json_response(200, {"duplicate": True})

@@ -10,6 +10,7 @@ from raiox.tools.deploy.build import FUNCTION_LIMIT_BYTES, build_do_project, run
 from raiox.tools.deploy.check import Verdict, check_services, check_values, scrub, secrets_of
 from raiox.tools.deploy.envfile import Resolved, breaks_yaml, read_env_file, resolve
 from raiox.tools.deploy.manifest import MANIFEST, ManifestError, placeholders, read_manifest, scan
+from raiox.tools.deploy.smoke import smoke
 
 ENV_OPTION = click.option(
     "--env", "env_file", default=".env", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -97,3 +98,28 @@ def deploy_check(env_file: Path, offline: bool) -> None:
         click.echo(f"{problems} problem(s): fix them before `raiox deploy build` and `doctl serverless deploy`")
         raise SystemExit(1)
     click.echo("ready to deploy: raiox deploy build --env " + str(env_file))
+
+
+@deploy_group.command("smoke")
+@ENV_OPTION
+@click.option("--functions-url", required=True,
+              help="The package's web address, https://<host>/api/v1/web/<namespace>/raiox (`doctl serverless "
+                   "functions get raiox/webhook --url`, less /webhook).")
+@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1, 60),
+              help="Tries per check, 6 s apart (a function just deployed may answer late).")
+def deploy_smoke(env_file: Path, functions_url: str, attempts: int) -> None:
+    """After `doctl serverless deploy`: /health of webhook, approve, notify and EMBED_URL, then signed calls that
+    change nothing (deep health of webhook and embed: database and object storage reached with the deployed
+    tokens) and an unsigned one that must be refused. Exits 1 on any problem; never prints a secret."""
+    if not env_file.is_file():
+        raise click.ClickException(f"{env_file} not found")
+    resolved = _resolved(env_file)
+    findings = smoke(functions_url, resolved.values, attempts=attempts)
+    secrets = secrets_of(resolved)
+    for finding in findings:
+        click.echo(scrub(finding.line(), secrets))
+    problems = sum(finding.verdict is Verdict.PROBLEM for finding in findings)
+    if problems:
+        click.echo(f"{problems} problem(s) after the deploy")
+        raise SystemExit(1)
+    click.echo("deployed and answering")

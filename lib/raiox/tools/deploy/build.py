@@ -28,6 +28,11 @@ ADMIN_PAGE = REPO / "admin"
 # The function that serves the admin page (raiox.review.admin_page) carries its files.
 ADMIN_PAGE_FUNCTION = "approve"
 FUNCTION_LIMIT_BYTES = 48 * 1024 * 1024
+# Packages the python:3.11 runtime provides that a build may leave out: none. DigitalOcean documents none (its
+# Python runtime page, docs.digitalocean.com/products/functions/reference/runtimes/python/, lists no package);
+# OpenWhisk's python:3.11 runtime (apache/openwhisk-runtime-python, core/python311Action/requirements.txt) ships
+# requests and not boto3, but DigitalOcean does not promise to follow it. So every function bundles all it imports.
+RUNTIME_PACKAGES: tuple[str, ...] = ()
 # What the deployer leaves out of a built folder's zip (functions-deployer src/finder-builder.ts, getIgnores).
 _NOT_ZIPPED = {"build.sh", "build.cmd", ".ignore", "__deployer__.zip"}
 

@@ -20,6 +20,16 @@ _SETTING_LINE = re.compile(r'^(?P<indent>\s+)(?P<key>[A-Z][A-Z0-9_]*): "\$\{(?P<
                            r"(?P<optional>\s+# optional)?\s*$")
 
 
+# The requirement groups each function imports beyond the shared infra/functions/requirements.txt, one file each
+# (infra/functions/requirements-<group>.txt). tests/tools/test_function_runtime.py follows every import of each
+# function's code and fails when a package it can reach is in none of its files (or in NEVER_BUNDLED).
+FUNCTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "webhook": ("imaging", "storage"),
+    "approve": ("storage",),
+    "notify": ("imaging",),
+}
+
+
 class ManifestError(ValueError):
     """project.yml would not survive the deployer's substitution."""
 
@@ -36,9 +46,10 @@ class DeployedFunction:
 
     @property
     def requirements(self) -> list[Path]:
-        """The shared pins, then the function's own (infra/functions/requirements-<name>.txt), if any."""
-        own = REPO / "infra" / "functions" / f"requirements-{self.name}.txt"
-        return [REPO / "infra" / "functions" / "requirements.txt", *([own] if own.is_file() else [])]
+        """The shared pins, then those of each of the function's groups (FUNCTION_GROUPS)."""
+        folder = REPO / "infra" / "functions"
+        return [folder / "requirements.txt",
+                *(folder / f"requirements-{group}.txt" for group in FUNCTION_GROUPS.get(self.name, ()))]
 
 
 @dataclass(frozen=True)
