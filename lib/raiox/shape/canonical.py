@@ -130,6 +130,7 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
         return []
     found: list[_Candidate] = []
     min_area = max(30.0, small.size * 0.0015)
+    kept = np.zeros(small.shape, dtype=np.int32)  # pixels of components kept at a higher threshold (their area)
     for fraction in _THRESHOLDS:
         level = low + fraction * (high - low)
         mask = ndimage.binary_opening(small >= level, iterations=1)
@@ -138,7 +139,13 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
             continue
         areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
         for number in np.flatnonzero(areas >= min_area) + 1:
-            rows, cols = np.nonzero(labels == number)
+            inside = labels == number
+            holds = kept[inside]
+            # At a lower threshold an object may merge with bone, teeth or its neighbour: a component much larger
+            # than one already kept inside it is that merge, not another implant.
+            if holds.any() and len(holds) > 2.5 * float(holds[holds > 0].max()):
+                continue
+            rows, cols = np.nonzero(inside)
             ys, xs = (rows + 0.5) * shrink, (cols + 0.5) * shrink
             cy, cx = float(ys.mean()), float(xs.mean())
             cov = np.cov(np.stack([xs - cx, ys - cy]))
@@ -156,6 +163,7 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
                             for c in found)
             if not duplicate:
                 found.append(_Candidate((cx, cy), axis, extent, width, fraction, float(len(rows) * shrink**2)))
+                kept[inside] = np.maximum(kept[inside], len(rows))
     return found
 
 
