@@ -66,6 +66,31 @@ def bench_embed_command(settings: Settings, as_json: bool, model: str, pretraine
                f"pipeline reaches {report['pipeline_vs_model_only']:.0%} of it")
 
 
+@bench_group.command("identify")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--films", default=24, show_default=True, type=click.IntRange(4), help="Rendered films per generator.")
+@pass_settings
+def bench_identify_command(settings: Settings, as_json: bool, films: int) -> None:
+    """Milliseconds per film for the configured identifier (RAIOX_CLIP_MODEL / RAIOX_CLIP_PRETRAINED): one film
+    at a time and batched, with the time of each stage (decode, find and straighten, describe, encoder)."""
+    from raiox.shape.identifier import ShapeIdentifier
+    from raiox.tools.bench.identify import bench_identify
+
+    try:
+        identifier = ShapeIdentifier.from_settings(settings)
+    except EncoderUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    report = bench_identify(identifier, films=films)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['model_id']} on {report['device']}, {films} rendered films per generator")
+    for renderer, row in report["renderers"].items():
+        stages = ", ".join(f"{name} {ms} ms" for name, ms in row["stages_ms"].items())
+        click.echo(f"{renderer}: {row['one_at_a_time_ms']} ms per film one at a time, {row['batched_ms']} ms batched "
+                   f"({row['pixels_per_film'] / 1e6:.2f} Mpx, {row['implants_per_film']} implants per film; {stages})")
+
+
 @bench_group.command("match")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sizes", default="10000,100000", show_default=True, callback=positive_numbers,
