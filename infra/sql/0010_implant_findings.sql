@@ -25,3 +25,7 @@ ALTER TABLE match_results
 ALTER TABLE reference_images
     ADD COLUMN crop_key text,
     ADD COLUMN summary  jsonb;
+
+-- A system entered from its manufacturer's spec sheet keeps the sheet (body, thread, pitch, apex, collar,
+-- connection, sizes); its reference films are rendered from it (reference_images.source = 'rendered').
+ALTER TABLE implants ADD COLUMN spec jsonb;

@@ -91,7 +91,19 @@ def add_reference_image(
          Jsonb(summary) if summary is not None else None, implant_id, sha256, model_id),
     ).fetchone()
     assert row is not None
+    if row["created"] and source != "rendered":
+        _retire_rendered(conn, implant_id, model_id)
     return int(row["id"]), bool(row["created"])
+
+
+def _retire_rendered(conn: Connection, implant_id: int, model_id: str) -> None:
+    """Films rendered from a spec sheet stand in until real ones arrive: from two real references on, they go."""
+    conn.execute(
+        """DELETE FROM reference_images
+            WHERE implant_id = %(implant)s AND model_id = %(model)s AND source = 'rendered'
+              AND (SELECT count(*) FROM reference_images
+                    WHERE implant_id = %(implant)s AND model_id = %(model)s AND source <> 'rendered') >= 2""",
+        {"implant": implant_id, "model": model_id})
 
 
 # One statement: the HNSW scan yields `candidates` nearest references (bare `<=>` + LIMIT, so the index

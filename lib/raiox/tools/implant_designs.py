@@ -71,6 +71,11 @@ class ImplantDesign:
         """The same system at another size: pitch, depths, collar and the relative shape stay."""
         return replace(self, length_mm=float(length_mm), diameter_mm=float(diameter_mm))
 
+    def only_at(self, length_mm: float, diameter_mm: float) -> ImplantDesign:
+        """The system at one size and only that one (so a film generator cannot pick another)."""
+        return replace(self.at_size(length_mm, diameter_mm), lengths_mm=(float(length_mm),),
+                       diameters_mm=(float(diameter_mm),))
+
     def random_size(self, rng: np.random.Generator) -> ImplantDesign:
         """The system at one of its sizes, chosen at random (a film shows one implant of the line)."""
         lengths, diameters = self.sizes

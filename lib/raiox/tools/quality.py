@@ -10,7 +10,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,6 @@ def render_function(renderer: str) -> Callable[[ImplantDesign, int, SceneOptions
     return render_film
 
 
-def _sized(design: ImplantDesign, length: float, diameter: float) -> ImplantDesign:
-    return replace(design.at_size(length, diameter), lengths_mm=(length,), diameters_mm=(diameter,))
-
-
 def split_sizes(design: ImplantDesign, references: int) -> tuple[list[ImplantDesign], list[ImplantDesign]]:
     """The system at the sizes its reference films show and at the other sizes new films show (the same ones
     again only when it is sold in too few sizes)."""
@@ -66,7 +62,7 @@ def split_sizes(design: ImplantDesign, references: int) -> tuple[list[ImplantDes
     combos = [combos[i] for i in order]
     reference_sizes = combos[:max(1, min(references, len(combos) // 2))]
     query_sizes = combos[len(reference_sizes):] or reference_sizes
-    return ([_sized(design, *size) for size in reference_sizes], [_sized(design, *size) for size in query_sizes])
+    return ([design.only_at(*size) for size in reference_sizes], [design.only_at(*size) for size in query_sizes])
 
 
 @dataclass

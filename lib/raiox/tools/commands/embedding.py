@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,6 +60,78 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
         f"{report.implants} implant rows, {report.images} images: {report.references_added} references "
         f"added, {report.references_present} already present (model {report.model_id})"
     )
+
+
+def _add_specs(services: Services, specs: list[Any], films: int) -> None:
+    from raiox.tools.spec_sheets import import_specs
+
+    services.db  # noqa: B018 - the database is ready (or says why not) before the encoder takes seconds to load
+    loaded_encoder(services)
+    try:
+        report = import_specs(services, specs, films_per_system=films)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{report.implants} systems from spec sheets: {report.references_added} reference films rendered "
+               f"and embedded (model {report.model_id}); real films added later take over")
+
+
+@catalog_group.command("import-specs")
+@click.argument("sheets", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--films", default=6, show_default=True, type=click.IntRange(1, 40),
+              help="Reference films rendered per system, across its sizes.")
+@pass_services
+def catalog_import_specs(services: Services, sheets: Path, films: int) -> None:
+    """Systems from their manufacturers' spec sheets, with no films yet: SHEETS is a .csv (or .jsonl) with the
+    columns manufacturer, system, body (parallel|tapered|hybrid), taper, thread_profile
+    (v|square|buttress|reverse-buttress), thread_pitch_mm, thread_depth_mm, thread_leads, collar_mm,
+    microthreads (yes|no), apex (flat|round|pointed), apex_vent, apex_grooves, connection
+    (internal-hex|conical|external-hex|tri-channel), diameters_mm and lengths_mm (`|`-separated lists); only
+    manufacturer, system, thread_pitch_mm, diameters_mm and lengths_mm are required. Each system is stored with
+    its sheet and gets reference films rendered from its geometry at its sizes (shown as rendered on the admin
+    page); once it has two real films (a catalog import, approved cases) those take over.
+    docs/examples/specs.csv is an example."""
+    from raiox.tools.spec_sheets import read_specs
+
+    try:
+        specs = [spec for _, spec in read_specs(sheets)]
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    _add_specs(services, specs, films)
+
+
+@catalog_group.command("add-spec")
+@click.option("--manufacturer", required=True)
+@click.option("--system", required=True)
+@click.option("--body", type=click.Choice(["parallel", "tapered", "hybrid"]), default="parallel", show_default=True)
+@click.option("--thread-profile", type=click.Choice(["v", "square", "buttress", "reverse-buttress"]), default="v",
+              show_default=True)
+@click.option("--pitch", "thread_pitch_mm", required=True, type=float, help="Thread pitch, mm.")
+@click.option("--depth", "thread_depth_mm", type=float, default=None, help="Thread depth, mm [typical for its size].")
+@click.option("--leads", "thread_leads", type=click.IntRange(1, 3), default=1, show_default=True)
+@click.option("--collar", "collar_mm", type=float, default=1.0, show_default=True, help="Collar height, mm.")
+@click.option("--microthreads/--no-microthreads", default=False, show_default=True)
+@click.option("--apex", type=click.Choice(["flat", "round", "pointed"]), default="round", show_default=True)
+@click.option("--vent/--no-vent", "apex_vent", default=False, show_default=True)
+@click.option("--grooves/--no-grooves", "apex_grooves", default=False, show_default=True)
+@click.option("--connection", type=click.Choice(["internal-hex", "conical", "external-hex", "tri-channel"]),
+              default="internal-hex", show_default=True)
+@click.option("--diameters", "diameters_mm", required=True, help="Diameters sold, mm: 3.5,4.3,5.0")
+@click.option("--lengths", "lengths_mm", required=True, help="Lengths sold, mm: 8,10,11.5,13")
+@click.option("--films", default=6, show_default=True, type=click.IntRange(1, 40),
+              help="Reference films rendered, across its sizes.")
+@pass_services
+def catalog_add_spec(services: Services, films: int, **sheet: Any) -> None:
+    """One system from its manufacturer's spec sheet, with reference films rendered from it (see import-specs)."""
+    from pydantic import ValidationError
+
+    from raiox.tools.spec_sheets import SpecSheet
+
+    try:
+        spec = SpecSheet.model_validate(sheet)
+    except ValidationError as exc:
+        raise click.BadParameter("; ".join(f"{'.'.join(map(str, e['loc'])) or 'sheet'}: {e['msg']}"
+                                           for e in exc.errors())) from None
+    _add_specs(services, [spec], films)
 
 
 @catalog_group.command("reembed")
