@@ -217,6 +217,7 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
 
     line: dict[str, Any] = {}
     class_ids = np.asarray(list(by_class))
+    first_step, timer = step, time.monotonic()
     while step < run.steps and time.monotonic() < deadline:
         factor = _schedule(step, run.steps)
         for group, lr in zip(optimizer.param_groups, base, strict=True):
@@ -237,7 +238,8 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
         if progress and step % run.log_every == 0:
             recent = {k: round(float(np.mean([w[k] for w in window[-run.log_every:]])), 3) for k in parts}
             print(json.dumps({"step": step, "lr": round(base[0] * factor, 6), **recent,
-                              "s_per_step": round((time.monotonic() - started) / max(1, len(window)), 2)}), flush=True)
+                              "s_per_step": round((time.monotonic() - timer) / max(1, step - first_step), 2)}),
+                  flush=True)
         if time.monotonic() - last_checkpoint > run.checkpoint_minutes * 60:
             line = save_checkpoint()
             window = []
