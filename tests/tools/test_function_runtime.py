@@ -44,9 +44,10 @@ from support import make_xray
 FUNCTIONS = {f.name: f for f in manifest_functions(read_manifest())}
 # What each function's entry hands the request to (functions/<name>/__main__.py).
 ENTRIES = {"webhook": "raiox.intake.http", "approve": "raiox.review.http", "notify": "raiox.delivery.http"}
-# Modules no function runs: they load torch (the encoder is built only where RAIOX_DEVICE runs it: embed, the
-# worker, tooling). Their imports are left out of the reachability below.
-TORCH_ONLY = ("raiox.adapters.encoder", "raiox.adapters.gpu_decode", "raiox.embed.worker")
+# Modules no function runs: they load torch or scipy (the identifier is built only where RAIOX_DEVICE runs it:
+# embed, the worker, tooling). Their imports are left out of the reachability below.
+TORCH_ONLY = ("raiox.adapters.encoder", "raiox.adapters.gpu_decode", "raiox.embed.worker", "raiox.shape.identifier",
+              "raiox.shape.canonical", "raiox.shape.descriptor", "raiox.shape.network")
 # Packages reachable in code but never imported by a deployed function, and why.
 NEVER_BUNDLED = {
     "torch": "embed only", "torchvision": "embed only", "open_clip": "embed only",

@@ -1,6 +1,6 @@
 """The shape encoder: a small convolutional network over canonical crops (platform up, one diameter wide)
 with generalised-mean pooling, giving an embedding, the shape attributes it reads, and whether the crop
-is upside down. Configs live beside it (`shape_configs/*.json`), weights in `model_weights/`."""
+is upside down. Configs live beside it (`shape_configs/*.json`), the shipped weights in `weights/`."""
 
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ from raiox.tools.deploy.manifest import (
     without_empty_optional,
 )
 
-# Never inside a function: the tooling package as a whole, and the encoder's weights (torch runs only in embed).
-_LEFT_OUT = ("tools", "model_weights", "__pycache__")
+# Never inside a function: the tooling package as a whole, and the shape encoder's weights (torch runs only in
+# embed).
+_LEFT_OUT = ("tools", "weights", "__pycache__")
 BUILD_SCRIPT = REPO / "infra" / "functions" / "build.sh"
 ADMIN_PAGE = REPO / "admin"
 # The function that serves the admin page (raiox.review.admin_page) carries its files.
