@@ -179,6 +179,14 @@ def test_each_implant_has_a_chip_an_outline_and_its_own_candidates_and_the_decis
     shot(page, "implants-second-turned")
     page.keyboard.press("0")
 
+    page.keyboard.press("f")  # the full-screen compare is about the selected implant too
+    expect(page.locator("#full-compare h2")).to_contain_text("Implant 2")
+    expect(page.locator(".full-panes .viewer-film .implant-outline")).to_have_count(2)
+    expect(page.locator("#full-compare .target")).to_have_count(3)
+    expect(page.locator("#target-1")).to_contain_text(lists[1][0]["system"])
+    page.keyboard.press("Escape")
+    expect(page.locator("#full-compare")).to_have_count(0)
+
     page.keyboard.press(str(rank))
     table = page.locator("#shape-table")
     expect(table).to_be_visible()
