@@ -32,6 +32,8 @@ const state = {
   page: 1,
   current: null,      // the open case's detail
   imageIndex: 0,
+  implant: 0,         // the position of the implant whose candidates are shown (0: the most implant-like)
+  outlines: true,     // the implants' outlines drawn on the film
   rank: 1,
   override: null,     // implant picked from the catalog
   panel: null,        // "override" | "reject" | null
@@ -283,8 +285,9 @@ function renderList() {
 
 // The film viewer ----------------------------------------------------------------------------------
 // An SVG per pane: the image sits in a group whose transform attribute holds the view (fit, zoom, pan, rotation,
-// flips) and whose filter does brightness, contrast and invert; rulers are drawn over it in screen space. SVG
-// attributes are not styles, so the strict policy (style-src 'self') has nothing to block.
+// flips) and whose filter does brightness, contrast and invert; the implants' outlines sit in that group too (film
+// pixels), their numbers and the rulers are drawn over it in screen space. SVG attributes are not styles, so the
+// strict policy (style-src 'self') has nothing to block.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const ZOOM_MIN = 0.5;
@@ -341,12 +344,15 @@ class Viewer {
     this.image = svg("image", {preserveAspectRatio: "none"});
     this.funcs = ["R", "G", "B"].map((channel) => svg(`feFunc${channel}`, {type: "linear", slope: 1, intercept: 0}));
     this.filterId = `adjust-${pane}`;
-    this.layer = svg("g", {class: "film-layer"}, this.image);
+    this.outlines = svg("g", {class: "implant-outlines"});  // in film pixels: they follow every view change
+    this.outlineLabels = svg("g", {class: "implant-labels"});  // in screen space: numbers stay upright and legible
+    this.implants = [];          // the outlines drawn: [{position, box, selected}]
+    this.layer = svg("g", {class: "film-layer"}, this.image, this.outlines);
     this.overlay = svg("g", {class: "marks"});
     this.canvas = svg("svg", {class: "viewer-canvas"},
       svg("defs", {}, svg("filter", {id: this.filterId, "color-interpolation-filters": "sRGB", x: 0, y: 0, width: 1,
         height: 1}, svg("feComponentTransfer", {}, ...this.funcs))),
-      this.layer, this.overlay);
+      this.layer, this.outlineLabels, this.overlay);
     this.label = h("span", {class: "pane-label"});
     this.note = h("p", {class: "xray-missing viewer-note", hidden: true});
     this.root = h("div", {class: `viewer viewer-${pane}`, dataset: {pane, loaded: "false"}},
@@ -434,7 +440,32 @@ class Viewer {
     // The view in one line (zoom, pan, turn, flips), for seeing at a glance that locked panes share it.
     this.root.dataset.view = [view.zoom.toFixed(3), view.x.toFixed(1), view.y.toFixed(1), view.rotation,
       view.flipX ? "flipX" : "-", view.flipY ? "flipY" : "-"].join(" ");
+    this.placeOutlineLabels(m);
     if (this.measuring) this.drawRulers(m);
+  }
+
+  // Outlines the implants found on the film (`box`: four corners in film pixels), the selected one last, on top.
+  setOutlines(implants) {
+    const ordered = [...implants].sort((a, b) => Number(a.selected) - Number(b.selected));
+    this.implants = ordered;
+    this.outlines.replaceChildren(...ordered.map((implant) => svg("polygon", {
+      class: `implant-outline${implant.selected ? " selected" : ""}`, "data-implant": implant.position,
+      points: implant.box.map(([x, y]) => `${x},${y}`).join(" ")})));
+    this.outlineLabels.replaceChildren(...ordered.map((implant) => svg("text", {
+      class: `implant-label${implant.selected ? " selected" : ""}`, "data-implant": implant.position,
+      "text-anchor": "middle"}, String(implant.position + 1))));
+    this.root.dataset.outlines = String(ordered.length);
+    this.render();
+  }
+
+  // Each outline's number just above its highest corner on screen, whatever the rotation and flips.
+  placeOutlineLabels(m) {
+    for (const [index, implant] of this.implants.entries()) {
+      const top = implant.box.map(([x, y]) => applyTo(m, {x, y})).reduce((a, b) => (b.y < a.y ? b : a));
+      const label = this.outlineLabels.children[index];
+      label.setAttribute("x", top.x.toFixed(1));
+      label.setAttribute("y", (top.y - 6).toFixed(1));
+    }
   }
 
   local(event) {
@@ -797,6 +828,189 @@ function nudgeHandle(handle, key, big) {
 }
 let nudgeTimer = null;
 
+// Implants ----------------------------------------------------------------------------------------
+// The embed step finds every implant on an X-ray, straightens each into a canonical crop (platform up), measures
+// it and matches it on its own. The reviewer picks which implant the candidates, the emphasised outline and the
+// shape table are about. Cases embedded before this have no implants: the X-ray's own candidates are shown.
+
+// The shape table's rows: `measured` on the straightened crop (ratios to the implant's outer diameter, Ø; `mm`
+// when the film's pixel spacing is known) and what the shape encoder `read` off it; two measurements further
+// apart than `near` (or two different readings) differ notably.
+const SHAPE_ROWS = [
+  {key: "thread_form", label: "Thread form", read: "thread_profile"},
+  {key: "pitch", label: "Pitch / Ø", measured: "pitch_per_diameter", mm: "pitch_mm", read: "pitch_per_diameter",
+    digits: 3, near: 0.03},
+  {key: "depth", label: "Depth / Ø", measured: "depth_per_diameter", mm: "depth_mm", read: "depth_per_diameter",
+    digits: 3, near: 0.02},
+  {key: "collar", label: "Collar / Ø", measured: "collar_per_diameter", mm: "collar_mm", read: "collar_per_diameter",
+    digits: 2, near: 0.15},
+  {key: "taper", label: "Taper", measured: "taper", read: "taper", digits: 2, near: 0.1,
+    hint: "How much the body narrows towards the apex (0: parallel walls)"},
+  {key: "apex", label: "Apex", measured: "apex_rounding", read: "apex", digits: 2, near: 0.3,
+    hint: "Measured: how much the last tenth narrows, 0 flat … 1 pointed"},
+  {key: "vent", label: "Vent", measured: "vent", read: "apex_vent", digits: 2, near: 0.1,
+    hint: "Measured: how much darker the axis is near the apex (a hole or vent)"},
+  {key: "connection", label: "Connection", measured: "external_hex", read: "connection", digits: 2, near: 0.3,
+    hint: "Measured: width of metal above the platform narrower than it (an external hex; 0: none)"},
+  {key: "microthreads", label: "Micro-threads", measured: "microthreads", read: "microthreads", digits: 2, near: 0.3,
+    hint: "Measured: strength of fine threads at the collar (0: none)"},
+  {key: "leads", label: "Leads", read: "thread_leads", hint: "Thread starts (1: single lead)"},
+];
+
+function currentImplants() {
+  return currentImage().implants || [];
+}
+
+// The implant whose candidates are shown: the one picked, else the most implant-like; null on older cases.
+function currentImplant() {
+  const implants = currentImplants();
+  return implants.find((implant) => implant.position === state.implant) || implants[0] || null;
+}
+
+// The candidates on screen: the selected implant's, or the X-ray's own on a case from before implants.
+function currentCandidates() {
+  const implant = currentImplant();
+  return implant ? implant.candidates : currentImage().candidates;
+}
+
+const implantLabel = (implant) => `Implant ${implant.position + 1}`;
+
+function selectImplant(position) {
+  if (!currentImplants().some((implant) => implant.position === position)) return;
+  state.implant = position;
+  state.rank = 1;
+  state.target = null;
+  renderCase();
+}
+
+function cycleImplant(step) {
+  const implants = currentImplants();
+  if (implants.length < 2) return;
+  const index = implants.indexOf(currentImplant());
+  selectImplant(implants[(index + step + implants.length) % implants.length].position);
+}
+
+function toggleOutlines() {
+  state.outlines = !state.outlines;
+  renderCase();
+}
+
+// What the film viewer outlines: every implant found (not the whole-film fallback), the selected one emphasised.
+function outlinesToDraw() {
+  const selected = currentImplant();
+  return state.outlines ? currentImplants().filter((implant) => implant.found && implant.box).map((implant) =>
+    ({position: implant.position, box: implant.box, selected: implant === selected})) : [];
+}
+
+// Where a decided case's chosen candidate lies: the X-ray and implant that ranked the chosen system at that rank.
+function decidedPlace(detail) {
+  const decision = detail.decision;
+  if (!decision || !decision.chosen_rank) return null;
+  for (const [index, image] of detail.images.entries()) {
+    for (const implant of image.implants || []) {
+      if (implant.candidates.some((c) => c.rank === decision.chosen_rank && c.implant_id === decision.implant_id)) {
+        return {index, implant: implant.position};
+      }
+    }
+  }
+  return null;
+}
+
+// The row of implants under the X-ray tabs: each one's straightened crop and number.
+function renderImplantChips() {
+  const implants = currentImplants();
+  if (!implants.length) return null;
+  const selected = currentImplant();
+  return h("div", {id: "implant-chips", class: "implant-chips", role: "group",
+    "aria-label": "Implants on this X-ray (N: next)"}, implants.map((implant) => {
+    const on = implant === selected;
+    return h("button", {id: `implant-${implant.position}`, type: "button",
+      class: `implant-chip${on ? " on" : ""}${implant.found ? "" : " not-found"}`, dataset: {implant: implant.position},
+      "aria-pressed": String(on), onclick: () => selectImplant(implant.position),
+      title: implant.found ? `${implantLabel(implant)}: its candidates and shape (N cycles)`
+        : "No implant stood out: the whole film was compared"},
+    h("span", {class: "implant-thumb"}, implant.crop_url
+      ? h("img", {src: implant.crop_url, alt: `${implantLabel(implant)}, straightened, platform up`}) : null),
+    h("span", {class: "implant-name"}, implantLabel(implant)),
+    implant.found ? null : h("span", {class: "implant-note"}, "whole film"));
+  }));
+}
+
+// Shown above the candidates when nothing implant-like stood out on the X-ray.
+function renderNoImplantWarning() {
+  const implants = currentImplants();
+  if (!implants.length || implants[0].found) return null;
+  return h("p", {id: "no-implant", class: "no-implant", role: "note"}, "No implant stood out on this X-ray: the "
+    + "whole film was compared. Check the candidates carefully, or pick from the catalog.");
+}
+
+function shapeNumber(value, digits) {
+  return typeof value === "number" ? value.toFixed(digits === undefined ? 0 : digits) : null;
+}
+
+function readText(value, digits) {
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (typeof value === "number") return digits === undefined ? String(value) : value.toFixed(digits);
+  return String(value).replace(/-/g, " ");
+}
+
+const measuredValue = (row, side) => (row.measured && side.measured ? side.measured[row.measured] : undefined);
+const readValue = (row, side) => (row.read && side.read && side.read.values ? side.read.values[row.read] : undefined);
+const known = (value) => value !== undefined && value !== null;
+
+// One side of a shape row: the measurement (with mm when known), then the reading with its confidence.
+function shapeCell(row, side) {
+  const measured = measuredValue(row, side);
+  const read = readValue(row, side);
+  const mm = row.mm && side.measured && side.measured.mm ? side.measured.mm[row.mm] : null;
+  const confidence = side.read && side.read.confidence ? side.read.confidence[row.read] : null;
+  const parts = [
+    typeof measured === "number" ? h("span", {class: "measured"}, shapeNumber(measured, row.digits),
+      typeof mm === "number" ? h("span", {class: "mm"}, ` ${mm.toFixed(2)} mm`) : null) : null,
+    known(read) ? h("span", {class: "read"}, `read ${readText(read, row.digits)}`,
+      typeof confidence === "number" ? ` (${Math.round(confidence * 100)} %)` : null) : null,
+  ].filter(Boolean);
+  return h("td", {}, parts.length ? parts : h("span", {class: "muted"}, "—"));
+}
+
+function shapeDiffers(row, mine, theirs) {
+  const apart = (a, b) => (typeof a === "number" && typeof b === "number" ? Math.abs(a - b) > row.near : a !== b);
+  const [m1, m2] = [measuredValue(row, mine), measuredValue(row, theirs)];
+  const [r1, r2] = [readValue(row, mine), readValue(row, theirs)];
+  return (typeof m1 === "number" && typeof m2 === "number" && apart(m1, m2)) || (known(r1) && known(r2) && apart(r1, r2));
+}
+
+// The selected implant's shape beside the picked candidate's reference implant (the decided one once decided).
+// Not for the whole-film fallback: what it measures is no implant.
+function renderShape() {
+  const implant = currentImplant();
+  if (!implant || !implant.found || !implant.measured) return null;
+  const candidate = state.override ? null : chosenCandidate();
+  const mine = {measured: implant.measured, read: implant.read};
+  const theirs = candidate && (candidate.reference_measured || candidate.reference_read)
+    ? {measured: candidate.reference_measured, read: candidate.reference_read} : null;
+  const shown = (row, side) => known(measuredValue(row, side)) || known(readValue(row, side));
+  const rows = SHAPE_ROWS.filter((row) => shown(row, mine) || (theirs && shown(row, theirs)));
+  const millimetres = Boolean(implant.measured.mm);
+  return h("section", {id: "shape", class: "shape", "aria-label": `Shape of ${implantLabel(implant).toLowerCase()}`},
+    h("h3", {class: "section-title"}, `Shape — ${implantLabel(implant).toLowerCase()}`,
+      theirs ? ` beside candidate ${candidate.rank}'s reference` : ""),
+    h("table", {id: "shape-table", class: "shape-table"},
+      h("caption", {}, "Ratios are to the implant's outer diameter (Ø), so size and magnification do not change them",
+        millimetres ? "; millimetres from the X-ray's pixel spacing" : "",
+        ". “read”: what the shape encoder reads off the straightened crop, with its confidence.",
+        theirs ? " ≠: differs notably." : ""),
+      h("thead", {}, h("tr", {}, h("th", {scope: "col"}, ""), h("th", {scope: "col"}, "This implant"),
+        theirs ? h("th", {scope: "col"}, `${candidate.system} (reference)`) : null)),
+      h("tbody", {}, rows.map((row) => {
+        const differs = Boolean(theirs) && shapeDiffers(row, mine, theirs);
+        return h("tr", {class: differs ? "differs" : null, dataset: {row: row.key}},
+          h("th", {scope: "row", title: row.hint || null}, row.label,
+            differs ? h("span", {class: "differs-mark", title: "Differs notably"}, " ≠") : null),
+          shapeCell(row, mine), theirs ? shapeCell(row, theirs) : null);
+      }))));
+}
+
 // The film, its tools and the comparison -----------------------------------------------------------
 
 // What the film is compared with: a catalog system picked in the compare, a candidate picked there, else the
@@ -807,13 +1021,14 @@ function compareTarget() {
     return {item: target.implant, url: target.implant.reference_url, label: `Catalog · ${implantName(target.implant)}`};
   }
   const rank = target ? target.rank : null;
-  const item = rank ? currentImage().candidates.find((c) => c.rank === rank) : chosenCandidate();
+  const item = rank ? currentCandidates().find((c) => c.rank === rank) : chosenCandidate();
   return item ? {item, url: item.reference_url, label: `Candidate ${item.rank} · ${implantName(item)}`} : null;
 }
 
 function showFilm() {
   const number = state.imageIndex + 1;
   filmViewer.show(currentImage().url, `Case X-ray ${number}`, `X-ray ${number} of case ${state.current.case.id}`);
+  filmViewer.setOutlines(outlinesToDraw());
   return filmViewer.root;
 }
 
@@ -831,7 +1046,14 @@ function renderXray() {
   const image = currentImage();
   const tabs = images.length > 1 ? h("div", {class: "image-tabs"}, images.map((img, index) =>
     h("button", {type: "button", class: index === state.imageIndex ? "on" : "",
-      onclick: () => { state.imageIndex = index; state.rank = 1; state.target = null; resetViews(); renderCase(); }},
+      onclick: () => {
+        state.imageIndex = index;
+        state.implant = 0;
+        state.rank = 1;
+        state.target = null;
+        resetViews();
+        renderCase();
+      }},
     `X-ray ${index + 1}`))) : null;
   const target = compareTarget();
   let body;
@@ -851,7 +1073,7 @@ function renderXray() {
     spacing && `${spacing[0]} × ${spacing[1]} mm per pixel`,
     image.status === "failed" && `not readable: ${image.error}`].filter(Boolean).join(" · ") : "";
   const live = Boolean(image.url) && !state.full;
-  return h("figure", {class: "xray"}, tabs, live ? renderTools() : null, h("div", {class: "xray-frame"}, body),
+  return h("figure", {class: "xray"}, tabs, renderImplantChips(), live ? renderTools() : null, h("div", {class: "xray-frame"}, body),
     live ? renderMeasurements() : null,
     h("figcaption", {}, h("span", {}, caption), h("span", {class: "fig-actions"},
       target && target.url && !state.full ? h("button", {id: "compare", type: "button",
@@ -901,7 +1123,9 @@ function renderTools() {
       button("rotate-right", "⟳", "Rotate right (])", () => rotate(90)),
       button("flip-h", "⇋", "Flip horizontally (H)", () => changeView((view) => { view.flipX = !view.flipX; }), false),
       button("flip-v", "⇅", "Flip vertically (V)", () => changeView((view) => { view.flipY = !view.flipY; }), false),
-      button("invert", "Invert", "Invert (I)", () => changeView((view) => { view.invert = !view.invert; }), false)),
+      button("invert", "Invert", "Invert (I)", () => changeView((view) => { view.invert = !view.invert; }), false),
+      currentImplants().some((implant) => implant.found) ? button("outlines", "Outlines",
+        "Show the outlines of the implants found (U)", toggleOutlines, state.outlines) : null),
     slider("brightness", "Brightness", {min: -0.5, max: 0.5, step: 0.01}, (view, value) => { view.brightness = value; }),
     slider("contrast", "Contrast", {min: -1.6, max: 1.6, step: 0.02}, (view, value) => { view.contrast = Math.exp(value); }),
     h("span", {class: "tool-group", role: "group", "aria-label": "What dragging on the film does"},
@@ -926,6 +1150,7 @@ function syncTools() {
   $("invert").setAttribute("aria-pressed", String(view.invert));
   for (const name of Object.keys(TOOL_NAMES)) $(`tool-${name}`).setAttribute("aria-pressed", String(state.tool === name));
   if ($("lock")) $("lock").setAttribute("aria-pressed", String(state.locked));
+  if ($("outlines")) $("outlines").setAttribute("aria-pressed", String(state.outlines));
 }
 
 function setTool(name) {
@@ -1023,9 +1248,10 @@ function renderFull() {
   return h("div", {id: "full-compare", class: "full-compare", role: "dialog", "aria-modal": "true",
     "aria-label": `Full-screen compare of case ${item.id}`},
     h("div", {class: "full-head"},
-      h("h2", {}, `Case #${item.id} · X-ray ${state.imageIndex + 1}`),
+      h("h2", {}, `Case #${item.id} · X-ray ${state.imageIndex + 1}`,
+        currentImplants().length > 1 ? ` · ${implantLabel(currentImplant())}` : ""),
       h("div", {class: "targets", role: "group", "aria-label": "Compare with"},
-        currentImage().candidates.map((candidate) => {
+        currentCandidates().map((candidate) => {
           const on = target && !picked && target.item.rank === candidate.rank;
           const check = sizeCheck(candidate);
           return h("button", {id: `target-${candidate.rank}`, type: "button", class: `target${on ? " on" : ""}${check.verdict ? ` size-${check.verdict}` : ""}`,
@@ -1058,6 +1284,12 @@ async function openCase(caseId) {
   state.current = detail;
   if (!same) {
     state.imageIndex = Math.max(0, detail.images.findIndex((image) => image.candidates.length));
+    state.implant = 0;
+    const place = decidedPlace(detail);
+    if (place) {
+      state.imageIndex = place.index;
+      state.implant = place.implant;
+    }
     state.rank = 1;
     state.override = null;
     state.panel = null;
@@ -1073,7 +1305,7 @@ async function openCase(caseId) {
 }
 
 function currentImage() {
-  return state.current.images[state.imageIndex] || {candidates: []};
+  return state.current.images[state.imageIndex] || {candidates: [], implants: []};
 }
 
 function renderCase() {
@@ -1099,7 +1331,7 @@ function renderCase() {
     item.erased_at ? h("p", {class: "erased-note", role: "note"}, `Patient data erased ${when(item.erased_at)}: `
       + "the X-rays, the submitter's details and free texts are gone; the decision stays, anonymous.") : null,
     h("div", {class: "case-body"}, renderXray(), h("div", {class: "decide"},
-      renderCandidates(decided), sizeSummary(), next, renderRecord())),
+      renderNoImplantWarning(), renderCandidates(decided), renderShape(), sizeSummary(), next, renderRecord())),
     state.full ? renderFull() : null);
   setModal(state.full);
   // Controls are rebuilt on every render: the one that had the focus (same id, or the same ruler handle) keeps it.
@@ -1221,20 +1453,24 @@ async function eraseCase(confirm) {
 }
 
 function renderCandidates(decided) {
-  const candidates = currentImage().candidates;
+  const candidates = currentCandidates();
   if (!candidates.length) {
     return state.current.case.status === "ready" && !decided ? h("div", {class: "candidates-empty"},
       "No candidates for this X-ray. Pick an implant from the catalog or reject.") : null;
   }
-  const chosenRank = decided && state.current.decision.chosen_rank;
+  const decision = state.current.decision;
+  const chosen = (candidate) => candidate.rank === decision.chosen_rank && candidate.implant_id === decision.implant_id;
+  const implants = currentImplants();
+  const title = implants.length > 1 ? ` of ${implantLabel(currentImplant()).toLowerCase()}` : "";
   return h("div", {},
-    h("h3", {class: "section-title"}, decided ? "Candidates" : "Candidates — pick the implant you see"),
-    currentImage().low_confidence
+    h("h3", {class: "section-title"}, decided ? `Candidates${title}` : `Candidates${title} — pick the implant you see`),
+    (currentImplant() || currentImage()).low_confidence
       ? h("p", {class: "low-confidence", role: "note"},
           "Low confidence: the best candidates are close together. Compare carefully before approving.")
       : null,
     h("ol", {class: "candidates"}, candidates.map((candidate) => {
-      const selected = decided ? candidate.rank === chosenRank : !state.override && candidate.rank === state.rank;
+      const selected = decided ? chosen(candidate) : !state.override && candidate.rank === state.rank;
+      const thumb = candidate.reference_crop_url || candidate.reference_url;
       const verdict = sizeCheck(candidate).verdict;
       return h("li", {},
         h("button", {type: "button", class: `candidate${selected ? " selected" : ""}${verdict ? ` size-${verdict}` : ""}`,
@@ -1242,8 +1478,10 @@ function renderCandidates(decided) {
           dataset: {rank: candidate.rank}, "aria-pressed": String(selected),
           onclick: () => pick(candidate.rank)},
           h("span", {class: "key"}, candidate.rank),
-          h("span", {class: "thumb"}, candidate.reference_url
-            ? h("img", {src: candidate.reference_url, alt: `Reference X-ray of ${implantName(candidate)}`, loading: "lazy"})
+          h("span", {class: `thumb${candidate.reference_crop_url ? " crop" : ""}`}, thumb
+            ? h("img", {src: thumb, loading: "lazy", alt: candidate.reference_crop_url
+              ? `Reference implant of ${implantName(candidate)}, straightened, platform up`
+              : `Reference X-ray of ${implantName(candidate)}`})
             : h("span", {class: "muted"}, "no image")),
           h("span", {class: "cand-text"},
             h("span", {class: "maker"}, candidate.manufacturer),
@@ -1258,12 +1496,12 @@ function chosenCandidate() {
   if (!state.current) return null;
   const decision = state.current.decision;
   const rank = decision ? decision.chosen_rank : (state.override ? null : state.rank);
-  return currentImage().candidates.find((c) => c.rank === rank) || null;
+  return currentCandidates().find((c) => c.rank === rank) || null;
 }
 
 function selectedImplantLabel() {
   if (state.override) return implantName(state.override);
-  const candidate = currentImage().candidates.find((c) => c.rank === state.rank);
+  const candidate = currentCandidates().find((c) => c.rank === state.rank);
   return candidate ? implantName(candidate) : null;
 }
 
@@ -1459,7 +1697,7 @@ function renderSystem() {
 
 function pick(rank) {
   if (!state.current || state.current.decision) return;
-  if (!currentImage().candidates.some((c) => c.rank === rank)) return;
+  if (!currentCandidates().some((c) => c.rank === rank)) return;
   state.rank = rank;
   state.override = null;
   state.target = null;
@@ -1479,8 +1717,9 @@ function closePanel() {
 
 async function approve() {
   if (!state.current || state.current.decision || state.busy) return;
+  const implant = currentImplant();
   const body = state.override ? {action: "approve", implant_id: state.override.id}
-    : {action: "approve", rank: state.rank, image_id: currentImage().id};
+    : {action: "approve", rank: state.rank, image_id: currentImage().id, ...(implant ? {implant: implant.position} : {})};
   await decide(body);
 }
 
@@ -1581,6 +1820,7 @@ const VIEW_KEYS = {
   x: () => changeView((view) => { view.contrast = clamp(view.contrast * CONTRAST_STEP, 0.2, 5); }),
   X: () => changeView((view) => { view.contrast = clamp(view.contrast / CONTRAST_STEP, 0.2, 5); }),
   l: () => { if (state.compare || state.full) toggleLock(); },
+  u: () => { if (currentImplants().some((implant) => implant.found)) toggleOutlines(); },
   f: () => toggleFull(),
   m: keyboardRuler,
   ArrowLeft: () => panBy(1, 0),
@@ -1628,12 +1868,14 @@ function onKey(event) {
     event.preventDefault();
     return;
   }
-  const key = event.key.length === 1 && !"BX".includes(event.key) ? event.key.toLowerCase() : event.key;
+  const key = event.key.length === 1 && !"BXN".includes(event.key) ? event.key.toLowerCase() : event.key;
   const image = currentImage();
   if (VIEW_KEYS[key] && image.url) {
     VIEW_KEYS[key]();
+  } else if (key === "n" || key === "N") {
+    cycleImplant(key === "n" ? 1 : -1);
   } else if (state.full) {  // the full-screen compare is modal: digits pick what the film is compared with
-    if (image.candidates.some((c) => String(c.rank) === key)) setTarget({kind: "candidate", rank: Number(key)});
+    if (currentCandidates().some((c) => String(c.rank) === key)) setTarget({kind: "candidate", rank: Number(key)});
     else if (key === "/") $("full-search").focus();
     else return;
   } else if (["1", "2", "3", "4", "5"].includes(key)) pick(Number(key));
