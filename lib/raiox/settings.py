@@ -84,6 +84,34 @@ class Settings(BaseSettings):
         default=40_000_000, ge=1,
         description="Largest image accepted anywhere, in pixels (decompression-bomb guard; 413 above).",
     )
+    raiox_max_decoded_mb: int = Field(
+        default=128, ge=1,
+        description="Largest image accepted anywhere, in MiB once decoded: rows × columns × samples × bytes per "
+        "sample as its header declares them (a 40-megapixel 16-bit film is 80 MiB), checked before decoding, "
+        "and the most a deflated DICOM may inflate to (413 above).",
+    )
+    raiox_decode_isolation: bool = Field(
+        default=True,
+        description="Decode untrusted films (intake's uploads, the fetch step's downloads) in child processes "
+        "with a memory and a time limit, so a film that explodes a decoder ends only its child and fails with "
+        "the reason. `false` decodes them in the process itself, under the header limits alone.",
+    )
+    raiox_decode_memory_mb: int = Field(
+        default=768, ge=64,
+        description="Memory one decoding child may use beyond the decoders it loaded (its address space is "
+        "capped); a film that needs more fails, naming this limit. A 1 GiB function needs it well under 1024 "
+        "less what the function itself holds.",
+    )
+    raiox_decode_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Longest one film may take to decode in its child before the child is killed and the film "
+        "fails, naming this limit.",
+    )
+    raiox_decode_processes: int = Field(
+        default=2, ge=1,
+        description="Decoding children a process keeps and runs at once (each up to `RAIOX_DECODE_MEMORY_MB`); "
+        "more films wait their turn.",
+    )
     # Encoder and matching (embed)
     raiox_clip_model: str = Field(
         default="",
