@@ -15,6 +15,7 @@ import re
 import warnings
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -135,6 +136,7 @@ _DICOM_ERRORS = (AttributeError, KeyError, IndexError, TypeError, ValueError, EO
 # Transfer syntaxes whose pixel data is stored as it is (deflate wraps the whole dataset, checked apart).
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_RLE = "1.2.840.10008.1.2.5"
 _HEADER_ALLOWANCE = 16 * MIB  # a dataset's elements besides its pixels, within an inflate limit
 
 
@@ -233,6 +235,25 @@ def _dicom_header(data: bytes, limits: DecodeLimits):  # type: ignore[no-untyped
     return syntax, ds
 
 
+def _check_rle_segments(ds: Any, limits: DecodeLimits) -> None:
+    """An RLE frame's segments may be no longer than PackBits needs for the rows × columns bytes each holds (a
+    literal run of 128 bytes takes 129): pydicom's decoder grows a segment's output until its input ends, so a
+    longer one is a bomb (or garbage). What a legal length can still expand to is the decoding child's to bound."""
+    from pydicom.encaps import generate_frames
+
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    count = int.from_bytes(frame[:4], "little")
+    if not 1 <= count <= 15 or len(frame) < 64:
+        raise ImageError(f"cannot decode DICOM image: its RLE header declares {count} segments")
+    offsets = [int.from_bytes(frame[4 + 4 * n: 8 + 4 * n], "little") for n in range(count)] + [len(frame)]
+    most = math.ceil(int(ds.Rows) * int(ds.Columns) / 128) * 129 + 2
+    for n in range(count):
+        if offsets[n + 1] - offsets[n] > most:
+            raise ImageTooLarge(f"RLE segment {n + 1} of the DICOM image is {offsets[n + 1] - offsets[n]} bytes, "
+                                f"more than {most} bytes can hold for {ds.Columns}x{ds.Rows} pixels; it would "
+                                "decode far past the image (a decompression bomb, or a malformed file)")
+
+
 def _decode_dicom(data: bytes, max_pixels: int, limits: DecodeLimits | None = None) -> Image.Image:
     """A single-frame DICOM image as 8-bit greyscale (or RGB): the modality rescale (slope and intercept), then
     the VOI LUT or the window when the header has one (else the values the film uses are stretched), and
@@ -253,6 +274,8 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: DecodeLimits | None = No
             ds = pydicom.dcmread(io.BytesIO(data), force=False)
             if "PixelData" not in ds:
                 raise ImageError("cannot decode DICOM image: it holds no pixel data (not an image, e.g. a report)")
+            if ds.file_meta.TransferSyntaxUID == _RLE:
+                _check_rle_segments(ds, limits)
             pixels = ds.pixel_array
         if photometric.startswith("MONOCHROME"):
             if pixels.ndim != 2:
@@ -325,6 +348,7 @@ def _open(data: bytes, limits: DecodeLimits) -> tuple[ImageKind, Image.Image]:
         return kind, _decode_dicom(data, limits.max_pixels, limits)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on odd but readable headers
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[kind.format])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -4,6 +4,7 @@ decoder for hundreds of megabytes or gigabytes. `raiox bench intake` and the tes
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -99,11 +100,14 @@ def rle_dicom_bomb(rows: int = 6656, columns: int = 6000, bits: int = 32) -> byt
     return _rle_dicom(rows, columns, bits, rows * columns)
 
 
-def rle_segment_bomb(decoded_mb: int = 1024, rows: int = 64, columns: int = 64) -> bytes:
-    """An RLE Lossless DICOM that declares a small 8-bit film (its header passes every limit) but whose one
-    segment decodes to `decoded_mb` MiB: pydicom's RLE decoder grows its output until the segment ends (and
-    takes seconds per hundred MiB in pure Python). Only a memory or time limit on the decoding stops it."""
-    return _rle_dicom(rows, columns, 8, decoded_mb * MIB)
+def rle_segment_bomb(decoded_mb: int = 1024) -> bytes:
+    """An RLE Lossless DICOM whose header passes every limit (an 8-bit film of side √(decoded_mb MiB / 64): 4096
+    for 1 GiB, 16 MiB once decoded) and whose one segment is as long as PackBits may need for that film, but
+    made of runs of 128: it decodes to `decoded_mb` MiB. pydicom's RLE decoder grows its output until the segment
+    ends (seconds per hundred MiB in pure Python) before it checks the length. Only a memory or time limit on
+    the decoding stops it."""
+    side = math.ceil(math.sqrt(decoded_mb * MIB / 64))
+    return _rle_dicom(side, side, 8, decoded_mb * MIB)
 
 
 def png_bomb(width: int = 6000, height: int = 6000) -> bytes:
