@@ -214,7 +214,7 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_POST = do_GET = _serve
+            do_POST = do_GET = do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

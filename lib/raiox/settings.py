@@ -287,8 +287,34 @@ class Settings(BaseSettings):
     )
     raiox_retention_days: int = Field(
         default=0, ge=0,
-        description="Erase a case's X-rays and personal fields this many days after its answer was delivered (the "
-        "sweeper does it; an anonymous record of the decision stays); 0: keep until erased by hand.",
+        description="Erase a case's X-rays and personal fields this many days after its answer was delivered "
+        "(`notified`; the sweeper does it; an anonymous record of the decision stays); 0: keep until erased by "
+        "hand. The other statuses have their own periods below.",
+    )
+    raiox_retention_undelivered_days: int = Field(
+        default=0, ge=0,
+        description="…cases decided (`approved`, `rejected`) but never delivered, this many days after the "
+        "decision; 0: keep.",
+    )
+    raiox_retention_undecided_days: int = Field(
+        default=0, ge=0,
+        description="…cases `ready` that no reviewer decided, this many days after they became ready; 0: keep.",
+    )
+    raiox_retention_failed_days: int = Field(
+        default=0, ge=0,
+        description="…cases `failed` (needing attention) and never retried, this many days after they failed; "
+        "0: keep.",
+    )
+    raiox_retention_stalled_days: int = Field(
+        default=0, ge=0,
+        description="…cases still `received` or `embedding` this many days after their last change and with no "
+        "job working on them (a case stuck in intake); 0: keep.",
+    )
+    erase_max_attempts: int = Field(
+        default=20, ge=1,
+        description="Attempts to delete an erased case's submission at Jotform (`DELETE /submission/{id}`, "
+        "backoff 1 min, 2 min … 6 h, with jitter: about four days) before the erase job fails with the reason "
+        "(the system view and the case's trail show it; `raiox case erase` again retries).",
     )
     learn_from_approvals: bool = Field(
         default=True,
