@@ -480,7 +480,8 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     real_from_settings = FetchPolicy.from_settings
 
     def routed(cls: type[FetchPolicy], settings: Any) -> FetchPolicy:
-        return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle)
+        return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle,
+                                   allowed_ports=tls_policy.allowed_ports)
 
     monkeypatch.setattr(FetchPolicy, "from_settings", classmethod(routed))
     port = free_port()
