@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Outside URLs that carry a secret (a token, a key, signed requests, patient data), and what each carries: https
+# only, or plain http to a loopback address, which never leaves the machine (`raiox dev`, tests).
+SECRET_URLS = {
+    "spaces_endpoint": "requests signed with the Spaces key, and the X-rays",
+    "embed_url": "EMBED_TOKEN",
+    "notify_url": "NOTIFY_TOKEN",
+    "jotform_api_base": "JOTFORM_API_KEY",
+    "notify_webhook_url": "signed result documents",
+}
+_LOCAL_NAMES = ("localhost", "localhost.localdomain")
+
+
+def check_secret_url(url: str, setting: str, carries: str) -> None:
+    """ValueError naming `setting` unless `url` is https, or http to a loopback address."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".").lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"{setting} must be an https:// URL with a host (it carries {carries})")
+    if scheme == "https":
+        return
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host in _LOCAL_NAMES
+    if not local:
+        raise ValueError(f"{setting} must be an https:// URL (it carries {carries}); plain http is allowed only "
+                         "to a loopback address (127.0.0.1, ::1, localhost)")
 
 
 class Settings(BaseSettings):
@@ -382,6 +411,13 @@ class Settings(BaseSettings):
         description="How long a claimed notify job stays with its worker before another may take it over (longer "
         "than one delivery).",
     )
+
+    @field_validator(*SECRET_URLS)
+    @classmethod
+    def _https_where_a_secret_travels(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.field_name is not None:
+            check_secret_url(value, info.field_name.upper(), SECRET_URLS[info.field_name])
+        return value
 
     @field_validator("raiox_storage")
     @classmethod

@@ -1,11 +1,12 @@
 """Downloading an image from a URL a caller gave us, without letting the URL reach what it should not (SSRF).
 
 Every hop (the first request and each redirect) is checked before it is made: https only, port 443 only, host on
-the allow-list, a path without `.` or `..` segments, and every address the host resolves to public. The connection then goes to the address that
-was checked (TLS still verifies the certificate for the host name), so a second DNS answer cannot swap in
-an internal address. Timeouts bound each wait and an overall deadline bounds the whole download; the byte
-cap is enforced while streaming. `dev` mode (RAIOX_ENV=dev) also admits hosts that resolve only to loopback,
-over http or https, for the simulator; link-local and metadata addresses are refused in every mode.
+the allow-list, a path without `.` or `..` segments, and every address the host resolves to public. The connection
+then goes to the address that was checked (TLS still verifies the certificate for the host name), so a second DNS
+answer cannot swap in an internal address. Timeouts bound each wait and an overall deadline bounds the whole
+download; the byte cap is enforced while streaming. `dev` mode (RAIOX_ENV=dev) also admits hosts that resolve only
+to loopback, over http or https and on any port, for the simulator; link-local and metadata addresses are refused
+in every mode.
 """
 
 from __future__ import annotations
