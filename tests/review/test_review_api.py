@@ -639,3 +639,21 @@ def test_dev_gets_a_fresh_local_reviewer_each_start(catalogued: Services) -> Non
     assert call(catalogued, "POST", "/login", body={"name": name, "password": first}).status == 401
     assert call(catalogued, "GET", "/cases", token=token).status == 401  # the old session ended
     sign_in(catalogued, name, second)
+
+
+def test_a_film_learned_from_another_case_is_shown_only_with_an_audit_row_on_that_case(reviewer: Services) -> None:
+    """Case A is approved, so its film becomes a reference; case B (the same film) matches it. Opening B hands
+    the reviewer a URL of A's film: A's trail says who saw it, and in which case."""
+    token = sign_in(reviewer)
+    first = ready_case(reviewer, "learned-source-1", 44)
+    assert call(reviewer, "POST", f"/cases/{first}/decision", token=token,
+                body={"action": "approve", "rank": 1}).status == 200
+    second = ready_case(reviewer, "learned-viewer-1", 44)
+    [top, *_] = call(reviewer, "GET", f"/cases/{second}", token=token).body["images"][0]["candidates"]
+    assert (top["reference_source"], top["reference_case_id"]) == ("approved_case", first)
+    assert top["reference_url"]
+    [shown] = rows(reviewer, "SELECT actor, details FROM audit_log WHERE case_id = %s "
+                             "AND action = 'case.film_shown_as_reference'", first)
+    assert shown == {"actor": NAME, "details": {"shown_in_case": second}}
+    history = call(reviewer, "GET", f"/cases/{first}", token=token).body["history"]
+    assert (NAME, "case.film_shown_as_reference") in [(entry["actor"], entry["action"]) for entry in history]

@@ -278,13 +278,14 @@ def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
 
 
 def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """Each image's ranked candidates under the model that embedded it, with the best reference's key and the
-    implant's size ranges."""
+    """Each image's ranked candidates under the model that embedded it, with the best reference's key, where it
+    came from (a film learned from another case names that case) and the implant's size ranges."""
     return conn.execute(
         f"""
         SELECT case_images.id AS case_image_id, match_results.rank, match_results.similarity,
                implants.id AS implant_id, implants.manufacturer, implants.system, {SIZE_COLUMNS},
-               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key
+               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key,
+               reference_images.source AS reference_source, reference_images.source_case_id AS reference_case_id
           FROM case_images
           JOIN match_results ON match_results.case_image_id = case_images.id
                             AND match_results.model_id = case_images.model_id
