@@ -352,8 +352,14 @@ class Settings(BaseSettings):
     )
     review_login_max_failures: int = Field(
         default=5, ge=1,
-        description="Wrong passwords for one reviewer name within the window before sign-in answers 429 (even to "
-        "the right password).",
+        description="Wrong passwords for one reviewer name from one address within the window before that address "
+        "waits a growing delay (1 s, 2 s, 4 s …) before its next try is checked (429, even to the right password).",
+    )
+    review_login_max_failures_per_name: int = Field(
+        default=100, ge=1,
+        description="Wrong passwords for one reviewer name from every address together within the window before "
+        "nobody signs in under that name (429, the reviewer too) until the window has passed: a ceiling on "
+        "guessing that no address header can get around.",
     )
     review_login_window_seconds: int = Field(
         default=900, ge=1,

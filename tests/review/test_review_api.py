@@ -657,3 +657,40 @@ def test_a_film_learned_from_another_case_is_shown_only_with_an_audit_row_on_tha
     assert shown == {"actor": NAME, "details": {"shown_in_case": second}}
     history = call(reviewer, "GET", f"/cases/{first}", token=token).body["history"]
     assert (NAME, "case.film_shown_as_reference") in [(entry["actor"], entry["action"]) for entry in history]
+
+
+def test_a_name_has_a_ceiling_of_wrong_passwords_across_every_client(reviewer: Services) -> None:
+    """A guesser who poses as a new address for each try is bounded by the per-name ceiling, which needs no
+    address header; it holds for everyone, the reviewer too, until the window has passed."""
+    reviewer.settings.review_login_max_failures_per_name = 4
+    guess = {"name": NAME, "password": "guess guess"}
+    for n in range(4):
+        assert call(reviewer, "POST", "/login", body=guess, client=f"203.0.113.{n}").status == 401
+    for client in ("203.0.113.200", "198.51.100.7"):
+        held = call(reviewer, "POST", "/login", body={"name": NAME, "password": PASSWORD}, client=client)
+        assert held.status == 429 and 1 <= int(held.headers["Retry-After"]) <= 900
+    with reviewer.db.transaction() as conn:
+        conn.execute("UPDATE login_failures SET at = at - interval '1 day'")
+    sign_in(reviewer, client="198.51.100.7")
+
+
+def test_scrypt_runs_with_no_pooled_connection_held(reviewer: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pool of one connection, the password check itself can still take that connection: sign-in gave it
+    back before hashing."""
+    one = Services(reviewer.settings.model_copy(update={"database_pool_max": 1, "database_timeout_seconds": 2}))
+    checked = []
+    real = accounts.verify_password
+
+    def verify_with_the_pool_free(password: str, stored: str) -> bool:
+        with one.db.transaction() as conn:  # would wait 2 s and fail if login still held the only connection
+            conn.execute("SELECT 1")
+        checked.append(True)
+        return real(password, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", verify_with_the_pool_free)
+    try:
+        assert call(one, "POST", "/login", body={"name": NAME, "password": PASSWORD}).status == 200
+        assert call(one, "POST", "/login", body={"name": NAME, "password": "wrong wrong"}).status == 401
+    finally:
+        one.close()
+    assert checked == [True, True]
