@@ -203,7 +203,7 @@ def test_only_port_443_outside_dev_loopback() -> None:
 @pytest.mark.parametrize("path", ["/uploads/../form/123/edit", "/uploads/%2e%2e/settings", "/uploads/%252e%252e/x",
                                   "/uploads/a/..%2f..%2fapi", "/uploads/..\\secret", "/uploads/./x.jpg"])
 def test_paths_that_climb_are_refused_before_any_request(path: str) -> None:
-    with pytest.raises(UnsafeURL, match=r"`\.` or `\.\.` segments"):
+    with pytest.raises(UnsafeURL, match=r"path climbs \(a \. or \.\. segment\)"):
         check_url_statically(f"https://www.jotform.com{path}", PROD)
 
 

@@ -183,7 +183,7 @@ def _check_path(path: str) -> None:
     key)."""
     decoded = unquote(unquote(path)).replace("\\", "/")
     if any(segment in (".", "..") for segment in decoded.split("/")):
-        raise UnsafeURL("the URL's path has `.` or `..` segments")
+        raise UnsafeURL("the URL's path climbs (a . or .. segment)")
 
 
 def check_url(url: str, policy: FetchPolicy) -> _Hop:
