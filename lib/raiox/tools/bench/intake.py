@@ -43,7 +43,7 @@ def bomb_mix(scale: int = 1) -> dict[str, bytes]:
     mix = {
         "/uploads/deflated.dcm": bombs.deflated_dicom_bomb(1024 * scale),
         "/uploads/rle32.dcm": bombs.rle_dicom_bomb(),
-        "/uploads/rle-segment.dcm": bombs.rle_segment_bomb(512 * scale),
+        "/uploads/rle-segment.dcm": bombs.rle_segment_bomb(1024 * scale),
         "/uploads/bomb.png": bombs.png_bomb(),
         "/uploads/progressive.jpg": bombs.progressive_jpeg_bomb(),
     }

@@ -139,7 +139,7 @@ def bench_webhook_command(as_json: bool, count: int) -> None:
 @click.option("--scenarios", default="isolated,in_process,unguarded", show_default=True,
               help="Comma-separated: isolated, in_process, unguarded (the baseline: header limits lifted).")
 @click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 4),
-              help="Multiplies the inflating bombs (1: a 1 GiB deflated DICOM and a 512 MiB RLE segment).")
+              help="Multiplies the inflating bombs (1: a 1 GiB deflated DICOM and a 1 GiB RLE segment).")
 def bench_intake_command(as_json: bool, scenarios: str, scale: int) -> None:
     """Peak memory of intake under a bomb mix (one bomb of each codec and four good films, submitted by URL and
     fetched eight at once) and `/health` latency meanwhile, each scenario in a fresh process: `isolated`
