@@ -30,3 +30,7 @@ def test_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("JOTFORM_API_BASE", "http://api.jotform.com")
     with pytest.raises(ValidationError, match="JOTFORM_API_BASE must be an https:// URL"):
         Settings(_env_file=None)
+
+
+def test_an_empty_url_means_unset() -> None:
+    assert Settings.given(embed_url="", notify_url="").embed_url == ""

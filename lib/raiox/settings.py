@@ -421,7 +421,7 @@ class Settings(BaseSettings):
     @field_validator(*SECRET_URLS)
     @classmethod
     def _https_where_a_secret_travels(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.field_name is not None:
+        if value and info.field_name is not None:  # empty: unset (no poke, no webhook)
             check_secret_url(value, info.field_name.upper(), SECRET_URLS[info.field_name])
         return value
 
