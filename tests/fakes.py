@@ -157,6 +157,7 @@ def tls_file_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         allowed_hosts=("jotform.com", "jotformeu.com", "images.example.org", "other.example.org"),
         timeout=5, jotform_api_key="jf-secret-key", ca_bundle=str(cert_path),
         resolve=lambda host, port: ["127.0.0.1"] if host == "localhost" else [PUBLIC_IP],
+        allowed_ports=(443, server.port),  # the test server's port stands in for 443
     )
     try:
         yield server, policy
@@ -214,7 +215,7 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_POST = do_GET = _serve
+            do_POST = do_GET = do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -94,3 +94,53 @@ def test_permanent_failure_does_not_retry(db: Database) -> None:
     with db.transaction() as conn:
         jobs.claim(conn, JobKind.EMBED, worker="w", limit=1, lease=LEASE)
         assert jobs.fail(conn, job_id, worker="w", error="not an image", retry_in=None) == "failed"
+
+
+def _expire(conn, *job_ids: int) -> None:  # type: ignore[no-untyped-def]
+    conn.execute("UPDATE jobs SET leased_until = now() - interval '1 second' WHERE id = ANY(%s)", (list(job_ids),))
+
+
+def test_a_job_whose_worker_stopped_on_every_attempt_fails_with_the_reason(db: Database) -> None:
+    [job_id] = _cases_with_jobs(db, 1, max_attempts=2)
+    with db.transaction() as conn:
+        for attempt in (1, 2):  # each time, the worker dies holding it
+            [job] = jobs.claim(conn, JobKind.EMBED, worker=f"dies-{attempt}", limit=5, lease=LEASE)
+            assert (job.id, job.attempts) == (job_id, attempt)
+            _expire(conn, job_id)
+        assert jobs.claim(conn, JobKind.EMBED, worker="next", limit=5, lease=LEASE) == []  # never a third time
+        [failed] = jobs.fail_expired_leases(conn, JobKind.EMBED)
+        assert failed.id == job_id and failed.status == JobStatus.FAILED
+        assert "its worker stopped (crashed, was killed or hung) during each of its 2 attempts" in failed.last_error
+        assert jobs.get_job(conn, job_id).status == JobStatus.FAILED
+        assert jobs.fail_expired_leases(conn, JobKind.EMBED) == [] and jobs.due_count(conn, JobKind.EMBED) == 0
+
+
+def test_a_taken_over_job_runs_alone_never_beside_fresh_work(db: Database) -> None:
+    suspect_id, *fresh_ids = _cases_with_jobs(db, 4)
+    with db.transaction() as conn:
+        [dead] = jobs.claim(conn, JobKind.EMBED, worker="dies", limit=1, lease=LEASE)
+        assert dead.id == suspect_id
+        _expire(conn, suspect_id)
+        [alone] = jobs.claim(conn, JobKind.EMBED, worker="w", limit=5, lease=LEASE)  # fresh work is due too
+        assert (alone.id, alone.attempts) == (suspect_id, 2)
+        assert [job.id for job in jobs.claim(conn, JobKind.EMBED, worker="w", limit=5, lease=LEASE)] == fresh_ids
+
+
+def test_the_runner_fails_a_poison_job_and_its_case_needs_attention(services) -> None:  # type: ignore[no-untyped-def]
+    from raiox.intake.fetcher import run_fetch_jobs
+    from raiox.models import CaseStatus
+
+    with services.db.transaction() as conn:
+        case, _ = cases.create_case(conn, submission_id="poison-case")
+        cases.add_case_image(conn, case_id=case.id, position=0, source_url="https://files.jotform.com/uploads/p.jpg",
+                             upload=None, error=None)
+        job = jobs.enqueue(conn, JobKind.FETCH, case_id=case.id, max_attempts=1)
+        jobs.claim(conn, JobKind.FETCH, worker="killed", limit=1, lease=LEASE)
+        _expire(conn, job.id)
+    report = run_fetch_jobs(services)
+    assert report.failed == 1 and report.claimed == 0
+    with services.db.transaction() as conn:
+        assert cases.get_case(conn, case.id).status == CaseStatus.FAILED
+        assert "its worker stopped" in cases.get_case(conn, case.id).error
+        audit = conn.execute("SELECT action FROM audit_log WHERE case_id = %s", (case.id,)).fetchall()
+    assert [row["action"] for row in audit] == ["fetch_failed"]

@@ -154,6 +154,7 @@ class JobRunner(Generic[Batch]):
 
     def run_batch(self, report: JobReport, size: int | None = None) -> int:
         """Claim one batch and see each of its jobs through; returns how many were claimed."""
+        self._fail_expired_leases(report)
         with self.services.db.transaction() as conn:
             claimed = jobs.claim(conn, self.step.kind, worker=self.worker, limit=size or self.per_claim,
                                  lease=self.lease)
@@ -174,6 +175,21 @@ class JobRunner(Generic[Batch]):
         for job in claimed:
             self._logged(job, started, partial(self._finish, report, job, batch))
         return len(claimed)
+
+    def _fail_expired_leases(self, report: JobReport) -> None:
+        """Jobs whose worker stopped during every attempt fail for good, and their cases show why (a poison job
+        never comes back); each in its own transaction with what its step writes."""
+        with self.services.db.transaction() as conn:
+            gone = jobs.fail_expired_leases(conn, self.step.kind)
+            for job in gone:
+                error = job.last_error or "its worker stopped"
+                self.step.failed_for_good(conn, job, error)
+                report.failed += 1
+                report.errors.append(error)
+        for job in gone:
+            with logs.bound(step=str(self.step.kind), job_id=job.id, case_id=job.case_id):
+                log.error("%s job %d (case %s) failed for good: %s", self.step.kind, job.id, job.case_id,
+                          job.last_error, extra={"outcome": "failed"})
 
     def _logged(self, job: Job, started: float, see_through: Callable[[], str]) -> None:
         """One log line per job, with its ids bound for everything logged on the way: step, job and case id,

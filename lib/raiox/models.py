@@ -25,6 +25,7 @@ class JobKind(StrEnum):
     FETCH = "fetch"
     EMBED = "embed"
     NOTIFY = "notify"
+    ERASE = "erase"  # delete an erased case's submission where it came from (Jotform)
 
 
 class JobStatus(StrEnum):

@@ -12,6 +12,7 @@ from raiox.errors import NotConfigured
 from raiox.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from raiox.adapters.sandbox import DecoderPool
     from raiox.shape.identifier import ShapeIdentifier
 
 T = TypeVar("T")
@@ -49,6 +50,13 @@ class Services:
 
         return self._once("encoder", lambda: ShapeIdentifier.from_settings(self.settings))
 
+    @property
+    def decoders(self) -> DecoderPool:
+        """Child processes that decode untrusted films under a memory and a time limit (started on first use)."""
+        from raiox.adapters.sandbox import DecoderPool
+
+        return self._once("decoders", lambda: DecoderPool.from_settings(self.settings))
+
     def refuse_placeholder_secrets(self) -> None:
         """In production, NotConfigured naming (never showing) every secret left empty or as a placeholder."""
         if self.settings.raiox_env == "prod":
@@ -77,6 +85,8 @@ class Services:
     def close(self) -> None:
         if "db" in self._built:
             self._built.pop("db").close()
+        if "decoders" in self._built:
+            self._built.pop("decoders").close()
 
     def __enter__(self) -> Services:
         return self

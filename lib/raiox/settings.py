@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Outside URLs that carry a secret (a token, a key, signed requests, patient data), and what each carries: https
+# only, or plain http to a loopback address, which never leaves the machine (`raiox dev`, tests).
+SECRET_URLS = {
+    "spaces_endpoint": "requests signed with the Spaces key, and the X-rays",
+    "embed_url": "EMBED_TOKEN",
+    "notify_url": "NOTIFY_TOKEN",
+    "jotform_api_base": "JOTFORM_API_KEY",
+    "notify_webhook_url": "signed result documents",
+}
+_LOCAL_NAMES = ("localhost", "localhost.localdomain")
+
+
+def check_secret_url(url: str, setting: str, carries: str) -> None:
+    """ValueError naming `setting` unless `url` is https, or http to a loopback address."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".").lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"{setting} must be an https:// URL with a host (it carries {carries})")
+    if scheme == "https":
+        return
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host in _LOCAL_NAMES
+    if not local:
+        raise ValueError(f"{setting} must be an https:// URL (it carries {carries}); plain http is allowed only "
+                         "to a loopback address (127.0.0.1, ::1, localhost)")
 
 
 class Settings(BaseSettings):
@@ -83,6 +112,34 @@ class Settings(BaseSettings):
     raiox_max_image_pixels: int = Field(
         default=40_000_000, ge=1,
         description="Largest image accepted anywhere, in pixels (decompression-bomb guard; 413 above).",
+    )
+    raiox_max_decoded_mb: int = Field(
+        default=128, ge=1,
+        description="Largest image accepted anywhere, in MiB once decoded: rows × columns × samples × bytes per "
+        "sample as its header declares them (a 40-megapixel 16-bit film is 80 MiB), checked before decoding, "
+        "and the most a deflated DICOM may inflate to (413 above).",
+    )
+    raiox_decode_isolation: bool = Field(
+        default=True,
+        description="Decode untrusted films (intake's uploads, the fetch step's downloads) in child processes "
+        "with a memory and a time limit, so a film that explodes a decoder ends only its child and fails with "
+        "the reason. `false` decodes them in the process itself, under the header limits alone.",
+    )
+    raiox_decode_memory_mb: int = Field(
+        default=768, ge=64,
+        description="Memory one decoding child may use beyond the decoders it loaded (its address space is "
+        "capped); a film that needs more fails, naming this limit. A 1 GiB function needs it well under 1024 "
+        "less what the function itself holds.",
+    )
+    raiox_decode_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Longest one film may take to decode in its child before the child is killed and the film "
+        "fails, naming this limit.",
+    )
+    raiox_decode_processes: int = Field(
+        default=2, ge=1,
+        description="Decoding children a process keeps and runs at once (each up to `RAIOX_DECODE_MEMORY_MB`); "
+        "more films wait their turn.",
     )
     # Encoder and matching (embed)
     raiox_clip_model: str = Field(
@@ -261,8 +318,34 @@ class Settings(BaseSettings):
     )
     raiox_retention_days: int = Field(
         default=0, ge=0,
-        description="Erase a case's X-rays and personal fields this many days after its answer was delivered (the "
-        "sweeper does it; an anonymous record of the decision stays); 0: keep until erased by hand.",
+        description="Erase a case's X-rays and personal fields this many days after its answer was delivered "
+        "(`notified`; the sweeper does it; an anonymous record of the decision stays); 0: keep until erased by "
+        "hand. The other statuses have their own periods below.",
+    )
+    raiox_retention_undelivered_days: int = Field(
+        default=0, ge=0,
+        description="…cases decided (`approved`, `rejected`) but never delivered, this many days after the "
+        "decision; 0: keep.",
+    )
+    raiox_retention_undecided_days: int = Field(
+        default=0, ge=0,
+        description="…cases `ready` that no reviewer decided, this many days after they became ready; 0: keep.",
+    )
+    raiox_retention_failed_days: int = Field(
+        default=0, ge=0,
+        description="…cases `failed` (needing attention) and never retried, this many days after they failed; "
+        "0: keep.",
+    )
+    raiox_retention_stalled_days: int = Field(
+        default=0, ge=0,
+        description="…cases still `received` or `embedding` this many days after their last change and with no "
+        "job working on them (a case stuck in intake); 0: keep.",
+    )
+    erase_max_attempts: int = Field(
+        default=20, ge=1,
+        description="Attempts to delete an erased case's submission at Jotform (`DELETE /submission/{id}`, "
+        "backoff 1 min, 2 min … 6 h, with jitter: about four days) before the erase job fails with the reason "
+        "(the system view and the case's trail show it; `raiox case erase` again retries).",
     )
     learn_from_approvals: bool = Field(
         default=True,
@@ -271,8 +354,14 @@ class Settings(BaseSettings):
     )
     review_login_max_failures: int = Field(
         default=5, ge=1,
-        description="Wrong passwords for one reviewer name within the window before sign-in answers 429 (even to "
-        "the right password).",
+        description="Wrong passwords for one reviewer name from one address within the window before that address "
+        "waits a growing delay (1 s, 2 s, 4 s …) before its next try is checked (429, even to the right password).",
+    )
+    review_login_max_failures_per_name: int = Field(
+        default=100, ge=1,
+        description="Wrong passwords for one reviewer name from every address together within the window before "
+        "nobody signs in under that name (429, the reviewer too) until the window has passed: a ceiling on "
+        "guessing that no address header can get around.",
     )
     review_login_window_seconds: int = Field(
         default=900, ge=1,
@@ -330,6 +419,13 @@ class Settings(BaseSettings):
         description="How long a claimed notify job stays with its worker before another may take it over (longer "
         "than one delivery).",
     )
+
+    @field_validator(*SECRET_URLS)
+    @classmethod
+    def _https_where_a_secret_travels(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.field_name is not None:  # empty: unset (no poke, no webhook)
+            check_secret_url(value, info.field_name.upper(), SECRET_URLS[info.field_name])
+        return value
 
     @field_validator("raiox_storage")
     @classmethod

@@ -19,6 +19,7 @@ from raiox.adapters.fetch import (
     FetchUnavailable,
     UnsafeURL,
     check_url,
+    check_url_statically,
     fetch,
 )
 
@@ -179,3 +180,35 @@ def test_prod_refuses_plain_http_even_to_allowed_hosts(tls_files: tuple[FileServ
     with pytest.raises(UnsafeURL, match="https"):
         fetch("http://files.jotform.com/uploads/x.jpg", policy)
 
+
+
+def test_ipv4_translated_addresses_are_refused_like_every_transition_range() -> None:
+    for address in ("::ffff:0:7f00:1", "::ffff:0:a00:1", "::ffff:0:a9fe:a9fe"):  # 127.0.0.1, 10.0.0.1, metadata
+        policy = FetchPolicy(resolve=lambda host, port, a=address: [a])
+        with pytest.raises(UnsafeURL, match="transition"):
+            check_url("https://www.jotform.com/uploads/x.jpg", policy)
+
+
+def test_only_port_443_outside_dev_loopback() -> None:
+    public = FetchPolicy(resolve=lambda host, port: ["93.184.216.34"])
+    for url in ("https://www.jotform.com:8443/uploads/x.jpg", "https://www.jotform.com:22/uploads/x.jpg"):
+        with pytest.raises(UnsafeURL, match=r"port \d+ is not fetched from \(only 443\)"):
+            check_url_statically(url, public)  # refused at intake, without a DNS lookup
+    assert check_url("https://www.jotform.com:443/uploads/x.jpg", public).port == 443
+    assert check_url("http://localhost:8123/x.jpg", FetchPolicy(dev=True)).port == 8123  # the simulator's files
+    with pytest.raises(UnsafeURL, match="port 8443"):
+        check_url("https://www.jotform.com:8443/uploads/x.jpg", FetchPolicy(dev=True, resolve=public.resolve))
+
+
+@pytest.mark.parametrize("path", ["/uploads/../form/123/edit", "/uploads/%2e%2e/settings", "/uploads/%252e%252e/x",
+                                  "/uploads/a/..%2f..%2fapi", "/uploads/..\\secret", "/uploads/./x.jpg"])
+def test_paths_that_climb_are_refused_before_any_request(path: str) -> None:
+    with pytest.raises(UnsafeURL, match=r"path climbs \(a \. or \.\. segment\)"):
+        check_url_statically(f"https://www.jotform.com{path}", PROD)
+
+
+def test_the_api_key_goes_only_to_a_normalised_upload_path(tls_files: tuple[FileServer, FetchPolicy]) -> None:
+    server, policy = tls_files
+    assert "apiKey=jf-secret-key" in check_url(server.url("/uploads//a/x.bin", host="files.jotform.com"), policy).target
+    for elsewhere in ("/uploadsX/x.bin", "/%75ploads-not/x.bin", "/form/uploads/x.bin"):
+        assert "apiKey" not in check_url(server.url(elsewhere, host="files.jotform.com"), policy).target

@@ -145,3 +145,22 @@ def test_local_signing_key_is_created_once(raiox_home: Path) -> None:
     query = parse_qs(urlsplit(first.presigned_url(key, 60)).query)
     second.verify(key, query["expires"][0], query["signature"][0])  # same key across processes
     assert stat.S_IMODE((raiox_home / "signing.key").stat().st_mode) == 0o600
+
+
+def test_s3_delete_removes_every_version_of_a_versioned_bucket(s3_store: S3Store) -> None:
+    s3_store.client.put_bucket_versioning(Bucket=s3_store.bucket, VersioningConfiguration={"Status": "Enabled"})
+    key = s3_store.put(PNG_BYTES, namespace="xrays", extension=".png").key
+    s3_store.put_at(key, PNG_BYTES + b"again")  # a second version of the same key
+    s3_store.client.delete_object(Bucket=s3_store.bucket, Key="xr/" + key)  # and a delete marker over both
+    other = s3_store.put(PNG_BYTES + b"other", namespace="xrays", extension=".png").key
+    assert len(s3_store.versions(key)) == 3
+    s3_store.delete(key)
+    listed = s3_store.client.list_object_versions(Bucket=s3_store.bucket, Prefix="xr/")
+    left = [entry["Key"] for entry in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]]
+    assert left == ["xr/" + other]  # nothing of the erased key, and its neighbour untouched
+
+
+def test_s3_delete_of_an_unversioned_object_leaves_nothing(s3_store: S3Store) -> None:
+    key = s3_store.put(PNG_BYTES, namespace="xrays", extension=".png").key
+    s3_store.delete(key)
+    assert s3_store.versions(key) == [] and not s3_store.exists(key)

@@ -103,15 +103,17 @@ def test_a_pixel_spacing_the_decoder_found_is_stored_with_the_xray(services: Ser
     """Decoders that read a spacing (DICOM's PixelSpacing) put it in ImageInfo; the X-ray row keeps it."""
     from dataclasses import replace
 
-    from raiox.intake import fetcher
+    from raiox.adapters.imaging import DecodeLimits, Examined
+    from raiox.adapters.sandbox import DecoderPool
 
-    decode = fetcher.inspect_image
+    decode = DecoderPool.examine
 
-    def with_spacing(data: bytes, **limits: Any) -> fetcher.ImageInfo:
-        return replace(decode(data, **limits), pixel_spacing_mm=(0.1, 0.125))
+    def with_spacing(pool: DecoderPool, data: bytes, limits: DecodeLimits) -> Examined:
+        found = decode(pool, data, limits)
+        return replace(found, info=replace(found.info, pixel_spacing_mm=(0.1, 0.125)))
 
     case_id = submit(services, [files.url("/uploads/a.jpg")], "6100000000000000007")
-    monkeypatch.setattr(fetcher, "inspect_image", with_spacing)
+    monkeypatch.setattr(DecoderPool, "examine", with_spacing)
     run_fetch_jobs(services)
     with services.db.transaction() as conn:
         stored = conn.execute("SELECT status, pixel_spacing_row_mm AS row_mm, pixel_spacing_col_mm AS col_mm "

@@ -486,3 +486,37 @@ def test_functions_framework_over_http(env_services: None, files: FileServer, se
     refused = requests.post(base, params={"token": "nope"}, data=request.body, headers=headers, timeout=30)
     assert refused.status_code == 401 and TOKEN not in refused.text
     assert requests.get(base, params={"token": TOKEN}, timeout=30).status_code == 405
+
+
+def test_the_token_is_checked_before_the_body_is_read(db_url: str, tmp_path: Path) -> None:
+    """A caller without the token who announces 20 MB gets its 401 at once: the body is never read (the old
+    order read it first, so this request would have hung until the body came)."""
+    import socket
+    import threading
+
+    from raiox.services import Services
+    from raiox.settings import Settings
+    from raiox.tools.devserver import start_dev_server
+    from raiox.tools.local import BASE_PATH, free_port
+
+    port = free_port()
+    settings = Settings.given(database_url=db_url, raiox_home=tmp_path / "home", raiox_env="prod",
+                              webhook_token="the-real-token", raiox_signing_key="signing-key-for-this-test")
+    with Services(settings) as services:
+        server = start_dev_server(services, "127.0.0.1", port)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for query in ("", "?token=a-guess"):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(f"POST {BASE_PATH}/webhook{query} HTTP/1.1\r\nHost: x\r\n"
+                                   "Content-Type: application/json\r\nContent-Length: 20000000\r\n\r\n".encode()
+                                   + b"{" * 1000)  # a first piece; the rest never comes
+                    answer = b""
+                    while chunk := client.recv(4096):  # the server closes once it answered
+                        answer += chunk
+                    answer = answer.decode()
+                assert answer.startswith("HTTP/1.1 401"), answer
+                assert ("missing token" if not query else "wrong token") in answer
+        finally:
+            server.shutdown()
+            server.server_close()

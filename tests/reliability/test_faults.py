@@ -4,6 +4,7 @@ test_load.py.)"""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,72 @@ def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease(catalogued: Ser
     assert [r["ranks"] for r in ranks] == [[1, 2, 3]] * len(case_ids)  # no duplicate results
     embedded = query(db_url, "SELECT case_id FROM audit_log WHERE action = 'embedded' ORDER BY case_id")
     assert [row["case_id"] for row in embedded] == sorted(case_ids)  # each case finished exactly once
+
+
+# A film that kills its worker, every time ---------------------------------------------------------
+
+
+class _KillingFiles(Mapping[str, bytes]):
+    """Film paths → bytes, except that asking for the poison film kills the worker that asked (the stand-in for
+    a film whose decoding takes the whole worker down, however that happens)."""
+
+    def __init__(self, films: dict[str, bytes], poison: str, workers: list[Any]) -> None:
+        self.films, self.poison, self.workers, self.kills = films, poison, workers, 0
+
+    def __getitem__(self, path: str) -> bytes:
+        if path == self.poison:
+            self.kills += 1
+            # A worker may fetch before `processes.worker` returned it (it starts work once its encoder is
+            # loaded): wait for the running one to be known, then kill it.
+            wait_until(lambda: bool(self.workers) and self.workers[-1].alive(), 60, "the running worker")
+            self.workers[-1].kill()
+            raise KeyError(path)
+        return self.films[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.films)
+
+    def __len__(self) -> int:
+        return len(self.films)
+
+
+def test_a_film_that_kills_its_worker_fails_alone_and_every_other_submission_gets_ready(
+        catalogued: Services, db_url: str, tmp_path: Path, processes: Processes) -> None:
+    """Seven submissions in one fetch batch, one of them poison: each time a worker takes the poison job it dies.
+    Taken-over jobs run one at a time, so the six others are fetched and embedded; the poison job, its attempts
+    used up, fails with the reason and its case needs attention; it never comes back."""
+    from raiox.intake.receive import receive
+    from raiox.intake.submission import from_json
+
+    workers: list[Any] = []
+    good = {f"/uploads/good-{n}.png": make_xray(40 + n) for n in range(6)}
+    files = _KillingFiles(good, "/uploads/poison.png", workers)
+    with serve_files(files) as file_base:
+        paths = ["/uploads/good-0.png", "/uploads/good-1.png", "/uploads/good-2.png", "/uploads/poison.png",
+                 "/uploads/good-3.png", "/uploads/good-4.png", "/uploads/good-5.png"]
+        with Services(catalogued.settings.model_copy(update={"fetch_max_attempts": 3})) as intake:
+            case_ids = [receive(from_json({"image_url": f"{file_base}{path}"}), intake).case_id for path in paths]
+        poison_case = case_ids[3]
+        env = processes.env(db_url, tmp_path / "home", RAIOX_ENV="dev", FETCH_LEASE_SECONDS="10",
+                            FETCH_JOBS_PER_CALL="8")
+
+        def settled() -> bool:
+            if not workers or not workers[-1].alive():
+                workers.append(processes.worker(env, f"worker-{len(workers)}"))  # a supervisor restarts it
+            statuses = {row["id"]: row["status"] for row in query(db_url, "SELECT id, status FROM cases")}
+            return statuses[poison_case] == "failed" and all(
+                statuses[case_id] == "ready" for case_id in case_ids if case_id != poison_case)
+
+        wait_until(settled, 240, "the six good submissions to get ready and the poison one to fail")
+    assert files.kills == 3  # one per attempt (its max_attempts, FETCH_MAX_ATTEMPTS when received), no more
+    [poison] = query(db_url, "SELECT status, attempts, last_error FROM jobs WHERE kind = 'fetch' AND case_id = %s",
+                     poison_case)
+    assert (poison["status"], poison["attempts"]) == ("failed", 3)
+    assert "its worker stopped (crashed, was killed or hung) during each of its 3 attempts" in poison["last_error"]
+    [case] = query(db_url, "SELECT status, error FROM cases WHERE id = %s", poison_case)
+    assert case["status"] == "failed" and "its worker stopped" in case["error"]  # on the "needs attention" list
+    others = query(db_url, "SELECT attempts FROM jobs WHERE kind = 'fetch' AND case_id <> %s", poison_case)
+    assert all(job["attempts"] <= 2 for job in others)  # at most: the killed first batch, then alone
 
 
 # Jotform down for a while --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import http.client
 import io
 import json
 import re
+import socket
 import struct
 import threading
 import time
@@ -30,6 +31,7 @@ from PIL import Image
 from pydicom.uid import JPEGLSLossless
 from urllib3 import encode_multipart_formdata
 
+import bombs
 from fakes import FileServer
 from raiox.adapters.fetch import FetchPolicy
 from raiox.intake.fetcher import run_fetch_jobs
@@ -49,6 +51,8 @@ FORM = "251234567890123"
 REVIEWER, PASSWORD = "dr.hostile", "a long enough password"
 NOTIFY_TOKEN, EMBED_TOKEN = "hostile-test-notify-token", "hostile-test-embed-token"
 MAX_BODY = 1_000_000
+MAX_FILM = 8 * MAX_BODY  # FETCH_MAX_BYTES: room for the bombs that arrive by URL
+DECODE_MEMORY_MB = 128  # RAIOX_DECODE_MEMORY_MB of the server under test
 SQL_TEXT = "Robert'); DROP TABLE cases; -- \" \\ %s $1 ; SELECT pg_sleep(10); /*"
 
 
@@ -176,6 +180,12 @@ def hostile_files() -> dict[str, bytes]:
         "frames.dcm": make_dicom(frames=3),
         "film.dcm": make_dicom(np.asarray(Image.open(io.BytesIO(make_xray(5))), dtype=np.uint16) * 16,
                                photometric="MONOCHROME1", PixelSpacing=[0.05, 0.05]),
+        # Decompression bombs of each codec (tests/bombs.py): kilobytes that ask for hundreds of megabytes.
+        "deflated-bomb.dcm": bombs.deflated_dicom_bomb(512),
+        "rle32-bomb.dcm": bombs.rle_dicom_bomb(),
+        "rle-segment-bomb.dcm": bombs.rle_segment_bomb(256),
+        "rgba16-bomb.png": bombs.png_bomb(),
+        "progressive-bomb.jpg": bombs.progressive_jpeg_bomb(),
     }
 
 
@@ -234,6 +244,32 @@ def fetched_and_retried(reason: str) -> Callable[[Target], None]:
         assert (job["status"], job["attempts"]) == ("pending", 1)
 
     return check
+
+
+def worker_killed_on_every_attempt(target: Target) -> None:
+    """A film whose fetch kills its worker every time (stood in for by leases that expire with the attempts
+    used up): the next run fails the job with the reason, the case needs attention, nothing is stored."""
+    objects = snapshot(target)["objects"]
+    case_id = newest_case(target)["id"]
+    query(target.services.db.url, "UPDATE jobs SET status = 'running', attempts = max_attempts, lease_owner = 'gone', "
+                                  "leased_until = now() - interval '1 second' WHERE case_id = %s", case_id)
+    assert run_fetch_jobs(target.services).failed == 1
+    case = newest_case(target)
+    assert case["status"] == "failed" and "its worker stopped" in case["error"], case
+    assert snapshot(target)["objects"] == objects
+
+
+def announced_body_without_the_token(target: Target) -> Answer:
+    """POST announcing 20 MB, the token wrong, and only a first piece sent: answered at once, the body unread."""
+    host, port = target.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as client:
+        client.sendall(f"POST {BASE_PATH}/webhook?token=guess HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       "application/json\r\nContent-Length: 20000000\r\n\r\n{".encode())
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
 
 
 def nested(depth: int) -> str:
@@ -305,6 +341,8 @@ HOSTILE: list[Hostile] = [
     Hostile("wrong webhook token", 401, "wrong token", lambda t: jotform(t, [t.upload_url("a.jpg")], token="guess")),
     Hostile("non-ASCII webhook token", 401, "wrong token",
             lambda t: jotform(t, [t.upload_url("a.jpg")], token="tökén-²")),
+    Hostile("wrong token, 20 MB announced (the body is never read)", 401, "wrong token",
+            announced_body_without_the_token),
     Hostile("unknown form id", 403, "is not accepted here",
             lambda t: jotform(t, [t.upload_url("a.jpg")], form_id="999999999")),
     Hostile("GET instead of POST", 405, "use POST", lambda t: raw(t, b"", "text/plain", "GET")),
@@ -368,6 +406,12 @@ HOSTILE: list[Hostile] = [
             lambda t: upload(t, t.files.files["frames.dcm"])),
     Hostile("multi-page TIFF", 415, "multi-frame images are not accepted",
             lambda t: upload(t, t.files.files["pages.tif"])),
+    Hostile("deflated DICOM inflating to 512 MiB", 413, "inflates to more than 144 MiB",
+            lambda t: upload(t, t.files.files["deflated-bomb.dcm"])),
+    Hostile("16-bit RGBA PNG of 36 megapixels", 413, "137 MiB once decoded, over the decoding limit",
+            lambda t: upload(t, t.files.files["rgba16-bomb.png"])),
+    Hostile("progressive JPEG declaring 36 megapixels", 413, "343 MiB once decoded, over the decoding limit",
+            lambda t: upload(t, t.files.files["progressive-bomb.jpg"])),
     # Film URLs the fetch policy never follows: refused without the network.
     Hostile("URL to 127.0.0.1", 422, "not on the allow-list",
             lambda t: jotform(t, [t.files.url("/uploads/a.jpg", host="127.0.0.1").replace("https", "http")])),
@@ -381,6 +425,12 @@ HOSTILE: list[Hostile] = [
             lambda t: json_intake(t, "https://user:pw@files.jotform.com/uploads/a.jpg")),
     Hostile("URL to a host not on the allow-list", 422, "not on the allow-list",
             lambda t: json_intake(t, "https://evil.example.com/uploads/a.jpg")),
+    Hostile("`..` in a Jotform upload path", 422, "path climbs",
+            lambda t: jotform(t, ["https://www.jotform.com/uploads/../API/user"])),
+    Hostile("percent-encoded `..` in an upload path", 422, "path climbs",
+            lambda t: jotform(t, ["https://www.jotform.com/uploads/%2e%2e/%2e%2e/server-status"])),
+    Hostile("URL on a port other than 443", 422, "port 8443 is not fetched from",
+            lambda t: json_intake(t, "https://files.jotform.com:8443/uploads/a.jpg")),
     # Film URLs that pass the first look: recorded at once; the fetch step fails them, visibly, with why.
     Hostile("film URL answering 404", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("gone.jpg")]),
             fetched_and_failed("HTTP 404")),
@@ -401,6 +451,19 @@ HOSTILE: list[Hostile] = [
     Hostile("a name that resolves to an IPv6 transition address", 202, ACCEPTED,
             lambda t: jotform(t, [t.files.url("/uploads/a.jpg", "nat64.jotform.com")]),
             fetched_and_failed("IPv6 transition address")),
+    Hostile("a name that resolves to an IPv4-translated address (::ffff:0:0:0/96)", 202, ACCEPTED,
+            lambda t: jotform(t, [t.files.url("/uploads/a.jpg", "translated.jotform.com")]),
+            fetched_and_failed("IPv6 transition address")),
+    Hostile("RLE DICOM of 6000×6656 at 32 bits at a URL", 202, ACCEPTED,
+            lambda t: jotform(t, [t.upload_url("rle32-bomb.dcm")]),
+            fetched_and_failed("152 MiB once decoded, over the decoding limit of 128 MiB")),
+    Hostile("RLE segment decoding past its small header, at a URL", 202, ACCEPTED,
+            lambda t: jotform(t, [t.upload_url("rle-segment-bomb.dcm")]),
+            fetched_and_failed(f"needs more than {DECODE_MEMORY_MB} MiB of memory")),
+    Hostile("deflated DICOM bomb at a URL", 202, ACCEPTED, lambda t: jotform(t, [t.upload_url("deflated-bomb.dcm")]),
+            fetched_and_failed("inflates to more than 144 MiB")),
+    Hostile("a film that kills its worker on every attempt", 202, ACCEPTED,
+            lambda t: jotform(t, [t.upload_url("a.jpg")]), worker_killed_on_every_attempt),
     Hostile("server that drips bytes past the timeout", 202, ACCEPTED,
             lambda t: jotform(t, [t.files.url("/drip", "files.jotform.com")]),
             fetched_and_retried("longer than 1 s")),
@@ -457,7 +520,7 @@ HOSTILE: list[Hostile] = [
     Hostile("notify body nested 10,000 deep", 400, "nested deeper", lambda t: notify(t, nested_json("sweep"))),
     Hostile("NaN in a notify body", 400, "not valid JSON", lambda t: notify(t, b'{"sweep": NaN}')),
     Hostile("embed call without a token", 401, "missing token", lambda t: embed(t, make_xray(1), token=None)),
-    Hostile("embed body over its cap", 413, "larger than", lambda t: embed(t, b"\0" * (MAX_BODY + 128 * 1024))),
+    Hostile("embed body over its cap", 413, "larger than", lambda t: embed(t, b"\0" * (MAX_FILM + 128 * 1024))),
 ]
 
 
@@ -473,6 +536,8 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     def resolve(host: str, port: int) -> list[str]:
         if host == "nat64.jotform.com":
             return ["64:ff9b::7f00:1"]
+        if host == "translated.jotform.com":
+            return ["::ffff:0:7f00:1"]
         if host in ("localhost", "loopback.jotform.com") or re.fullmatch(r"[\d.]+|[0-9a-f:]+", host):
             return ["127.0.0.1" if not re.fullmatch(r"[\d.]+|[0-9a-f:]+", host) else host]
         return tls_policy.resolve(host, port)
@@ -480,7 +545,8 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     real_from_settings = FetchPolicy.from_settings
 
     def routed(cls: type[FetchPolicy], settings: Any) -> FetchPolicy:
-        return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle)
+        return dataclasses.replace(real_from_settings(settings), resolve=resolve, ca_bundle=tls_policy.ca_bundle,
+                                   allowed_ports=tls_policy.allowed_ports)
 
     monkeypatch.setattr(FetchPolicy, "from_settings", classmethod(routed))
     port = free_port()
@@ -490,7 +556,8 @@ def target(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         raiox_public_url=f"http://127.0.0.1:{port}", webhook_token=TOKEN, jotform_form_ids=FORM,
         review_token_secret="hostile-review-secret", fetch_allowed_hosts="images.example.org",
         fetch_timeout_seconds=1, webhook_max_body_bytes=MAX_BODY, raiox_signing_key="hostile-signing-key",
-        notify_token=NOTIFY_TOKEN, embed_token=EMBED_TOKEN, fetch_max_bytes=MAX_BODY, jotform_xray_field="xrayImage"))
+        notify_token=NOTIFY_TOKEN, embed_token=EMBED_TOKEN, fetch_max_bytes=MAX_FILM, jotform_xray_field="xrayImage",
+        raiox_decode_memory_mb=DECODE_MEMORY_MB))
     server = start_dev_server(services, "127.0.0.1", port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

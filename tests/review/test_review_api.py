@@ -646,3 +646,58 @@ def test_dev_gets_a_fresh_local_reviewer_each_start(catalogued: Services) -> Non
     assert call(catalogued, "POST", "/login", body={"name": name, "password": first}).status == 401
     assert call(catalogued, "GET", "/cases", token=token).status == 401  # the old session ended
     sign_in(catalogued, name, second)
+
+
+def test_a_film_learned_from_another_case_is_shown_only_with_an_audit_row_on_that_case(reviewer: Services) -> None:
+    """Case A is approved, so its film becomes a reference; case B (the same film) matches it. Opening B hands
+    the reviewer a URL of A's film: A's trail says who saw it, and in which case."""
+    token = sign_in(reviewer)
+    first = ready_case(reviewer, "learned-source-1", 44)
+    assert call(reviewer, "POST", f"/cases/{first}/decision", token=token,
+                body={"action": "approve", "rank": 1}).status == 200
+    second = ready_case(reviewer, "learned-viewer-1", 44)
+    [top, *_] = call(reviewer, "GET", f"/cases/{second}", token=token).body["images"][0]["candidates"]
+    assert (top["reference_source"], top["reference_case_id"]) == ("approved_case", first)
+    assert top["reference_url"]
+    [shown] = rows(reviewer, "SELECT actor, details FROM audit_log WHERE case_id = %s "
+                             "AND action = 'case.film_shown_as_reference'", first)
+    assert shown == {"actor": NAME, "details": {"shown_in_case": second}}
+    history = call(reviewer, "GET", f"/cases/{first}", token=token).body["history"]
+    assert (NAME, "case.film_shown_as_reference") in [(entry["actor"], entry["action"]) for entry in history]
+
+
+def test_a_name_has_a_ceiling_of_wrong_passwords_across_every_client(reviewer: Services) -> None:
+    """A guesser who poses as a new address for each try is bounded by the per-name ceiling, which needs no
+    address header; it holds for everyone, the reviewer too, until the window has passed."""
+    reviewer.settings.review_login_max_failures_per_name = 4
+    guess = {"name": NAME, "password": "guess guess"}
+    for n in range(4):
+        assert call(reviewer, "POST", "/login", body=guess, client=f"203.0.113.{n}").status == 401
+    for client in ("203.0.113.200", "198.51.100.7"):
+        held = call(reviewer, "POST", "/login", body={"name": NAME, "password": PASSWORD}, client=client)
+        assert held.status == 429 and 1 <= int(held.headers["Retry-After"]) <= 900
+    with reviewer.db.transaction() as conn:
+        conn.execute("UPDATE login_failures SET at = at - interval '1 day'")
+    sign_in(reviewer, client="198.51.100.7")
+
+
+def test_scrypt_runs_with_no_pooled_connection_held(reviewer: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pool of one connection, the password check itself can still take that connection: sign-in gave it
+    back before hashing."""
+    one = Services(reviewer.settings.model_copy(update={"database_pool_max": 1, "database_timeout_seconds": 2}))
+    checked = []
+    real = accounts.verify_password
+
+    def verify_with_the_pool_free(password: str, stored: str) -> bool:
+        with one.db.transaction() as conn:  # would wait 2 s and fail if login still held the only connection
+            conn.execute("SELECT 1")
+        checked.append(True)
+        return real(password, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", verify_with_the_pool_free)
+    try:
+        assert call(one, "POST", "/login", body={"name": NAME, "password": PASSWORD}).status == 200
+        assert call(one, "POST", "/login", body={"name": NAME, "password": "wrong wrong"}).status == 401
+    finally:
+        one.close()
+    assert checked == [True, True]

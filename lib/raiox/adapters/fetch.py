@@ -1,21 +1,23 @@
 """Downloading an image from a URL a caller gave us, without letting the URL reach what it should not (SSRF).
 
-Every hop (the first request and each redirect) is checked before it is made: https only, host on the
-allow-list, and every address the host resolves to public. The connection then goes to the address that
-was checked (TLS still verifies the certificate for the host name), so a second DNS answer cannot swap in
-an internal address. Timeouts bound each wait and an overall deadline bounds the whole download; the byte
-cap is enforced while streaming. `dev` mode (RAIOX_ENV=dev) also admits hosts that resolve only to loopback,
-over http or https, for the simulator; link-local and metadata addresses are refused in every mode.
+Every hop (the first request and each redirect) is checked before it is made: https only, port 443 only, host on
+the allow-list, a path without `.` or `..` segments, and every address the host resolves to public. The connection
+then goes to the address that was checked (TLS still verifies the certificate for the host name), so a second DNS
+answer cannot swap in an internal address. Timeouts bound each wait and an overall deadline bounds the whole
+download; the byte cap is enforced while streaming. `dev` mode (RAIOX_ENV=dev) also admits hosts that resolve only
+to loopback, over http or https and on any port, for the simulator; link-local and metadata addresses are refused
+in every mode.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import certifi
 import urllib3
@@ -44,7 +46,9 @@ _TRANSITION = (
     ipaddress.ip_network("2002::/16"),
     ipaddress.ip_network("2001::/32"),
     ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT): Python calls it global
 )
+HTTPS_PORT = 443
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
 
@@ -100,6 +104,9 @@ class FetchPolicy:
     max_redirects: int = 5
     jotform_api_key: str | None = field(default=None, repr=False)
     ca_bundle: str | None = None  # None: certifi's CA bundle
+    # Ports a download may use outside dev mode's loopback. Only 443: a film host on another port is not a web
+    # server's front door (and an allowed host's other services stay out of reach). Tests add their server's.
+    allowed_ports: tuple[int, ...] = (HTTPS_PORT,)
     resolve: Resolver = field(default=_resolve, repr=False, compare=False)
 
     @classmethod
@@ -158,10 +165,25 @@ def _static_parts(url: str, policy: FetchPolicy) -> tuple[str, str, int, bool]:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
         raise UnsafeURL("the URL has an invalid port") from None
+    _check_path(parts.path)
     allowed = host_matches(host, policy.allowed_hosts)
     if not allowed and not policy.dev:  # refuse before any DNS lookup
         raise UnsafeURL(f"host {host} is not on the allow-list")
+    if not policy.dev:  # dev mode decides once it knows whether the host is loopback
+        if scheme != "https":
+            raise UnsafeURL("only https URLs are fetched")
+        if port not in policy.allowed_ports:
+            raise UnsafeURL(f"port {port} is not fetched from (only {', '.join(map(str, policy.allowed_ports))})")
     return scheme, host, port, allowed
+
+
+def _check_path(path: str) -> None:
+    """A film's URL path never climbs: `.` and `..` segments (also percent-encoded, or behind a backslash) are
+    refused, so the path a server sees is the one checked (e.g. Jotform's `/uploads/`, which alone gets the API
+    key)."""
+    decoded = unquote(unquote(path)).replace("\\", "/")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise UnsafeURL("the URL's path climbs (a . or .. segment)")
 
 
 def check_url(url: str, policy: FetchPolicy) -> _Hop:
@@ -184,11 +206,13 @@ def check_url(url: str, policy: FetchPolicy) -> _Hop:
             raise UnsafeURL(f"host {host} is not on the allow-list")
         if scheme != "https":
             raise UnsafeURL("only https URLs are fetched")
+        if port not in policy.allowed_ports:
+            raise UnsafeURL(f"port {port} is not fetched from (only {', '.join(map(str, policy.allowed_ports))})")
         if not all(ip.is_global for ip in addresses):
             raise UnsafeURL(f"host {host} resolves to a private or reserved address")
     query = parts.query
     if (policy.jotform_api_key and scheme == "https" and host_matches(host, JOTFORM_DOMAINS)
-            and parts.path.startswith(UPLOAD_PATH)):
+            and posixpath.normpath(unquote(parts.path)).startswith(UPLOAD_PATH)):
         # Uploads that need login accept the key as `apiKey`, as Jotform's API does; only a submission's
         # files under /uploads/ ever get it, never another page of a Jotform host.
         query = "&".join(filter(None, [query, urlencode({"apiKey": policy.jotform_api_key})]))

@@ -1,4 +1,5 @@
-"""Jotform's REST API: writing a decision into the submission it came from (`POST /submission/{id}`)."""
+"""Jotform's REST API: writing a decision into the submission it came from (`POST /submission/{id}`), reading a
+form's submissions, deleting an erased case's submission (`DELETE /submission/{id}`)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ _RATE_LIMITED = "api-limit exceeded"
 class JotformError(Exception):
     """A failed API call; `retryable` when trying again later can help (network, 5xx, 429, API limit)."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status
 
 
 class JotformAnswer(BaseModel):
@@ -101,6 +104,19 @@ class JotformClient:
             raise JotformError(f"connection failed ({type(exc).__name__})", retryable=True) from None
         return self._answer(response)
 
+    def delete_submission(self, submission_id: str) -> JotformAnswer:
+        """Delete a submission (`DELETE /submission/{id}`, as Jotform's own API clients do): its answers, and the
+        files uploaded with it as far as Jotform deletes those with it."""
+        url = f"{self.base_url}/submission/{quote(submission_id, safe='')}"
+        try:
+            response = self._session.delete(url, headers={"APIKEY": self._key.get_secret_value()},
+                                            timeout=(self.timeout, self.timeout), allow_redirects=False)
+        except requests.Timeout:
+            raise JotformError(f"no answer within {self.timeout:g} s", retryable=True) from None
+        except requests.RequestException as exc:
+            raise JotformError(f"connection failed ({type(exc).__name__})", retryable=True) from None
+        return self._answer(response)
+
     def list_submissions(self, form_id: str, *, created_after: str | None, offset: int,
                          limit: int) -> SubmissionsPage:
         """A page of the form's submissions, oldest first, created after `created_after` (Jotform's
@@ -147,4 +163,4 @@ class JotformClient:
                                "base (US, EU or HIPAA)?", retryable=False)
         retryable = status in (408, 429) or status >= 500
         raise JotformError(f"HTTP {status}: {detail or 'no message'}", retryable=retryable,
-                           retry_after=_retry_after(response) if retryable else None)
+                           retry_after=_retry_after(response) if retryable else None, status=status)

@@ -246,7 +246,37 @@ class S3Store(ObjectStore):
         return True
 
     def delete(self, key: str) -> None:
-        self._call("delete_object", Key=self._object_key(key))
+        """Delete the object and, where the bucket keeps versions (S3 Versioning, which Spaces supports), every
+        version of it and every delete marker, so no earlier copy survives an erasure."""
+        name = self._object_key(key)
+        versions = self._versions(name)
+        if not versions:
+            self._call("delete_object", Key=name)
+            return
+        for version in versions:
+            self._call("delete_object", Key=name, VersionId=version)
+
+    def _versions(self, name: str) -> list[str]:
+        """Version ids (delete markers included) of exactly `name`; [] where the store lists no versions."""
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            try:
+                page = self._call("list_object_versions", Prefix=name, **token)
+            except StorageError as exc:
+                if "NotImplemented" in str(exc):  # a store without the versioning API: nothing to list
+                    return []
+                raise
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry.get("Key") == name and entry.get("VersionId"):
+                    found.append(str(entry["VersionId"]))
+            if not page.get("IsTruncated"):
+                return found
+            token = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def versions(self, key: str) -> list[str]:
+        """Every version id stored for `key` (an unversioned object has one, `null`); erasure leaves none."""
+        return self._versions(self._object_key(key))
 
     def keys(self, prefix: str) -> list[str]:
         found: list[str] = []

@@ -6,14 +6,13 @@ import hashlib
 import hmac
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from raiox.adapters.jotform_client import JotformClient, JotformError, parse_result_fields
 from raiox.delivery.document import ResultDocument
 from raiox.job_runner import JobFailure
-from raiox.settings import Settings
+from raiox.settings import SECRET_URLS, Settings, check_secret_url
 
 SIGNATURE_HEADER = "X-Raiox-Signature"
 
@@ -35,9 +34,11 @@ def sign(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
 
 
 def _check_url(url: str, setting: str, settings: Settings) -> None:
-    scheme = urlsplit(url).scheme
-    if scheme != "https" and not (scheme == "http" and settings.raiox_env == "dev"):
-        raise DeliveryError(f"{setting} must be an https:// URL", retryable=False)
+    """The settings check it when they are read; again here for a value set later (and in tests)."""
+    try:
+        check_secret_url(url, setting, SECRET_URLS[setting.lower()])
+    except ValueError as exc:
+        raise DeliveryError(str(exc), retryable=False) from None
 
 
 def _classify_status(status: int, target: str, retry_after: str | None) -> DeliveryError:

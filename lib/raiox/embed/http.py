@@ -35,7 +35,15 @@ def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
     return request.body
 
 
-@serves("embed", body_limit=lambda settings: settings.fetch_max_bytes + 64 * 1024)
+def _token_first(request: HttpRequest, services: Services) -> None:
+    """A POST's bearer token is checked before its body (up to an image) is read."""
+    if request.method == "POST" and not request.path.rstrip("/").endswith("/health"):
+        settings = services.settings
+        require_secret(bearer_token(request), settings.embed_token, setting="EMBED_TOKEN",
+                       dev=settings.raiox_env == "dev")
+
+
+@serves("embed", body_limit=lambda settings: settings.fetch_max_bytes + 64 * 1024, before_body=_token_first)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """GET …/health answers without a token; POST …/match matches one image; POST otherwise (a poke, or the
     sweeper's `{"sweep": true}`) records what the inbox kept, fetches due X-rays, then embeds due cases."""

@@ -1,5 +1,7 @@
 """The fetch step's jobs: download each pending X-ray (the same SSRF guard and limits), check that it decodes,
-store it (a DICOM film as its windowed PNG, its pixel spacing beside it), then queue the case's embed job.
+store it (a DICOM film as its windowed PNG, its pixel spacing beside it), then queue the case's embed job. Films
+are decoded in a child process with a memory and a time limit (`raiox.adapters.sandbox`): a decompression bomb
+fails its X-ray with the limit it broke, and the worker and every other film go on.
 
 A passing trouble (a timeout, a refused connection, 5xx, 408, 429, object storage down) leaves the X-ray
 pending and the job retries with backoff; after `FETCH_MAX_ATTEMPTS` it is given up on. A permanent one
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raiox.adapters.fetch import TRANSIENT_FETCH_ERRORS, FetchError, FetchPolicy, fetch
-from raiox.adapters.imaging import ImageError, ImageInfo, inspect_image, storable
+from raiox.adapters.imaging import ImageError, ImageInfo
+from raiox.adapters.sandbox import decode_limits
 from raiox.adapters.storage import StorageError, StoredObject
 from raiox.database import Connection
 from raiox.job_runner import Backoff, Done, Failed, JobReport, JobRunner, Retry
@@ -73,16 +76,18 @@ class FetchStep:
         try:
             data = bytes(image["upload"]) if image["upload"] is not None else fetch(
                 image["source_url"] or "", self.policy, deadline=deadline)
-            info = inspect_image(data, max_pixels=settings.raiox_max_image_pixels)
-            kept, kind = storable(data, info)  # DICOM is kept as PNG, which the admin page can show
-            stored = self.services.store.put(kept, namespace="xrays", extension=kind.extension)
+            # Decoded once, in a child process under a memory and a time limit; DICOM is kept as PNG, which the
+            # admin page can show.
+            examined = self.services.decoders.examine(data, decode_limits(settings))
+            del data
+            stored = self.services.store.put(examined.kept, namespace="xrays", extension=examined.kept_kind.extension)
         except TRANSIENT_FETCH_ERRORS as error:
             return Fetched(error=str(error), transient=True)
         except (FetchError, ImageError) as error:
             return Fetched(error=str(error))
         except StorageError as error:
             return Fetched(error=f"object storage: {error}", transient=True)
-        return Fetched(stored, info)
+        return Fetched(stored, examined.info)
 
     def work(self, batch: FetchBatch) -> None:
         """Every pending X-ray of the batch at once on a few threads; each submission's downloads share one

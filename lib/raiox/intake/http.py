@@ -44,7 +44,16 @@ def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
     raise UnsupportedFormat("send multipart/form-data (Jotform or a `file` upload) or application/json")
 
 
-@serves("webhook", body_limit=lambda settings: settings.webhook_max_body_bytes)
+def _token_first(request: HttpRequest, services: Services) -> None:
+    """A POST's `?token=` is checked before its body is read (health checks and other methods pass: the
+    handler answers them)."""
+    if request.method == "POST":
+        settings = services.settings
+        require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
+                       dev=settings.raiox_env == "dev")
+
+
+@serves("webhook", body_limit=lambda settings: settings.webhook_max_body_bytes, before_body=_token_first)
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """POST from Jotform (or the JSON / upload senders): 202 recorded (or kept while the database is down),
     200 duplicate, 4xx refused with the reason, 503 only when neither the database nor object storage answers."""

@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass
 
 from raiox.adapters.fetch import FetchPolicy, UnsafeURL, check_url_statically, split_list
-from raiox.adapters.imaging import ImageError, inspect_image
+from raiox.adapters.imaging import ImageError
+from raiox.adapters.sandbox import decode_limits
 from raiox.errors import NotPermitted, RaioxError, TooLarge, Unprocessable, UnsupportedFormat
 from raiox.intake.submission import Submission
 from raiox.models import CaseStatus, JobKind
@@ -47,8 +48,8 @@ def screen(submission: Submission, services: Services) -> list[Screened]:
     screened = []
     for source in submission.images:
         try:
-            if source.data is not None:
-                inspect_image(source.data, max_pixels=services.settings.raiox_max_image_pixels)
+            if source.data is not None:  # decoded in a child process under a memory and a time limit
+                services.decoders.examine(source.data, decode_limits(services.settings))
             else:
                 check_url_statically(source.url or "", policy)
         except (ImageError, UnsafeURL) as refusal:

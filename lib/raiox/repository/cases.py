@@ -260,14 +260,16 @@ def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
 
 def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
     """Each image's ranked candidates per implant found on it, under the model that embedded it, with the best
-    reference's film and crop keys, its measurements and the implant's size ranges."""
+    reference's film and crop keys, its measurements, where it came from (a film learned from another case
+    names that case) and the implant's size ranges."""
     return conn.execute(
         f"""
         SELECT case_images.id AS case_image_id, match_results.finding_position, match_results.rank,
                match_results.similarity,
                implants.id AS implant_id, implants.manufacturer, implants.system, {SIZE_COLUMNS},
                match_results.reference_image_id, reference_images.storage_key AS reference_storage_key,
-               reference_images.crop_key AS reference_crop_key, reference_images.summary AS reference_summary
+               reference_images.crop_key AS reference_crop_key, reference_images.summary AS reference_summary,
+               reference_images.source AS reference_source, reference_images.source_case_id AS reference_case_id
           FROM case_images
           JOIN match_results ON match_results.case_image_id = case_images.id
                             AND match_results.model_id = case_images.model_id
@@ -332,20 +334,42 @@ def erase_case(conn: Connection, case_id: int, actor: str) -> list[str]:
         (case_id,),
     )
     conn.execute("UPDATE audit_log SET details = '{}'::jsonb WHERE case_id = %s", (case_id,))
+    # Every job of the case: live ones stop; what any job kept (payload, result, error text) goes.
     conn.execute(
-        """UPDATE jobs SET status = 'failed', last_error = 'the case was erased', lease_owner = NULL,
-                  leased_until = NULL, finished_at = now(), updated_at = now()
-            WHERE case_id = %s AND status IN ('pending', 'running')""",
+        """UPDATE jobs SET status = CASE WHEN status IN ('pending', 'running') THEN 'failed' ELSE status END,
+                  last_error = CASE WHEN status IN ('pending', 'running') THEN 'the case was erased'
+                                    WHEN last_error IS NOT NULL THEN '(erased)' END,
+                  payload = '{}'::jsonb, result = NULL, lease_owner = NULL, leased_until = NULL,
+                  finished_at = coalesce(finished_at, now()), updated_at = now()
+            WHERE case_id = %s""",
         (case_id,),
     )
     return keys
 
 
-def delivered_before(conn: Connection, days: int) -> list[int]:
-    """Cases delivered more than `days` ago and not erased yet (the retention period)."""
+def past_retention(conn: Connection, *, notified: int, undelivered: int, undecided: int, failed: int,
+                   stalled: int, limit: int = 500) -> list[int]:
+    """Cases not erased yet whose status has been theirs longer than its retention period in days (0: kept):
+    delivered (`notified`, since delivery), decided but undelivered, ready but undecided, failed, and stalled in
+    intake (`received`, `embedding`, with no job holding a live lease)."""
     return [row["id"] for row in conn.execute(
-        """SELECT id FROM cases WHERE status = 'notified' AND erased_at IS NULL
-              AND notified_at < now() - make_interval(days => %s) ORDER BY id""", (days,))]
+        """SELECT id FROM cases c
+            WHERE erased_at IS NULL AND (
+                  (status = 'notified' AND %(notified)s > 0
+                   AND notified_at < now() - make_interval(days => %(notified)s))
+               OR (status IN ('approved', 'rejected') AND %(undelivered)s > 0
+                   AND updated_at < now() - make_interval(days => %(undelivered)s))
+               OR (status = 'ready' AND %(undecided)s > 0
+                   AND updated_at < now() - make_interval(days => %(undecided)s))
+               OR (status = 'failed' AND %(failed)s > 0
+                   AND updated_at < now() - make_interval(days => %(failed)s))
+               OR (status IN ('received', 'embedding') AND %(stalled)s > 0
+                   AND updated_at < now() - make_interval(days => %(stalled)s)
+                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.case_id = c.id AND jobs.status = 'running'
+                                                      AND jobs.leased_until > now())))
+            ORDER BY id LIMIT %(limit)s""",
+        {"notified": notified, "undelivered": undelivered, "undecided": undecided, "failed": failed,
+         "stalled": stalled, "limit": limit})]
 
 
 def failed_deliveries(conn: Connection) -> int:

@@ -41,16 +41,16 @@ def enqueue(
     return Job.model_validate(row)
 
 
-def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
-    """Lease up to `limit` due jobs to `worker`. Due: pending and run_after passed, or running with an
-    expired lease (its worker died). Concurrent claimers never get the same job (SKIP LOCKED)."""
+_SUSPECT = "status = 'running' AND leased_until <= now()"  # its worker stopped (died, was killed, hung)
+
+
+def _claim_where(conn: Connection, kind: JobKind, condition: str, *, worker: str, limit: int,
+                 lease: timedelta) -> list[Job]:
     rows = conn.execute(
-        """
+        f"""
         WITH due AS (
             SELECT id FROM jobs
-             WHERE kind = %(kind)s
-               AND ((status = 'pending' AND run_after <= now())
-                    OR (status = 'running' AND leased_until <= now()))
+             WHERE kind = %(kind)s AND {condition}
              ORDER BY run_after, id
              LIMIT %(limit)s
              FOR UPDATE SKIP LOCKED
@@ -61,6 +61,46 @@ def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: ti
         RETURNING jobs.*
         """,
         {"kind": kind, "limit": limit, "worker": worker, "lease": lease},
+    ).fetchall()
+    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+
+
+def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
+    """Lease due jobs to `worker`; concurrent claimers never get the same job (SKIP LOCKED).
+
+    A job whose lease expired (its worker stopped in the middle: perhaps this very job killed it) is claimed
+    alone, never beside other work, so a job that kills its worker takes nothing down with it; it goes before
+    fresh work, one per claim, while it has attempts left (`fail_expired_leases` ends the others). Otherwise up
+    to `limit` pending jobs whose `run_after` has passed."""
+    suspect = _claim_where(conn, kind, f"{_SUSPECT} AND attempts < max_attempts", worker=worker, limit=1,
+                           lease=lease)
+    if suspect:
+        return suspect
+    return _claim_where(conn, kind, "status = 'pending' AND run_after <= now()", worker=worker, limit=limit,
+                        lease=lease)
+
+
+def fail_expired_leases(conn: Connection, kind: JobKind) -> list[Job]:
+    """Fail for good the jobs whose lease expired with no attempt left: each of their attempts ended with its
+    worker gone (a film that kills the worker comes back no more). Returns them, with the reason."""
+    rows = conn.execute(
+        f"""
+        WITH gone AS (
+            SELECT id FROM jobs WHERE kind = %(kind)s AND {_SUSPECT} AND attempts >= max_attempts
+             FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
+                        last_error = 'its worker stopped (crashed, was killed or hung) during '
+                                     || CASE WHEN attempts > 1 THEN 'each of its ' || attempts || ' attempts'
+                                             ELSE 'its only attempt' END
+                                     || '; the last lease expired at '
+                                     || to_char(leased_until AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+                                     || coalesce('; before that: ' || last_error, ''),
+                        lease_owner = NULL, leased_until = NULL
+          FROM gone WHERE jobs.id = gone.id
+        RETURNING jobs.*
+        """,
+        {"kind": kind},
     ).fetchall()
     return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
 

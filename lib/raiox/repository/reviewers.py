@@ -69,14 +69,31 @@ def recent_failures(conn: Connection, name_key: str, client: str, window: timede
     return int(row["n"]), float(row["since"])
 
 
-def record_failure(conn: Connection, name_key: str, client: str, window: timedelta) -> None:
-    """Count a failed sign-in and drop every failure that has left the window (any name)."""
+def recent_failures_of_name(conn: Connection, name_key: str, window: timedelta) -> tuple[int, float]:
+    """(failures of this name from every client within the window, seconds until the oldest leaves it)."""
+    row = conn.execute(
+        """SELECT count(*) AS n, coalesce(extract(epoch FROM min(at) + %(window)s - now()), 0)::float AS frees_in
+             FROM login_failures WHERE name_key = %(key)s AND at > now() - %(window)s""",
+        {"key": name_key, "window": window},
+    ).fetchone()
+    assert row is not None
+    return int(row["n"]), float(row["frees_in"])
+
+
+def record_failure(conn: Connection, name_key: str, client: str, window: timedelta) -> int:
+    """Count a sign-in try as failed (until `forgive`) and drop every failure that has left the window (any
+    name); returns its id."""
     conn.execute("DELETE FROM login_failures WHERE at <= now() - %s", (window,))
-    conn.execute("INSERT INTO login_failures (name_key, client) VALUES (%s, %s)", (name_key, client))
+    row = conn.execute("INSERT INTO login_failures (name_key, client) VALUES (%s, %s) RETURNING id",
+                       (name_key, client)).fetchone()
+    assert row is not None
+    return int(row["id"])
 
 
-def clear_failures(conn: Connection, name_key: str, client: str) -> None:
-    conn.execute("DELETE FROM login_failures WHERE name_key = %s AND client = %s", (name_key, client))
+def forgive(conn: Connection, attempt: int, name_key: str, client: str) -> None:
+    """A right password: this try and the client's earlier failures for the name are forgotten."""
+    conn.execute("DELETE FROM login_failures WHERE id = %s OR (name_key = %s AND client = %s)",
+                 (attempt, name_key, client))
 
 
 def end_sessions(conn: Connection, reviewer_id: int) -> None:

@@ -186,37 +186,44 @@ def throttle_delay(failures: int, free: int, window_seconds: int) -> float:
 
 
 def login(services: Services, body: LoginBody, *, client: str = "") -> dict[str, Any]:
-    """A token for a right name and password. Wrong ones are counted per name and client address in the
-    database (so the limit holds across function instances); past REVIEW_LOGIN_MAX_FAILURES that client waits
-    a growing delay before its next try is even checked. Another client — the reviewer herself — is never
-    held back by a stranger's guesses."""
+    """A token for a right name and password. Every try is counted in the database (so the limits hold across
+    function instances) before the password is checked, and forgiven when it was right. Two limits:
+
+    - per name and client address: past REVIEW_LOGIN_MAX_FAILURES, that client waits a growing delay before its
+      next try is even checked; another client — the reviewer herself — is not held back by it;
+    - per name, across every client: past REVIEW_LOGIN_MAX_FAILURES_PER_NAME within the window, nobody signs in
+      under that name until the window has passed. This one relies on no address header, so a guesser who can
+      pose as many clients is bounded too.
+
+    scrypt runs after the counting transaction has committed, with no pooled connection held."""
     settings = services.settings
     key = token_key(settings)
     name_key = body.name.strip().lower()
     window = timedelta(seconds=settings.review_login_window_seconds)
+    retry_after: int | None = None
     with services.db.transaction() as conn:
-        sql.lock_sign_in(conn, name_key)
+        sql.lock_sign_in(conn, name_key)  # parallel tries for one name are counted one after the other
         failures, since = sql.recent_failures(conn, name_key, client, window)
         wait = throttle_delay(failures, settings.review_login_max_failures, settings.review_login_window_seconds)
-        limited = since < wait
-        reviewer = None
-        if not limited:
+        name_failures, frees_in = sql.recent_failures_of_name(conn, name_key, window)
+        if since < wait:
+            retry_after = max(1, math.ceil(wait - since))
+            why = f"sign-in for {name_key!r} from {client or '?'} held back: {failures} wrong passwords"
+        elif name_failures >= settings.review_login_max_failures_per_name:
+            retry_after = max(1, math.ceil(frees_in))
+            why = f"sign-in for {name_key!r} held back for every client: {name_failures} wrong passwords"
+        else:
+            attempt = sql.record_failure(conn, name_key, client, window)  # until the password proves right
             row = sql.reviewer_by_name(conn, body.name.strip())
-            right = verify_password(body.password, row["password_hash"] if row else _decoy_hash())
-            if row is not None and right and not row["disabled"]:
-                reviewer = row
-                sql.clear_failures(conn, name_key, client)
-            else:
-                sql.record_failure(conn, name_key, client, window)
-    if limited:
-        retry_after = max(1, math.ceil(wait - since))
-        log.warning("sign-in for %r from %s held back: %d wrong passwords", name_key, client or "?", failures)
+    if retry_after is not None:
+        log.warning("%s", why)
         raise Throttled(f"too many wrong passwords; try again in {retry_after} s", retry_after=retry_after)
-    if reviewer is None:
+    right = verify_password(body.password, row["password_hash"] if row else _decoy_hash())
+    if row is None or not right or row["disabled"]:
         log.warning("wrong name or password for %r", name_key)
         raise NotAuthenticated("wrong name or password")
-    token, expires = issue_token(key, reviewer, settings.review_token_ttl_seconds)
-    log.info("reviewer %s signed in", reviewer["name"])
-    return {"token": token, "name": reviewer["name"], "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}
-
-
+    with services.db.transaction() as conn:
+        sql.forgive(conn, attempt, name_key, client)
+    token, expires = issue_token(key, row, settings.review_token_ttl_seconds)
+    log.info("reviewer %s signed in", row["name"])
+    return {"token": token, "name": row["name"], "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}

@@ -93,7 +93,8 @@ def erase(request: HttpRequest, services: Services, reviewer: Reviewer, case_id:
     if _body(request, EraseBody).confirm != case_id:
         raise Unprocessable(f"to erase case {case_id}, confirm with its id: {{\"confirm\": {case_id}}}")
     report = deletions.erase_now(services, case_id, actor=reviewer.name)
-    return {"case_id": case_id, "erased": True, "objects_deleted": report.objects_deleted}
+    return {"case_id": case_id, "erased": True, "objects_deleted": report.objects_deleted,
+            "at_source": report.at_source.get(case_id)}
 
 
 def status(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:

@@ -126,6 +126,12 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         issued = sum(1 for image in images if image["storage_key"])
         cases.record_audit(conn, actor=viewer, action="case.viewed", case_id=case_id,
                            details={"xray_urls_issued": issued})
+        # A candidate's best reference may be another patient's film, learned when that case was approved: the
+        # URL handed out is audited on that case too, so its trail says who saw its film, and where.
+        for source_case in sorted({row["reference_case_id"] for row in ranked if row["reference_storage_key"]
+                                   and row["reference_case_id"] is not None and row["reference_case_id"] != case_id}):
+            cases.record_audit(conn, actor=viewer, action="case.film_shown_as_reference", case_id=source_case,
+                               details={"shown_in_case": case_id})
         trail = cases.audit_trail(conn, case_id)
     expiry = services.settings.raiox_url_expiry_seconds
     store = services.store
@@ -135,7 +141,8 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         by_implant.setdefault((row["case_image_id"], row["finding_position"]), []).append({
             "rank": row["rank"], "implant_id": row["implant_id"], "manufacturer": row["manufacturer"],
             "system": row["system"], "similarity": round(float(row["similarity"]), 4), **sizes(row),
-            "reference_image_id": row["reference_image_id"], "reference_url": url(row["reference_storage_key"]),
+            "reference_image_id": row["reference_image_id"], "reference_source": row["reference_source"],
+            "reference_case_id": row["reference_case_id"], "reference_url": url(row["reference_storage_key"]),
             "reference_crop_url": url(row["reference_crop_key"]),
             "reference_measured": (row["reference_summary"] or {}).get("measured"),
             "reference_read": (row["reference_summary"] or {}).get("read"),

@@ -90,19 +90,28 @@ class MethodNotAllowed(Exception):
 
 Handler = Callable[[HttpRequest, "Services"], HttpResponse]
 BodyLimit = Callable[["Settings"], int]
+BeforeBody = Callable[[HttpRequest, "Services"], None]
 DEFAULT_BODY_LIMIT = 64 * 1024  # sign-ins, decisions, pokes: small JSON
 
 
-def serves(function: str, *, body_limit: BodyLimit | None = None) -> Callable[[Handler], Handler]:
-    """Mark a step's handler with the function it serves (named in every log line of its requests) and the
-    largest body it takes (platform adapters refuse bigger ones before reading them)."""
+def serves(function: str, *, body_limit: BodyLimit | None = None,
+           before_body: BeforeBody | None = None) -> Callable[[Handler], Handler]:
+    """Mark a step's handler with the function it serves (named in every log line of its requests), the largest
+    body it takes (platform adapters refuse bigger ones before reading them) and `before_body`: the check of a
+    caller's secret that platform adapters run on the request's method, path, headers and query before they read
+    (or decode) its body, so an anonymous caller cannot make the function take in megabytes."""
 
     def mark(handler: Handler) -> Handler:
         handler.function = function  # type: ignore[attr-defined]
         handler.body_limit = body_limit  # type: ignore[attr-defined]
+        handler.before_body = before_body  # type: ignore[attr-defined]
         return handler
 
     return mark
+
+
+def before_body_of(handler: Handler) -> BeforeBody | None:
+    return getattr(handler, "before_body", None)
 
 
 def function_of(handler: Handler) -> str:

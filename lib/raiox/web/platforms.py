@@ -16,7 +16,7 @@ from raiox import logs
 from raiox.errors import TooLarge
 from raiox.services import Services, get_services
 from raiox.web.errors import error_response, run_handler
-from raiox.web.http import Handler, HttpRequest, HttpResponse, function_of, limit_of
+from raiox.web.http import Handler, HttpRequest, HttpResponse, before_body_of, function_of, limit_of
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,20 @@ def _client(forwarded_for: str, fallback: str = "") -> str:
     return hops[-1] if hops else fallback
 
 
-def request_from_do_event(event: Mapping[str, Any]) -> HttpRequest:
-    """A `web: raw` event (body + queryString in event["http"]) or a `web: true` event (fields merged)."""
+def request_from_do_event(event: Mapping[str, Any], *, with_body: bool = True) -> HttpRequest:
+    """A `web: raw` event (body + queryString in event["http"]) or a `web: true` event (fields merged);
+    `with_body=False`: everything but the body (for the check that comes before it is decoded)."""
     http = event.get("http") or {}
     headers = {str(k).lower(): str(v) for k, v in (http.get("headers") or {}).items()}
     if "body" in http or "queryString" in http:  # web: raw
         raw = http.get("body") or ""
-        body = base64.b64decode(raw) if http.get("isBase64Encoded") else str(raw).encode("utf-8")
+        body = b""
+        if with_body:
+            body = base64.b64decode(raw) if http.get("isBase64Encoded") else str(raw).encode("utf-8")
         query = dict(parse_qsl(http.get("queryString") or "", keep_blank_values=True))
     else:  # web: true — JSON/urlencoded fields and the query string arrive merged into the event
         fields = {k: v for k, v in event.items() if k not in _DO_RESERVED}
-        body = json.dumps(fields).encode() if fields else b""
+        body = json.dumps(fields).encode() if fields and with_body else b""
         query = {k: v for k, v in fields.items() if isinstance(v, str)}
         headers.setdefault("content-type", "application/json")
     return HttpRequest(
@@ -61,6 +64,20 @@ def request_from_do_event(event: Mapping[str, Any]) -> HttpRequest:
         body=body,
         client=_client(headers.get("x-forwarded-for", "")),
     )
+
+
+def _refused_before_body(handler: Handler, head: HttpRequest, services: Services) -> HttpResponse | None:
+    """The handler's `before_body` check on the request without its body: its refusal, or None."""
+    check = before_body_of(handler)
+    if check is None:
+        return None
+
+    def checked(request: HttpRequest, services: Services) -> HttpResponse:
+        check(request, services)
+        return HttpResponse(status=0)
+
+    answer = run_handler(checked, head, services)
+    return None if answer.status == 0 else answer
 
 
 def do_response(response: HttpResponse) -> dict[str, Any]:
@@ -78,6 +95,10 @@ def do_entry(handler: Handler, event: Mapping[str, Any], context: Any = None) ->
     services = get_services()
     logs.configure(json=services.settings.raiox_log_format == "json")
     request_id = str(getattr(context, "activation_id", "") or uuid.uuid4().hex[:16])
+    refused = _refused_before_body(handler, request_from_do_event(event, with_body=False), services)
+    if refused is not None:  # the platform read the body; it is at least never decoded or parsed
+        return do_response(served(lambda request, services: refused, request_from_do_event(event, with_body=False),
+                                  services, request_id, function=function_of(handler)))
     return do_response(served(handler, request_from_do_event(event), services, request_id))
 
 
@@ -124,6 +145,13 @@ def flask_entry(handler: Handler, request: Any, *, services: Services | None = N
     services = services or get_services()
     logs.configure(json=services.settings.raiox_log_format == "json")
     request_id = request.headers.get("Function-Execution-Id") or uuid.uuid4().hex[:16]
+    head = HttpRequest(method=request.method, path=request.path if path is None else path,
+                       headers={k.lower(): v for k, v in request.headers.items()}, query=dict(request.args.items()),
+                       client=request.remote_addr or "")
+    refused = _refused_before_body(handler, head, services)
+    if refused is not None:  # the body is never read: an anonymous caller cannot make the process take it in
+        return flask_response(served(lambda request, services: refused, head, services, request_id,
+                                     function=function_of(handler)))
     try:
         parsed = request_from_flask(request, max_body=limit_of(handler, services.settings), path=path)
     except TooLarge as error:
@@ -132,11 +160,12 @@ def flask_entry(handler: Handler, request: Any, *, services: Services | None = N
     return flask_response(served(handler, parsed, services, request_id))
 
 
-def served(handler: Handler, request: HttpRequest, services: Services, request_id: str) -> HttpResponse:
+def served(handler: Handler, request: HttpRequest, services: Services, request_id: str, *,
+           function: str | None = None) -> HttpResponse:
     """The handler's answer, and one log line for the request: function, request id, method, path (never the
     query: it carries tokens), status and duration."""
     started = time.perf_counter()
-    with logs.bound(function=function_of(handler), request_id=request_id):
+    with logs.bound(function=function or function_of(handler), request_id=request_id):
         response = run_handler(handler, request, services)
         log.info("%s %s -> %d", request.method, request.path or "/", response.status,
                  extra={"status": response.status, "duration_ms": round((time.perf_counter() - started) * 1000, 1),

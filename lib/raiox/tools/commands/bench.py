@@ -172,6 +172,41 @@ def bench_webhook_command(as_json: bool, count: int) -> None:
                    f"{row['p99_ms']:>8} {row['throughput_rps']:>7}  {row['statuses']}")
 
 
+@bench_group.command("intake")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+@click.option("--scenarios", default="isolated,in_process,unguarded", show_default=True,
+              help="Comma-separated: isolated, in_process, unguarded (the baseline: header limits lifted).")
+@click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 4),
+              help="Multiplies the inflating bombs (1: a 1 GiB deflated DICOM and a 1 GiB RLE segment).")
+def bench_intake_command(as_json: bool, scenarios: str, scale: int) -> None:
+    """Peak memory of intake under a bomb mix (one bomb of each codec and four good films, submitted by URL and
+    fetched eight at once) and `/health` latency meanwhile, each scenario in a fresh process: `isolated`
+    (decoding in child processes, the default), `in_process` (header limits only) and `unguarded` (the
+    baseline: decoding in the process with the header limits lifted)."""
+    from raiox.tools.bench.intake import SCENARIOS, bench_intake
+
+    chosen = [name.strip() for name in scenarios.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        raise click.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    report = bench_intake(scenarios=chosen, scale=scale)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo("mix: " + ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in report["mix_bytes"].items()))
+    for row in report["results"]:
+        if "error" in row:
+            click.echo(f"{row['scenario']}: failed ({row['error']})\n{row['stderr_tail']}")
+            continue
+        busy, idle = row["health_during_fetch"], row["health_idle"]
+        click.echo(f"{row['scenario']:<11} peak RSS {row['peak_rss_mib']:7.0f} MiB (before fetch "
+                   f"{row['peak_rss_before_fetch_mib']:.0f}), children's peak {row['children_peak_rss_mib']:.0f} MiB, "
+                   f"fetch {row['fetch_seconds']} s, /health p50 {busy.get('p50_ms')} ms max {busy.get('max_ms')} ms "
+                   f"(idle p50 {idle.get('p50_ms')} ms)")
+        for film, outcome in row["films"].items():
+            click.echo(f"    {film:<18} {outcome}")
+
+
 @bench_group.command("pipeline")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 @click.option("--submissions", default=20, show_default=True, type=click.IntRange(1, 500),

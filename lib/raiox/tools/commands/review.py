@@ -72,9 +72,11 @@ def case_group() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_services
 def case_erase(services: Services, case_id: int, actor: str, yes: bool) -> None:
-    """Erase CASE_ID: its X-rays leave object storage (unless another case has the same bytes), its personal
-    fields and free texts leave the database, references learned from it are removed; the decision's implant
-    and time and the trail of who did what stay, anonymous, for statistics. Cannot be undone."""
+    """Erase CASE_ID: its X-rays leave object storage, every version of them (unless another case has the same
+    bytes), its personal fields, free texts and what its jobs kept leave the database, references learned from it
+    are removed, and its submission is deleted at Jotform (a job, retried while Jotform is unreachable); the
+    decision's implant and time and the trail of who did what stay, anonymous, for statistics. Cannot be undone.
+    Running it again on an erased case retries a deletion at Jotform that failed."""
     if not yes and not stdin_is_terminal():
         raise click.ClickException(f"no terminal to confirm erasing case {case_id}: add --yes")
     if not yes:
@@ -85,7 +87,7 @@ def case_erase(services: Services, case_id: int, actor: str, yes: bool) -> None:
         raise click.ClickException(exc.message) from None
     click.echo(f"case {case_id} erased; {report.objects_deleted} object(s) deleted"
                + (f", {report.objects_left} left for the next sweep (object storage unreachable)"
-                  if report.objects_left else ""))
+                  if report.objects_left else "") + f"; {report.at_source.get(case_id, '')}")
 
 
 @click.command("status")
