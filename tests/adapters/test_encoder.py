@@ -15,6 +15,12 @@ from raiox.adapters.imaging import ImageError, ImageTooLarge, UnsupportedImage, 
 from support import make_xray
 
 
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_checkpoint: Path) -> Encoder:
+    """The open_clip adapter itself (conftest's tiny_encoder is the identifier that wraps it)."""
+    return Encoder.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
+
+
 def test_embeddings_are_unit_length_512d_and_deterministic(tiny_encoder: Encoder) -> None:
     images = [make_xray(seed) for seed in range(6)]
     result = tiny_encoder.encode(images)
@@ -122,18 +128,19 @@ def test_preparation_matches_open_clips_own_preprocessing(tiny_encoder: Encoder)
     assert np.allclose(tiny_encoder.encode_one(data), direct, atol=1e-6)
 
 
-def test_without_settings_the_shipped_encoder_loads_from_its_sidecar() -> None:
-    """RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED unset: the shipped checkpoint, its architecture from the
+def test_without_settings_the_shipped_shape_encoder_loads_from_its_sidecar() -> None:
+    """RAIOX_CLIP_MODEL and RAIOX_CLIP_PRETRAINED unset: the shipped shape encoder, its architecture from the
     sidecar; works offline."""
-    from raiox.adapters.encoder import SHIPPED_ENCODER, checkpoint_sidecar, resolve_weights
     from raiox.settings import Settings
+    from raiox.shape.identifier import SHIPPED_SHAPE_ENCODER, ShapeIdentifier
+    from raiox.shape.network import is_shape_checkpoint
 
-    settings = Settings.given()
+    settings = Settings.given(raiox_device="cpu")
     assert (settings.raiox_clip_model, settings.raiox_clip_pretrained) == ("", "shipped")
-    assert SHIPPED_ENCODER.is_file() and checkpoint_sidecar(SHIPPED_ENCODER).is_file()
-    assert resolve_weights("", "shipped") == resolve_weights("", "") == ("raiox-small-rn", str(SHIPPED_ENCODER))
-    encoder = Encoder.from_settings(Settings.given(raiox_device="cpu"))
-    assert encoder.model_name == "raiox-small-rn" and "random" not in encoder.model_id
+    assert is_shape_checkpoint(SHIPPED_SHAPE_ENCODER)
+    identifier = ShapeIdentifier.from_settings(settings)
+    assert identifier.model.kind == "shape" and identifier.model_id.startswith("raiox-shape-s@")
+    assert "random" not in identifier.model_id
 
 
 def test_a_sidecar_names_the_architecture_and_wins_over_the_setting(tiny_checkpoint: Path, tmp_path: Path,
@@ -145,7 +152,7 @@ def test_a_sidecar_names_the_architecture_and_wins_over_the_setting(tiny_checkpo
 
     checkpoint = tmp_path / "trained.pt"
     shutil.copy(tiny_checkpoint, checkpoint)
-    checkpoint_sidecar(checkpoint).write_text(json.dumps({"model": "raiox-tiny-vit", "crop_to_implant": False}))
+    checkpoint_sidecar(checkpoint).write_text(json.dumps({"model": "raiox-tiny-vit"}))
     assert resolve_weights("", str(checkpoint)) == ("raiox-tiny-vit", str(checkpoint))
     assert resolve_weights("ViT-B-32", str(checkpoint)) == ("raiox-tiny-vit", str(checkpoint))
     assert "RAIOX_CLIP_MODEL=ViT-B-32 ignored" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,12 @@ from raiox.adapters.gpu_decode import DeviceJpegDecoder, device_decoder_for, dev
 from raiox.adapters.imaging import ImageError
 from raiox.settings import Settings
 from support import make_xray
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_checkpoint: Path) -> Encoder:
+    """The open_clip adapter itself (conftest's tiny_encoder is the identifier that wraps it)."""
+    return Encoder.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
 
 LIMIT = 40_000_000
 

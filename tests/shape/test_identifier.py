@@ -78,4 +78,5 @@ def test_the_encoder_turns_a_crop_it_judges_upside_down(checkpoint: Path) -> Non
     guessed = ShapeIdentifier.load("", str(checkpoint), device="cpu").identify([data]).films[0].primary
     turned = identifier.identify([data]).films[0].primary
     assert turned.turned and not guessed.turned
-    assert turned.finding.platform_xy == guessed.finding.apex_xy and turned.finding.apex_xy == guessed.finding.platform_xy
+    assert turned.finding.platform_xy == guessed.finding.apex_xy
+    assert turned.finding.apex_xy == guessed.finding.platform_xy

@@ -42,7 +42,8 @@ def test_films_decode_in_each_format() -> None:
 
 
 def _brightness_along(film: np.ndarray, start: tuple[float, float], end: tuple[float, float]) -> float:
-    points = [(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t) for t in np.linspace(0.1, 0.9, 9)]
+    points = [(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+              for t in np.linspace(0.1, 0.9, 9)]
     return float(np.mean([film[int(y), int(x)] for x, y in points]))
 
 

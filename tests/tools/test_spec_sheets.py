@@ -10,8 +10,8 @@ import pytest
 from raiox.repository import catalog
 from raiox.services import Services
 from raiox.tools.catalog import ManifestError, ReferenceSystem, import_manifest, write_catalog
-from raiox.tools.spec_sheets import SpecSheet, import_specs, read_specs, spec_films
 from raiox.tools.render import render
+from raiox.tools.spec_sheets import SpecSheet, import_specs, read_specs, spec_films
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "specs.csv"
 
