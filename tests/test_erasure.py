@@ -22,6 +22,7 @@ from raiox.embed.worker import run_embed_jobs
 from raiox.intake.fetcher import run_fetch_jobs
 from raiox.intake.receive import receive
 from raiox.intake.submission import from_jotform
+from raiox.repository import findings
 from raiox.review import accounts, decisions, queue
 from raiox.services import Services
 from raiox.settings import Settings
@@ -104,14 +105,15 @@ def test_after_erasure_nothing_anywhere_holds_the_patients_name_or_film(
             "SELECT storage_key FROM case_images WHERE case_id = %s", (case_id,))]
         learned = conn.execute("SELECT count(*) AS n FROM reference_images WHERE source_case_id = %s",
                                (case_id,)).fetchone()["n"]
-    assert learned == 1 and film_sha in key
+        crops = set(findings.crop_keys_of_case(conn, case_id))
+    assert learned == 1 and film_sha in key and crops
     erasing.store.put_at(key, film)  # a second version of the film's object (a re-write)
     before = every_row(erasing)
     assert NAME[1] in before and EMAIL in before and FILM_NAME in before and film_sha in before  # it was all there
 
     jotform.script = [Reply(503, {"responseCode": 503, "message": "busy"})]  # Jotform fails once
     report = deletions.erase_now(erasing, case_id, actor="brenda")
-    assert report.objects_deleted == 1 and "queued" in report.at_source[case_id]
+    assert report.objects_deleted == 1 + len(crops) and "queued" in report.at_source[case_id]  # film and crops
     first = sweep(erasing, embed_here=False)
     assert first.erased_at_source == 1
     with erasing.db.transaction() as conn:
@@ -132,6 +134,7 @@ def test_after_erasure_nothing_anywhere_holds_the_patients_name_or_film(
                           aws_access_key_id="test-key", aws_secret_access_key="test-secret")
     versions = every_version(client, s3_bucket)
     assert versions and all(film_sha not in version_key and body != film for version_key, body in versions)
+    assert not [k for k, _ in versions if any(k.endswith(crop) for crop in crops)]  # nor of an implant's crop
     logged = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     for secret in (*NAME, EMAIL, FILM_NAME):
         assert secret not in logged, f"{secret!r} was logged"

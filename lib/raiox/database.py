@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -58,7 +59,6 @@ def _forget_gone_holders(pgdata: Path) -> None:
     `.handle_pids.json`. A holder that died without letting go (SIGKILL, a crash, an old `raiox dev` stopped with
     SIGTERM) stays listed, so no later process would ever stop the server again. Forget holders that are gone:
     a server they left running is then reused (never started twice) and stopped by the last process using it."""
-    import psutil
     from pgserver.postgres_server import PostgresServer
 
     holders = pgdata / ".handle_pids.json"
@@ -69,13 +69,25 @@ def _forget_gone_holders(pgdata: Path) -> None:
             listed = [int(pid) for pid in json.loads(holders.read_text())]
         except (OSError, ValueError, TypeError):
             listed = []
-        alive = [pid for pid in listed if psutil.pid_exists(pid)]
+        alive = [pid for pid in listed if _process_exists(pid)]
         if alive != listed:
             holders.write_text(json.dumps(alive))
     gone = sorted(set(listed) - set(alive))
     if gone and (pgdata / "postmaster.pid").is_file():
         log.warning("the embedded PostgreSQL in %s was left by process(es) %s, which are gone: reusing it (it "
                     "stops when the last Raiox process using it exits)", pgdata, ", ".join(map(str, gone)))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def stop_embedded_database(pgdata: Path) -> None:

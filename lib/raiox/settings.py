@@ -170,12 +170,6 @@ class Settings(BaseSettings):
         default=32, ge=1,
         description="Implant crops per encoder forward pass.",
     )
-    raiox_gpu_jpeg_decode: bool = Field(
-        default=True,
-        description="On CUDA, decode baseline and progressive 8-bit JPEGs on the GPU (nvJPEG) and resize them "
-        "there; other images, and every image on the CPU, take the CPU path. `false` keeps all decoding on "
-        "the CPU.",
-    )
     raiox_top_k: int = Field(
         default=3, ge=1, le=20,
         description="Implant systems proposed per X-ray.",

@@ -17,7 +17,6 @@ from raiox.adapters import gpu_decode
 from raiox.adapters.encoder import Encoder
 from raiox.adapters.gpu_decode import DeviceJpegDecoder, device_decoder_for, device_jpeg_header
 from raiox.adapters.imaging import ImageError
-from raiox.settings import Settings
 from support import make_xray
 
 
@@ -107,19 +106,6 @@ def test_only_a_cuda_encoder_with_the_letterbox_gets_a_device_decoder(tiny_encod
 
     squash = open_clip.image_transform(size, is_train=False, resize_mode="squash")
     assert device_decoder_for("cuda", squash, size, max_pixels=LIMIT) is None  # not the letterbox
-
-
-def test_the_setting_turns_device_decoding_off(tiny_checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from raiox.adapters import encoder as encoder_module
-
-    def always(device: str, *args: object, **kwargs: object) -> DeviceJpegDecoder:
-        return DeviceJpegDecoder(device, 64, max_pixels=LIMIT)
-
-    monkeypatch.setattr(encoder_module, "device_decoder_for", always)  # as if on CUDA
-    settings = {"raiox_clip_model": "raiox-tiny-vit", "raiox_clip_pretrained": str(tiny_checkpoint),
-                "raiox_device": "cpu"}
-    assert Encoder.from_settings(Settings.given(**settings)).device_decoder is not None
-    assert Encoder.from_settings(Settings.given(**settings, raiox_gpu_jpeg_decode=False)).device_decoder is None
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -9,7 +9,7 @@ from typing import Any
 import requests
 
 from raiox.models import CaseStatus, JobKind
-from raiox.repository import cases, jobs
+from raiox.repository import cases, findings, jobs
 from raiox.services import Services
 from raiox.tools.local import free_port
 from review.pages import NAME, one, open_case, ready_cases, row, shot, sign_in
@@ -171,9 +171,11 @@ def test_the_case_shows_its_access_history_and_its_patient_data_can_be_erased(si
     typed.fill(str(kept))  # another case's number does not unlock the button
     expect(page.locator("#erase-confirm")).to_be_disabled()
     typed.fill(str(erased))
+    with services.db.transaction() as conn:
+        files = 1 + len(set(findings.crop_keys_of_case(conn, erased)))  # the film and its implants' crops
     shot(page, "erase-confirm")
     page.click("#erase-confirm")
-    expect(page.locator(".message.success")).to_contain_text(f"Case #{erased} erased: 1 file(s) deleted")
+    expect(page.locator(".message.success")).to_contain_text(f"Case #{erased} erased: {files} file(s) deleted")
     expect(page.locator(".case-view .badge.erased")).to_have_text("erased")
     expect(page.locator(".erased-note")).to_contain_text("Patient data erased")
     expect(page.locator("#erase-open")).to_have_count(0)

@@ -15,7 +15,7 @@ from raiox.delivery.sweep import sweep
 from raiox.embed.worker import run_embed_jobs
 from raiox.intake.sweep import sweep_intake
 from raiox.job_runner import beat
-from raiox.repository import cases
+from raiox.repository import cases, findings
 from raiox.review import accounts, decisions, queue, system
 from raiox.review.http import handle
 from raiox.services import Services
@@ -66,11 +66,15 @@ def test_erasing_a_case_removes_its_films_and_personal_data_and_keeps_an_anonymo
         conn.execute("UPDATE cases SET submitter_name = 'Ana Souza', submitter_email = 'ana@example.com', "
                      "raw_payload = '{\"rawRequest\": {\"q3_name\": \"Ana Souza\"}}' WHERE id = %s", (case_id,))
         key = conn.execute("SELECT storage_key FROM case_images WHERE case_id = %s", (case_id,)).fetchone()
+        crops = findings.crop_keys_of_case(conn, case_id)
     learned = rows(catalogued, "SELECT id FROM reference_images WHERE source_case_id = %s", case_id)
     assert learned  # the approval taught the catalog this film
+    assert crops and all(catalogued.store.exists(crop) for crop in crops)
 
     report = deletions.erase_now(catalogued, case_id, actor="brenda")
-    assert report.erased == [case_id] and report.objects_deleted == 0  # the other case still uses those bytes
+    # The implant's crop goes (the other case is not embedded yet); the film stays: the other case uses its bytes.
+    assert report.erased == [case_id] and report.objects_deleted == len(set(crops))
+    assert not any(catalogued.store.exists(crop) for crop in crops)
     [case] = rows(catalogued, "SELECT * FROM cases WHERE id = %s", case_id)
     assert (case["submitter_name"], case["submitter_email"], case["raw_payload"]) == (None, None, {})
     assert case["erased_by"] == "brenda" and case["erased_at"] is not None and case["status"] == "approved"
@@ -118,12 +122,14 @@ def test_the_retention_period_erases_delivered_cases_in_the_sweep(catalogued: Se
         conn.execute("UPDATE cases SET status = 'notified', notified_at = now() - interval '31 days' WHERE id = %s",
                      (case_id,))
     key = rows(catalogued, "SELECT storage_key FROM case_images WHERE case_id = %s", case_id)[0]["storage_key"]
+    with catalogued.db.transaction() as conn:
+        crops = set(findings.crop_keys_of_case(conn, case_id))
     report = sweep(catalogued, embed_here=False)  # the notify function: no object storage there
     assert report.erased == [case_id]
     assert rows(catalogued, "SELECT erased_by FROM cases WHERE id = %s", case_id)[0]["erased_by"] == "system:retention"
     assert catalogued.store.exists(key)  # left for a sweep that has object storage
-    assert sweep_intake(catalogued)["objects_deleted"] == 1
-    assert not catalogued.store.exists(key)
+    assert sweep_intake(catalogued)["objects_deleted"] == 1 + len(crops)  # the film and its implants' crops
+    assert not catalogued.store.exists(key) and crops and not any(catalogued.store.exists(c) for c in crops)
 
 
 def test_the_system_view_shows_jobs_heartbeats_and_what_needs_attention(catalogued: Services) -> None:

@@ -56,9 +56,11 @@ NEVER_BUNDLED = {
     "functions_framework": "likewise",
 }
 # Per function: reachable, but only on a path that function never takes.
+_ONLY_INTAKE_DECODES = "only intake examines films (Services.decoders, raiox.adapters.sandbox)"
 NOT_IMPORTED_BY = {
+    "approve": {"PIL": _ONLY_INTAKE_DECODES, "pydicom": _ONLY_INTAKE_DECODES},
     "notify": {"boto3": "notify builds no object store (no Spaces setting; test_deploy.py checks its code)",
-               "botocore": "likewise"},
+               "botocore": "likewise", "PIL": _ONLY_INTAKE_DECODES, "pydicom": _ONLY_INTAKE_DECODES},
 }
 SECRETS = {"WEBHOOK_TOKEN": "webhook-token-for-the-runtime-test", "NOTIFY_TOKEN": "notify-token-for-the-runtime-test",
            "REVIEW_TOKEN_SECRET": "review-secret-for-the-runtime-test-0123456789"}
