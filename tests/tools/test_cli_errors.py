@@ -254,6 +254,8 @@ def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int,
         (["status", "--jsn"], "no such option"),
         (["train", "--out", i["folder"] + "/m.pt", "--folder", i["empty"]], "<system>/<film>"),
         (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"] + "/absent"], "does not exist"),
+        (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"], "--pretrained", i["text"]],
+         "not a shape encoder checkpoint"),
         (["worker", "--poll", "-1"], "not in the range"),
     ]
 

@@ -133,8 +133,8 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
 @click.option("--from-database", "from_database", is_flag=True,
               help="Fine-tune on the catalog's reference images and approved cases' films.")
 @click.option("--pretrained", default=None,
-              help="--folder/--from-database: the shape encoder to start from [the configured one, "
-              "RAIOX_CLIP_PRETRAINED, `shipped` by default].")
+              help="The shape encoder to start from [--folder/--from-database: the configured one, "
+              "RAIOX_CLIP_PRETRAINED, `shipped` by default; --cache: none, random weights].")
 @click.option("--config", "config_name", default="raiox-shape-s", show_default=True,
               help="--cache: the architecture (lib/raiox/shape/shape_configs/).")
 @click.option("--steps", default=12000, show_default=True, type=click.IntRange(1),
@@ -154,8 +154,8 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
 def train_command(services: Services, cache: Path | None, folder: Path | None, from_database: bool,
                   pretrained: str | None, config_name: str, steps: int, minutes: float | None, held_out: float,
                   lr: float | None, seed: int, out: Path, reembed: bool) -> None:
-    """Train the shape encoder: from scratch on rendered crops (--cache), or fine-tune it on a lab's labelled
-    films (--folder) or the database's references and approved cases (--from-database)."""
+    """Train the shape encoder on rendered crops (--cache; from scratch, or on from --pretrained), or fine-tune
+    it on a lab's labelled films (--folder) or the database's references and approved cases (--from-database)."""
     from raiox.shape import network
     from raiox.shape.identifier import SHIPPED, SHIPPED_SHAPE_ENCODER
     from raiox.tools.catalog import reembed_catalog
@@ -172,8 +172,13 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
     if cache is not None:
         if config_name not in network.config_names():
             raise click.BadParameter(f"one of {', '.join(network.config_names())}", param_hint="--config")
+        init = None
+        if pretrained is not None:
+            init = SHIPPED_SHAPE_ENCODER if pretrained.strip() in ("", SHIPPED) else Path(pretrained)
+            if not network.is_shape_checkpoint(init):
+                raise click.BadParameter(f"{pretrained} is not a shape encoder checkpoint", param_hint="--pretrained")
         line = train_shape(ShapeTraining(cache=cache, out=out, config=config_name, steps=steps, minutes=minutes,
-                                         lr=lr or 2e-3, seed=seed))
+                                         lr=lr or 2e-3, seed=seed, init=init))
         click.echo(f"step {line.get('step')}: validation top-1 {line.get('val_top1', 0):.1%}, "
                    f"top-3 {line.get('val_top3', 0):.1%}")
     else:
