@@ -19,7 +19,7 @@ from raiox import deletions
 from raiox.delivery.sweep import sweep
 from raiox.delivery.worker import run_notify_jobs
 from raiox.embed.worker import run_embed_jobs
-from raiox.intake.fetcher import run_fetch_jobs
+from raiox.intake.worker import run_fetch_jobs
 from raiox.intake.receive import receive
 from raiox.intake.submission import from_jotform
 from raiox.repository import findings

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fakes import FileServer
-from raiox.intake.fetcher import run_fetch_jobs
+from raiox.intake.worker import run_fetch_jobs
 from raiox.intake.http import handle
 from raiox.review import accounts, decisions
 from raiox.services import Services

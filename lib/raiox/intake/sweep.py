@@ -8,7 +8,7 @@ from typing import Any
 
 from raiox.deletions import delete_objects
 from raiox.erasure import ErasureReport
-from raiox.intake.fetcher import run_fetch_jobs
+from raiox.intake.worker import run_fetch_jobs
 from raiox.intake.inbox import replay
 from raiox.services import Services
 
