@@ -51,7 +51,8 @@ def test_raiox_has_no_import_cycle() -> None:
 
 
 def test_layer_contracts_hold() -> None:
-    """pyproject.toml's contracts: tooling above the steps, steps in data-flow order, HTTP only at the edge."""
+    """pyproject.toml's contracts: tooling, then the sweeper, above the steps; the steps in data-flow order and
+    independent of each other (save the named reads of embed's rules); HTTP only at the edge."""
     run = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:]
