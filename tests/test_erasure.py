@@ -16,16 +16,16 @@ import pytest
 
 from fakes import FakeServer, Reply
 from raiox import deletions
-from raiox.delivery.sweep import sweep
 from raiox.delivery.worker import run_notify_jobs
 from raiox.embed.worker import run_embed_jobs
-from raiox.intake.fetcher import run_fetch_jobs
 from raiox.intake.receive import receive
 from raiox.intake.submission import from_jotform
+from raiox.intake.worker import run_fetch_jobs
 from raiox.repository import findings
 from raiox.review import accounts, decisions, queue
 from raiox.services import Services
 from raiox.settings import Settings
+from raiox.sweeper.round import sweep
 from raiox.tools.catalog import ReferenceSystem, import_manifest, write_catalog
 from raiox.tools.simulator import jotform_fields, serve_files
 from support import make_xray

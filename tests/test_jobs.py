@@ -127,7 +127,7 @@ def test_a_taken_over_job_runs_alone_never_beside_fresh_work(db: Database) -> No
 
 
 def test_the_runner_fails_a_poison_job_and_its_case_needs_attention(services) -> None:  # type: ignore[no-untyped-def]
-    from raiox.intake.fetcher import run_fetch_jobs
+    from raiox.intake.worker import run_fetch_jobs
     from raiox.models import CaseStatus
 
     with services.db.transaction() as conn:

@@ -1,8 +1,9 @@
-"""DigitalOcean-style entry of the embed function: `main(event, context)` over raiox.embed.http."""
+"""DigitalOcean-style entry of the embed function: `main(event, context)` over raiox.sweeper.embed (embed's web surface
+and the sweeper's round)."""
 
 from typing import Any
 
-from raiox.embed.http import handle
+from raiox.sweeper.embed import handle
 from raiox.web.platforms import do_entry
 
 

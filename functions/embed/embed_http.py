@@ -4,7 +4,7 @@ from typing import Any
 
 import functions_framework
 
-from raiox.embed.http import handle
+from raiox.sweeper.embed import handle
 from raiox.web.platforms import flask_entry
 
 

@@ -1,8 +1,9 @@
-"""DigitalOcean-style entry of the notify function: `main(event, context)` over raiox.delivery.http."""
+"""DigitalOcean-style entry of the notify function: `main(event, context)` over raiox.sweeper.notify (delivery's web
+surface and the sweeper's round)."""
 
 from typing import Any
 
-from raiox.delivery.http import do_main
+from raiox.sweeper.notify import do_main
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

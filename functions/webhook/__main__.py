@@ -1,8 +1,9 @@
-"""DigitalOcean entry of the webhook function (`web: raw`): `main(event, context)` over raiox.intake.http."""
+"""DigitalOcean entry of the webhook function (`web: raw`): `main(event, context)` over raiox.sweeper.webhook (web
+calls: raiox.intake.http; the scheduled trigger: the sweeper's round)."""
 
 from typing import Any
 
-from raiox.intake.http import do_main
+from raiox.sweeper.webhook import do_main
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

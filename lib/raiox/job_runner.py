@@ -1,12 +1,12 @@
 """The one runner of durable jobs (claim under a lease → work → complete, retry with backoff, or fail), and
 the poke that asks the next step to start now instead of at the next sweep.
 
-Steps hand work to each other only through the `jobs` table; a step that runs jobs (embed, delivery)
-describes its work as a `JobStep` and the runner does the rest, the same way for both:
+Steps hand work to each other only through the `jobs` table; a step that runs jobs (intake, embed, delivery)
+describes its work as a `JobStep` and the runner does the rest, the same way for each:
 
 1. one transaction claims due jobs (`FOR UPDATE SKIP LOCKED`, a lease, attempts + 1) and lets the step read
    what it needs (`JobStep.claimed`);
-2. the step works on the whole batch outside any transaction (`JobStep.work`: encode, deliver);
+2. the step works on the whole batch outside any transaction (`JobStep.work`: download, encode, deliver);
 3. per job, one transaction lets the step write its results (`JobStep.finish`) and completes the job, but
    only while this worker still holds the lease, so a worker that was taken over changes nothing;
 4. a `JobFailure` (or any other error) rolls that job's writes back and schedules a retry with backoff and
@@ -306,18 +306,3 @@ def poke_soon(url: str | None, token: SecretStr | None, body: dict[str, Any], *,
     thread.start()
     return thread
 
-
-def hand_over_to_embed(services: Services, *, read_timeout: float = 5.0) -> dict[str, Any]:
-    """Where torch is absent (the webhook's and notify's scheduled sweeps): if fetch or embed jobs are due
-    (pending past run_after, or running with an expired lease), POST `{"sweep": true}` to EMBED_URL with
-    EMBED_TOKEN, which runs them. Returns {"due": n, "poke": what happened}."""
-    settings = services.settings
-    due = due_jobs(services, JobKind.FETCH, JobKind.EMBED)
-    if not due:
-        return {"due": 0}
-    if not settings.embed_url:
-        log.warning("%d fetch or embed job(s) are due and EMBED_URL is unset: run `raiox worker` where torch is", due)
-        return {"due": due, "poke": "EMBED_URL unset"}
-    return {"due": due, "poke": poke(settings.embed_url, settings.embed_token, {"sweep": True},
-                                     what=f"embed poke for {due} due job(s)",
-                                     timeout=(settings.notify_timeout_seconds, read_timeout))}

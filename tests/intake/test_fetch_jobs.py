@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from fakes import FileServer
-from raiox.intake.fetcher import run_fetch_jobs
 from raiox.intake.http import handle
+from raiox.intake.worker import run_fetch_jobs
 from raiox.review import accounts, decisions
 from raiox.services import Services
 from raiox.tools.simulator import jotform_fields, multipart

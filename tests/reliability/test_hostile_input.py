@@ -34,7 +34,7 @@ from urllib3 import encode_multipart_formdata
 import bombs
 from fakes import FileServer
 from raiox.adapters.fetch import FetchPolicy
-from raiox.intake.fetcher import run_fetch_jobs
+from raiox.intake.worker import run_fetch_jobs
 from raiox.repository import reviewers as review_sql
 from raiox.review import accounts
 from raiox.services import Services

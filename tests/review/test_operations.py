@@ -11,14 +11,14 @@ from typing import Any
 from click.testing import CliRunner
 
 from raiox import deletions
-from raiox.delivery.sweep import sweep
 from raiox.embed.worker import run_embed_jobs
-from raiox.intake.sweep import sweep_intake
 from raiox.job_runner import beat
 from raiox.repository import cases, findings
 from raiox.review import accounts, decisions, queue, system
 from raiox.review.http import handle
 from raiox.services import Services
+from raiox.sweeper.round import sweep
+from raiox.sweeper.stored import sweep_intake
 from raiox.tools.cli import main as cli
 from raiox.web.http import HttpRequest
 from support import make_xray, submit_case

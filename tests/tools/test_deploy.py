@@ -89,7 +89,7 @@ def test_each_function_gets_only_the_settings_its_code_reads() -> None:
                             capture_output=True, text=True, check=True, timeout=60).stdout.split()
     notify_code = {path: Path(path).read_text() for path in loaded
                    if "/adapters/" not in path and not path.endswith("/services.py")}  # where a store is built
-    assert any(path.endswith("delivery/sweep.py") for path in notify_code)
+    assert any(path.endswith("sweeper/round.py") for path in notify_code)
     assert not [path for path, code in notify_code.items() if re.search(r"\.store\b|presigned_url", code)]
 
 

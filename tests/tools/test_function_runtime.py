@@ -43,7 +43,7 @@ from support import make_xray
 
 FUNCTIONS = {f.name: f for f in manifest_functions(read_manifest())}
 # What each function's entry hands the request to (functions/<name>/__main__.py).
-ENTRIES = {"webhook": "raiox.intake.http", "approve": "raiox.review.http", "notify": "raiox.delivery.http"}
+ENTRIES = {"webhook": "raiox.sweeper.webhook", "approve": "raiox.review.http", "notify": "raiox.sweeper.notify"}
 # Modules no function runs: they load torch or scipy (the identifier is built only where RAIOX_DEVICE runs it:
 # embed, the worker, tooling). Their imports are left out of the reachability below.
 TORCH_ONLY = ("raiox.adapters.encoder", "raiox.adapters.gpu_decode", "raiox.embed.worker", "raiox.shape.identifier",

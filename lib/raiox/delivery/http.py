@@ -1,14 +1,14 @@
-"""The notify function's HTTP handler: deliver due decisions; as the scheduled sweeper, also hand on embed."""
+"""The notify function's web surface: its token, health (no object storage), the body, and due decisions delivered.
+The function's handlers (`raiox.sweeper.notify`) pass in the sweeper's round, which a `{"sweep": true}` call runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from raiox.delivery.sweep import sweep
 from raiox.delivery.worker import run_notify_jobs
 from raiox.errors import InvalidInput
 from raiox.services import Services
@@ -20,9 +20,9 @@ from raiox.web.http import (
     json_response,
     require_method,
     require_secret,
-    serves,
 )
-from raiox.web.platforms import do_entry, is_web_event
+
+Round = Callable[[Services], dict[str, Any]]  # the sweeper's round: what it did, as the answer's body
 
 
 class NotifyCall(BaseModel):
@@ -33,7 +33,9 @@ class NotifyCall(BaseModel):
     sweep: bool = False
 
 
-def _respond(request: HttpRequest, services: Services, *, trusted: bool) -> HttpResponse:
+def respond(request: HttpRequest, services: Services, *, trusted: bool, sweep: Round) -> HttpResponse:
+    """GET …/health answers without a token; POST (Bearer NOTIFY_TOKEN unless the platform authenticated the call,
+    `trusted`) delivers due notify jobs, or with `{"sweep": true}` runs `sweep`."""
     settings = services.settings
     def authorized() -> None:
         if not trusted:
@@ -52,24 +54,5 @@ def _respond(request: HttpRequest, services: Services, *, trusted: bool) -> Http
     except ValidationError:
         raise InvalidInput("`sweep` must be true or false") from None
     if call.sweep:
-        return json_response(200, sweep(services, embed_here=False).as_dict())
+        return json_response(200, sweep(services))
     return json_response(200, {"notify": asdict(run_notify_jobs(services))})
-
-
-@serves("notify")
-def handle(request: HttpRequest, services: Services) -> HttpResponse:
-    """A web call (functions-framework, the dev server, DigitalOcean web): Bearer NOTIFY_TOKEN. GET …/health
-    answers without it; POST delivers due notify jobs, and with `sweep` also pokes embed when embed jobs are due."""
-    return _respond(request, services, trusted=False)
-
-
-@serves("notify")
-def handle_platform_call(request: HttpRequest, services: Services) -> HttpResponse:
-    """An invocation the platform authenticated (the scheduled trigger): no token."""
-    return _respond(request, services, trusted=True)
-
-
-def do_main(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """DigitalOcean entry: a web call carries `http` and needs the token; the scheduled trigger's event is its
-    body alone (e.g. `{"sweep": true}`)."""
-    return do_entry(handle if is_web_event(event) else handle_platform_call, event, context)

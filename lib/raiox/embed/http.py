@@ -1,16 +1,15 @@
-"""The embed function's HTTP handler: run due intake (inbox, fetch) and embed jobs, match one image directly,
-health."""
+"""The embed function's web surface: its token, health, one image matched directly, and a poke that runs the round
+the function's handler (`raiox.sweeper.embed`) passes in (due intake and embed jobs)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable
+from typing import Any
 
 from raiox.embed.matching import film_candidates, match_implants
-from raiox.embed.worker import run_embed_jobs
 from raiox.errors import InvalidInput
-from raiox.intake.sweep import sweep_intake
-from raiox.job_runner import beat
 from raiox.services import Services
+from raiox.settings import Settings
 from raiox.web.http import (
     HttpRequest,
     HttpResponse,
@@ -19,8 +18,9 @@ from raiox.web.http import (
     json_response,
     require_method,
     require_secret,
-    serves,
 )
+
+Round = Callable[[Services], dict[str, Any]]  # the sweeper's round: what it did, as the answer's body
 
 
 def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
@@ -35,7 +35,12 @@ def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
     return request.body
 
 
-def _token_first(request: HttpRequest, services: Services) -> None:
+def body_limit(settings: Settings) -> int:
+    """The largest body a call may carry: one film for a direct match, and a little room for its form."""
+    return settings.fetch_max_bytes + 64 * 1024
+
+
+def token_first(request: HttpRequest, services: Services) -> None:
     """A POST's bearer token is checked before its body (up to an image) is read."""
     if request.method == "POST" and not request.path.rstrip("/").endswith("/health"):
         settings = services.settings
@@ -43,10 +48,9 @@ def _token_first(request: HttpRequest, services: Services) -> None:
                        dev=settings.raiox_env == "dev")
 
 
-@serves("embed", body_limit=lambda settings: settings.fetch_max_bytes + 64 * 1024, before_body=_token_first)
-def handle(request: HttpRequest, services: Services) -> HttpResponse:
+def respond(request: HttpRequest, services: Services, *, sweep: Round) -> HttpResponse:
     """GET …/health answers without a token; POST …/match matches one image; POST otherwise (a poke, or the
-    sweeper's `{"sweep": true}`) records what the inbox kept, fetches due X-rays, then embeds due cases."""
+    sweeper's `{"sweep": true}`) runs `sweep`."""
     settings = services.settings
 
     def authorized() -> None:
@@ -65,7 +69,4 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
             "model_id": encoder.model_id,
             "candidates": [c.model_dump(exclude=hidden) for c in film_candidates(implants, settings.raiox_top_k)],
             "implants": [i.model_dump(exclude={"candidates": {"__all__": hidden}}) for i in implants]})
-    intake = sweep_intake(services)
-    embedded = run_embed_jobs(services)
-    beat(services, "embed", model_id=encoder.model_id, embedded=embedded.ready)
-    return json_response(200, {"model_id": encoder.model_id, **asdict(embedded), "intake": intake})
+    return json_response(200, sweep(services))

@@ -1,18 +1,12 @@
-"""The webhook function's HTTP handler: token, size and shape checks, the body as a `Submission`, the answer at
-once (202); and, invoked by its scheduled trigger, intake's sweep."""
+"""The webhook function's web calls: token, size and shape checks, the body as a `Submission`, the answer at once
+(202). Its scheduled trigger is the sweeper's (`raiox.sweeper.webhook`)."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Mapping
-from typing import Any
 
 from raiox.adapters.jotform_payload import is_webhook
 from raiox.errors import InvalidInput, TooLarge, UnsupportedFormat
 from raiox.intake.receive import receive
 from raiox.intake.submission import Submission, from_jotform, from_json, from_upload
-from raiox.intake.sweep import sweep_intake
-from raiox.job_runner import beat, hand_over_to_embed
 from raiox.services import Services
 from raiox.settings import Settings
 from raiox.web.http import (
@@ -24,10 +18,8 @@ from raiox.web.http import (
     require_secret,
     serves,
 )
-from raiox.web.platforms import do_entry, is_web_event
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-SWEEP_SECONDS = 40.0  # the scheduled sweep stops taking new fetch jobs after this (the function's limit is 60 s)
 
 
 def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
@@ -77,21 +69,3 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
                                "images": receipt.images, "refused_images": receipt.refused_images,
                                "duplicate": False})
 
-
-@serves("webhook")
-def handle_platform_call(request: HttpRequest, services: Services) -> HttpResponse:
-    """The scheduled trigger (`{"sweep": true}`, no token: the platform authenticated it): replay the inbox,
-    run due fetch jobs within the time limit, then hand due embed jobs to EMBED_URL."""
-    body = request.json_body() if request.body.strip() else {}
-    if not isinstance(body, dict) or body.get("sweep") is not True:
-        raise InvalidInput('a platform invocation of the webhook must be {"sweep": true}')
-    swept = sweep_intake(services, deadline=time.monotonic() + SWEEP_SECONDS)
-    handed = hand_over_to_embed(services)
-    beat(services, "sweeper:webhook", fetched=swept["fetch"]["fetched"], replayed=swept["inbox"]["recorded"])
-    return json_response(200, {**swept, "embed": handed})
-
-
-def do_main(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """DigitalOcean entry: a web call carries `http` (and needs the token); the scheduled trigger's event is
-    its body alone."""
-    return do_entry(handle if is_web_event(event) else handle_platform_call, event, context)

@@ -3,7 +3,7 @@ database is down), and ask embed — which runs fetch jobs first — to start.
 
 Guarantees: what is accepted is never lost. Only what can be refused without the network is refused here
 (a URL the fetch policy would never follow, an upload that is not a usable image); everything else is
-recorded, and a film that cannot be fetched fails visibly on its case later (`raiox.intake.fetcher`). One
+recorded, and a film that cannot be fetched fails visibly on its case later (`raiox.intake.worker`). One
 submission id of one source is one case however often or concurrently it arrives. Nothing reaches object
 storage before its case has committed, except a submission kept in the inbox during a database outage.
 """

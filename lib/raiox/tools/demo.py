@@ -222,9 +222,9 @@ def seed_demo(services: Services, *, count: int = 6, say: Callable[[str], None] 
     """The demo catalog (when the encoder has no references yet) and `count` sample Jotform cases, fetched and
     matched, waiting in the review queue; nothing is added twice."""
     from raiox.embed.worker import run_embed_jobs
-    from raiox.intake.fetcher import run_fetch_jobs
     from raiox.intake.recording import check, record
     from raiox.intake.submission import ImageSource, Submission
+    from raiox.intake.worker import run_fetch_jobs
 
     model_id = services.encoder.model_id
     with services.db.transaction() as conn:

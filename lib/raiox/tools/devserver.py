@@ -9,11 +9,10 @@ from flask import Flask, Response, redirect, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from raiox.adapters.storage import LocalFolderStore
-from raiox.delivery import http as notify
-from raiox.embed import http as embed
 from raiox.intake import http as webhook
 from raiox.review import http as approve
 from raiox.services import Services
+from raiox.sweeper import embed, notify
 from raiox.tools.local import BASE_PATH
 from raiox.tools.object_server import objects_blueprint
 from raiox.web.http import Handler

@@ -66,7 +66,7 @@ def run_scenario(scenario: str, scale: int = 1) -> dict[str, Any]:
     """One scenario in this process (`python -m raiox.tools.bench.intake <scenario>` runs it in a fresh one)."""
     from raiox import migrations
     from raiox.database import database_url
-    from raiox.intake.fetcher import run_fetch_jobs
+    from raiox.intake.worker import run_fetch_jobs
     from raiox.services import Services
     from raiox.tools.devserver import start_dev_server
     from raiox.tools.local import BASE_PATH, free_port, isolated_settings, scratch_home

@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from raiox.delivery.sweep import sweep
 from raiox.embed.matching import film_candidates, match_implants
 from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
 from raiox.services import Services
+from raiox.sweeper.round import sweep
 from raiox.tools.catalog import ManifestError, check_manifest, import_manifest, reembed_references
 from raiox.tools.commands.common import (
     CommandServices,
