@@ -17,7 +17,7 @@ from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from raiox.settings import Settings, redact_url
+from raiox.settings import Settings
 
 if TYPE_CHECKING:  # pgserver is the `local` extra's, loaded only when DATABASE_URL is unset
     from pgserver.postgres_server import PostgresServer
@@ -143,10 +143,6 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         return cls(database_url(settings), max_size=settings.database_pool_max,
                    timeout=settings.database_timeout_seconds)
-
-    @property
-    def display_url(self) -> str:
-        return redact_url(self.url)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -457,20 +457,3 @@ def load_radiograph(
     if spacing is not None:
         image.info["pixel_spacing_mm"] = spacing
     return image
-
-
-def crop_to_implant(image: Image.Image, *, margin: float = 0.15) -> Image.Image:
-    """The film cropped to its most radiopaque object (metal) plus a margin, as a square around its centre;
-    the whole film when nothing stands out (the metal must be clearly brighter than the rest)."""
-    grey = np.asarray(image.convert("L").reduce(4), dtype=np.float32)
-    if grey.size == 0:
-        return image
-    level = np.percentile(grey, 99.5)
-    if level - np.median(grey) < 40:  # no object clearly brighter than bone and soft tissue
-        return image
-    rows, cols = np.nonzero(grey >= level * 0.9)
-    top, bottom, left, right = rows.min() * 4, (rows.max() + 1) * 4, cols.min() * 4, (cols.max() + 1) * 4
-    side = max(bottom - top, right - left) * (1 + 2 * margin)
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    box = (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
-    return image.crop(box)  # outside the film PIL fills black, like the letterbox

@@ -474,11 +474,6 @@ def _axial_chord(xs: F32, vs: F32, cos_a: float, sin_a: float, centre: tuple[flo
 @dataclass(frozen=True)
 class _Chord:
     length: F32  # exact chord of the (cut) ellipsoid
-    level: F32  # min over the ray of the ellipsoid's quadratic form: < 1 inside its silhouette
-    a: float  # the quadratic coefficient: an ellipsoid scaled by k has chord 2 sqrt((k^2 - level) / a), uncut
-
-    def scaled(self, k: float) -> F32:
-        return (2 * np.sqrt(np.maximum(k * k - self.level, 0) / self.a)).astype(np.float32)
 
 
 def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArray[np.float64],
@@ -500,7 +495,7 @@ def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArr
     level = c + 1 - b * b / (4 * a)
     half = np.sqrt(np.maximum(1 - level, 0) / a)
     if c_range is None:
-        return _Chord((2 * half).astype(np.float32), level.astype(np.float32), a)
+        return _Chord((2 * half).astype(np.float32))
     mid = -b / (2 * a)
     t1, t2 = mid - half, mid + half
     if abs(dq[2]) > 1e-9:
@@ -509,7 +504,7 @@ def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArr
         t2 = np.minimum(t2, np.maximum(ta, tb))
     else:
         t2 = np.where((q0[2] >= c_range[0]) & (q0[2] <= c_range[1]), t2, t1)
-    return _Chord(np.clip(t2 - t1, 0, None).astype(np.float32), level.astype(np.float32), a)
+    return _Chord(np.clip(t2 - t1, 0, None).astype(np.float32))
 
 
 def _rotation(in_plane: float, towards_beam: float) -> npt.NDArray[np.float64]:
