@@ -31,8 +31,12 @@ demo: $(STAMP)
 # Reference pages generated from the code (docs/settings.md, docs/cli.md) must be current: `make docs` rewrites them.
 GENERATED_DOCS := docs/settings.md docs/cli.md
 
+# Static checks first (pyproject.toml configures each): lint, types (mypy --strict on lib/raiox, which ships
+# py.typed), dead code (vulture, its whitelist in tests/vulture_whitelist.py), stale generated docs; then the tests.
 test: $(STAMP) chromium node-tools
 	$(BIN)/ruff check lib tests functions
+	$(BIN)/mypy
+	$(BIN)/vulture
 	$(BIN)/cog --check $(GENERATED_DOCS)
 	$(BIN)/python -m pytest
 
@@ -55,4 +59,4 @@ node-tools: $(NODE_TOOLS:%=%/node_modules/.package-lock.json)
 	 else echo "npm is missing: the tests that need $* will skip"; fi
 
 clean:
-	rm -rf $(VENV) .raiox .pytest_cache $(NODE_TOOLS:%=%/node_modules)
+	rm -rf $(VENV) .raiox .pytest_cache .mypy_cache $(NODE_TOOLS:%=%/node_modules)

@@ -143,14 +143,6 @@ def tiny_encoder(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
     return ShapeIdentifier.load("raiox-tiny-vit", str(tiny_checkpoint), device="cpu", batch_size=4)
 
 
-@pytest.fixture(scope="session")
-def shape_identifier():  # type: ignore[no-untyped-def]
-    """The shipped shape encoder, as Raiox runs by default."""
-    from raiox.shape.identifier import ShapeIdentifier
-
-    return ShapeIdentifier.load("", "shipped", device="cpu", batch_size=16)
-
-
 @pytest.fixture
 def services(db_url: str, tmp_path: Path, tiny_encoder):  # type: ignore[no-untyped-def]
     """Services on this test's own database and object folder, with the tiny encoder (dev mode)."""

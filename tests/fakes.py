@@ -51,7 +51,7 @@ class FileServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 owner.requests.append({"path": url.path, "query": parse_qs(url.query),
                                        "headers": {k.lower(): v for k, v in self.headers.items()}})

@@ -10,20 +10,23 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from raiox.settings import Settings, redact_url
+from raiox.settings import Settings
+
+if TYPE_CHECKING:  # pgserver is the `local` extra's, loaded only when DATABASE_URL is unset
+    from pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[dict[str, Any]]
 
-_embedded_servers: dict[Path, Any] = {}
+_embedded_servers: dict[Path, PostgresServer] = {}
 _embedded_lock = threading.Lock()
 
 
@@ -41,14 +44,14 @@ def embedded_database_url(pgdata: Path) -> str:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
                 try:
-                    import pgserver
+                    from pgserver.postgres_server import get_server
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise RuntimeError(
                         "DATABASE_URL is unset and the embedded PostgreSQL is not installed: "
                         "set DATABASE_URL or install raiox[local]"
                     ) from exc
                 _forget_gone_holders(pgdata)
-                server = pgserver.get_server(pgdata, cleanup_mode="stop")
+                server = get_server(pgdata, cleanup_mode="stop")
             _embedded_servers[pgdata] = server
             log.info("embedded PostgreSQL running with data in %s", pgdata)
         return str(server.get_uri())
@@ -140,10 +143,6 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         return cls(database_url(settings), max_size=settings.database_pool_max,
                    timeout=settings.database_timeout_seconds)
-
-    @property
-    def display_url(self) -> str:
-        return redact_url(self.url)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -166,7 +166,7 @@ class JobRunner(Generic[Batch]):
         assert batch is not None
         try:
             self.step.work(batch)
-        except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: every job of the batch retries
+        except Exception as exc:  # e.g. out of GPU memory: every job of the batch retries
             log.exception("%s batch of %d job(s) failed", self.step.kind, len(claimed))
             failure = JobFailure(f"{type(exc).__name__}: {exc}")
             for job in claimed:
@@ -218,7 +218,7 @@ class JobRunner(Generic[Batch]):
             return "lost"
         except JobFailure as failure:
             return self._retry_or_fail(report, job, failure)
-        except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the batch
+        except Exception as exc:  # one job's failure must not sink the batch
             log.exception("%s job %d failed", self.step.kind, job.id)
             return self._retry_or_fail(report, job, JobFailure(f"{type(exc).__name__}: {exc}"))
         if isinstance(outcome, Failed) or (isinstance(outcome, Retry) and status == JobStatus.FAILED):

@@ -381,7 +381,7 @@ class PokeRecorder:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 owner.calls.append({"authorization": self.headers.get("Authorization"), "body": json.loads(body)})
                 self.send_response(status)

@@ -88,10 +88,6 @@ def jotform(target: Target, urls: list[str], *, token: str | None = TOKEN, form_
                                  headers={"Content-Type": content_type}, timeout=60))
 
 
-def jotform_image(name: str) -> Callable[[Target], Answer]:
-    return lambda t: jotform(t, [t.upload_url(name)])
-
-
 def raw(target: Target, body: bytes, content_type: str, method: str = "POST") -> Answer:
     return _answer(requests.request(method, f"{target.base}{BASE_PATH}/webhook", params={"token": TOKEN},
                                     data=body, headers={"Content-Type": content_type}, timeout=60))

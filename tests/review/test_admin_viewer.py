@@ -11,7 +11,6 @@ import pytest
 from raiox.services import Services
 from review.pages import ready_cases, shot, sign_in
 
-FILM_SIZE = (480, 600)  # ready_cases' films: width, height in pixels
 SPACING_MM = (0.1, 0.1)  # row, column: a 600-pixel film is 60 mm tall
 
 

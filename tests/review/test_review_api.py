@@ -484,7 +484,7 @@ class _Recorder(BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, Any]]] = []
     arrived = threading.Event()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).received.append((self.headers.get("Authorization", ""), body))
         self.send_response(202)

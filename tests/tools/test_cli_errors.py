@@ -191,7 +191,7 @@ def inputs(tmp_path: Path) -> Iterator[dict[str, Path]]:
 class NotAWebhook(BaseHTTPRequestHandler):
     """What a wrong URL on a web server answers: 404 with an HTML page."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = b"<!doctype html><title>404 Not Found</title><h1>Not Found</h1>"
         self.send_response(404)

@@ -26,7 +26,7 @@ SECRETS = {"SPACES_KEY": "test-key", "SPACES_SECRET": "test-secret", "WEBHOOK_TO
 class _Embed(BaseHTTPRequestHandler):
     """embed's public face: /health answers 200, anything else 404."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         self.send_response(200 if self.path.endswith("/health") else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()

@@ -33,7 +33,7 @@ class Namespace:
         namespace = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 namespace.seen.append((url.path, query, self.headers.get("Authorization", "")))

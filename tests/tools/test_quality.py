@@ -46,7 +46,7 @@ def test_held_out_systems_and_seeds_never_meet_training() -> None:
 def test_new_films_show_other_sizes_than_the_references() -> None:
     for design in systems_by_name("heldout10"):
         references, queries = split_sizes(design, 4)
-        at = lambda ds: {(d.length_mm, d.diameter_mm) for d in ds}  # noqa: E731
+        at = lambda ds: {(d.length_mm, d.diameter_mm) for d in ds}
         lengths, diameters = design.sizes
         if len(lengths) * len(diameters) >= 2:
             assert not at(references) & at(queries)

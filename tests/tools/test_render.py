@@ -86,8 +86,8 @@ def test_a_system_is_drawn_at_any_of_its_sizes() -> None:
 def test_designs_differ_in_silhouette() -> None:
     tapered, parallel = demo_catalog()[0], demo_catalog()[1]
     (a, _), (b, _) = implant_thickness(tapered), implant_thickness(parallel)
-    apex_width = lambda t: (t[int(t.shape[0] * 0.85)] > 0).sum()  # noqa: E731
-    platform_width = lambda t: (t[int(t.shape[0] * 0.1)] > 0).sum()  # noqa: E731
+    apex_width = lambda t: (t[int(t.shape[0] * 0.85)] > 0).sum()
+    platform_width = lambda t: (t[int(t.shape[0] * 0.1)] > 0).sum()
     assert apex_width(a) / platform_width(a) < apex_width(b) / platform_width(b)
     assert len({d.system for d in demo_catalog()}) == 12 and all(d.manufacturer.startswith("Demo ")
                                                                  for d in demo_catalog())

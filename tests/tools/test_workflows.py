@@ -102,7 +102,7 @@ def test_a_forks_branch_named_main_does_not_deploy(event: dict[str, object]) -> 
 
     def holds(clause: str) -> bool:
         left, right = (part.strip() for part in clause.split("=="))
-        value = lambda side: side.strip("'") if side.startswith("'") else context[side]  # noqa: E731
+        value = lambda side: side.strip("'") if side.startswith("'") else context[side]
         return value(left) == value(right)
 
     for name in ("image", "functions"):

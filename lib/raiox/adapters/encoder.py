@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -232,12 +232,16 @@ class Encoder:
         errors: dict[int, ImageError] = {}
         chunks = [range(start, min(start + self.batch_size, len(images)))
                   for start in range(0, len(images), self.batch_size)]
-        prepare = self._prepare_or_error
+        prepare: Callable[[bytes], Any] = self._prepare_or_error
         if self.device_decoder is not None:  # JPEGs it takes are routed on the threads, decoded per batch
             prepare = self.device_decoder.routed(prepare)
-        submit = lambda chunk: [self._decode_pool.submit(prepare, images[i]) for i in chunk]  # noqa: E731
+
+        def submit_on_threads(chunk: Sequence[int]) -> list[Any]:
+            return [self._decode_pool.submit(prepare, images[i]) for i in chunk]
+
+        submit: Callable[[Sequence[int]], list[Any]] = submit_on_threads
         if self.device_decoder is not None:
-            submit = self.device_decoder.pipelined(submit, cpu=self._prepare_or_error)
+            submit = self.device_decoder.pipelined(submit_on_threads, cpu=self._prepare_or_error)
         pending = submit(chunks[0]) if chunks else []
         for number, chunk in enumerate(chunks):
             prepared = [future.result() for future in pending]

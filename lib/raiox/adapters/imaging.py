@@ -15,12 +15,16 @@ import re
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from raiox.errors import TooLarge, Unprocessable, UnsupportedFormat
+
+if TYPE_CHECKING:  # pydicom loads only for a DICOM film
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import UID
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024  # 40 MP at 16 bits, or 32 MP in colour
@@ -152,10 +156,9 @@ def _percentiles(values: np.ndarray, low: float, high: float) -> tuple[float, fl
 def _dicom_meta_syntax(data: bytes) -> str:
     """The transfer syntax from the file meta group alone (group 2 is never deflated), so a deflated dataset
     is never inflated just to be looked at."""
-    from pydicom.filebase import DicomBytesIO
     from pydicom.filereader import read_dataset, read_preamble
 
-    fp = DicomBytesIO(data)
+    fp = io.BytesIO(data)
     read_preamble(fp, False)
     meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
                         stop_when=lambda tag, vr, length: tag.group != 2)
@@ -165,10 +168,9 @@ def _dicom_meta_syntax(data: bytes) -> str:
 def _check_inflate(data: bytes, limits: DecodeLimits) -> None:
     """A deflated DICOM dataset is inflated, in pieces, only up to the decoding limit (plus room for its header):
     a few kilobytes can otherwise inflate to gigabytes before any header is read."""
-    from pydicom.filebase import DicomBytesIO
     from pydicom.filereader import read_dataset, read_preamble
 
-    fp = DicomBytesIO(data)
+    fp = io.BytesIO(data)
     read_preamble(fp, False)
     read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, vr, length: tag.group != 2)
     ceiling = limits.max_decoded_bytes + _HEADER_ALLOWANCE
@@ -182,12 +184,12 @@ def _check_inflate(data: bytes, limits: DecodeLimits) -> None:
                                 f"the decoding limit of {limits.max_decoded_bytes / MIB:.0f} MiB")
 
 
-def _dicom_header(data: bytes, limits: DecodeLimits):  # type: ignore[no-untyped-def]
+def _dicom_header(data: bytes, limits: DecodeLimits) -> tuple[UID, FileDataset]:
     """The dataset without its pixel data, every limit checked: transfer syntax (a decoder must exist, deflate
     is inflated boundedly), rows × columns × samples × bytes, frames, photometric interpretation."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
     from pydicom.uid import UID
 
     try:
@@ -263,7 +265,7 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: DecodeLimits | None = No
     match the wrong implant. Every limit is checked from the header first (`_dicom_header`); compressed transfer
     syntaxes decode only where pydicom has a decoder installed (RLE, in pure Python; no other is shipped)."""
     import pydicom
-    from pydicom.pixels import apply_voi_lut
+    from pydicom.pixels.processing import apply_voi_lut
 
     limits = limits or DecodeLimits(max_pixels=max_pixels)
     _, header = _dicom_header(data, limits)
@@ -281,7 +283,7 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: DecodeLimits | None = No
             if pixels.ndim != 2:
                 raise UnsupportedImage(f"DICOM pixel data has shape {pixels.shape}, not one greyscale frame")
             if "ModalityLUTSequence" in ds:
-                from pydicom.pixels import apply_modality_lut
+                from pydicom.pixels.processing import apply_modality_lut
 
                 values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
             else:
@@ -310,7 +312,7 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: DecodeLimits | None = No
             if pixels.ndim != 3 or pixels.shape[-1] != 3:
                 raise UnsupportedImage(f"DICOM pixel data has shape {pixels.shape}, not one colour frame")
             if photometric.startswith("YBR"):
-                from pydicom.pixels import convert_color_space
+                from pydicom.pixels.processing import convert_color_space
 
                 pixels = convert_color_space(pixels, photometric, "RGB")
             image = Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="RGB")
@@ -455,20 +457,3 @@ def load_radiograph(
     if spacing is not None:
         image.info["pixel_spacing_mm"] = spacing
     return image
-
-
-def crop_to_implant(image: Image.Image, *, margin: float = 0.15) -> Image.Image:
-    """The film cropped to its most radiopaque object (metal) plus a margin, as a square around its centre;
-    the whole film when nothing stands out (the metal must be clearly brighter than the rest)."""
-    grey = np.asarray(image.convert("L").reduce(4), dtype=np.float32)
-    if grey.size == 0:
-        return image
-    level = np.percentile(grey, 99.5)
-    if level - np.median(grey) < 40:  # no object clearly brighter than bone and soft tissue
-        return image
-    rows, cols = np.nonzero(grey >= level * 0.9)
-    top, bottom, left, right = rows.min() * 4, (rows.max() + 1) * 4, cols.min() * 4, (cols.max() + 1) * 4
-    side = max(bottom - top, right - left) * (1 + 2 * margin)
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    box = (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
-    return image.crop(box)  # outside the film PIL fills black, like the letterbox

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from raiox.settings import Settings
@@ -196,7 +196,7 @@ class S3Store(ObjectStore):
         endpoint = settings.spaces_endpoint
         host = (urlsplit(endpoint).hostname or "") if endpoint else ""
         # Spaces wants virtual-hosted buckets; local S3 servers (moto, MinIO on an IP) need path style.
-        addressing = "virtual" if host.endswith("digitaloceanspaces.com") else "path"
+        addressing: Literal["virtual", "path"] = "virtual" if host.endswith("digitaloceanspaces.com") else "path"
         client = boto3.client(
             "s3",
             region_name=settings.spaces_region,

@@ -29,7 +29,7 @@ def _uploaded_image(request: HttpRequest, max_bytes: int) -> bytes:
         upload = request.form(max_memory=max_bytes)[1].get("file")
         if upload is None:
             raise InvalidInput("multipart upload needs a `file` field")
-        return upload.read()
+        return upload.stream.read()
     if not request.body:
         raise InvalidInput("send the image as the request body or as a multipart `file` field")
     return request.body

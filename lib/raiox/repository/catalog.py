@@ -210,11 +210,6 @@ def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | N
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_INDEX_LOCK_CLASS, name))
 
 
-def model_ids_with_references(conn: Connection) -> list[str]:
-    return [row["model_id"] for row in
-            conn.execute("SELECT DISTINCT model_id FROM reference_images ORDER BY model_id").fetchall()]
-
-
 def implant_count(conn: Connection, model_id: str) -> int:
     """Implants that have at least one reference embedded by this model."""
     row = conn.execute(

@@ -128,7 +128,7 @@ def _index_learned_model(services: Services, model_id: str) -> None:
     one). After the commit and best effort: matching is exact without the index, only slower."""
     try:
         ensure_model_index(services, model_id)
-    except Exception:  # noqa: BLE001 - the decision is committed; the next import or re-embed builds it
+    except Exception:  # the decision is committed; the next import or re-embed builds it
         log.exception("could not build the HNSW index of %s", model_id)
 
 

@@ -135,7 +135,10 @@ def case_detail(services: Services, case_id: int, viewer: str) -> dict[str, Any]
         trail = cases.audit_trail(conn, case_id)
     expiry = services.settings.raiox_url_expiry_seconds
     store = services.store
-    url = lambda key: store.presigned_url(key, expiry) if key else None  # noqa: E731
+
+    def url(key: str | None) -> str | None:
+        return store.presigned_url(key, expiry) if key else None
+
     by_implant: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in ranked:
         by_implant.setdefault((row["case_image_id"], row["finding_position"]), []).append({

@@ -24,20 +24,36 @@ HEAD_SIZE = len(REGRESSIONS) + len(BINARIES) + sum(len(v) for v in CLASSES.value
 
 
 class _Design(Protocol):
-    diameter_mm: float
-    taper: float
-    taper_start: float
-    thread_pitch_mm: float
-    thread_depth_mm: float
-    collar_mm: float
-    collar_flare: float
-    microthreads: bool
-    apex_vent: bool
-    apex_grooves: bool
-    thread_profile: str
-    apex: str
-    connection: str
-    thread_leads: int
+    """What the targets read of a design; read-only, so a frozen dataclass (ImplantDesign) fits."""
+
+    @property
+    def diameter_mm(self) -> float: ...
+    @property
+    def taper(self) -> float: ...
+    @property
+    def taper_start(self) -> float: ...
+    @property
+    def thread_pitch_mm(self) -> float: ...
+    @property
+    def thread_depth_mm(self) -> float: ...
+    @property
+    def collar_mm(self) -> float: ...
+    @property
+    def collar_flare(self) -> float: ...
+    @property
+    def microthreads(self) -> bool: ...
+    @property
+    def apex_vent(self) -> bool: ...
+    @property
+    def apex_grooves(self) -> bool: ...
+    @property
+    def thread_profile(self) -> str: ...
+    @property
+    def apex(self) -> str: ...
+    @property
+    def connection(self) -> str: ...
+    @property
+    def thread_leads(self) -> int: ...
 
 
 def attribute_targets(design: _Design) -> np.ndarray:

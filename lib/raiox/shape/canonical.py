@@ -117,7 +117,6 @@ class _Candidate:
     extent: tuple[float, float]  # along the axis from the centre: (min, max), film pixels
     width: float  # film pixels across
     level: float  # the metal threshold that found it (0…1 on the film's normalised grey)
-    area: float
 
 
 def _candidates(grey: np.ndarray) -> list[_Candidate]:
@@ -162,7 +161,7 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
             duplicate = any(math.dist((cx, cy), c.centre) < 0.5 * c.width and abs(np.dot(axis, c.axis)) > 0.95
                             for c in found)
             if not duplicate:
-                found.append(_Candidate((cx, cy), axis, extent, width, fraction, float(len(rows) * shrink**2)))
+                found.append(_Candidate((cx, cy), axis, extent, width, fraction))
                 kept[inside] = np.maximum(kept[inside], len(rows))
     return found
 

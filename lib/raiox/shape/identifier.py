@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from raiox.adapters.encoder import EncoderUnavailable
+from raiox.adapters.encoder import Encoder, EncoderUnavailable
 from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, load_radiograph
 from raiox.shape import network
 from raiox.shape.attributes import ReadAttributes, read_attributes
@@ -135,7 +135,7 @@ class ClipCropModel:
 
     kind = "clip"
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.name = encoder.model_name
 
@@ -164,7 +164,7 @@ class ShapeIdentifier:
         suffix = f"+shape-d{self.descriptor_weight:.2f}" if model.kind == "shape" else "+shape-crop"
         self.model_name = model.name
         self.model_id = f"{model.name}@{prefix}{digest}{suffix}"
-        self.device = getattr(model, "device", None) or getattr(getattr(model, "encoder", None), "device", "cpu")
+        self.device = str(getattr(model, "device", None) or getattr(getattr(model, "encoder", None), "device", "cpu"))
         self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="raiox-film")
 
     # Loading -------------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class ShapeIdentifier:
                 log.warning("RAIOX_CLIP_MODEL=%s ignored: %s is a %s shape encoder", model_name, weights, name)
             return cls(ShapeModel(net, name, device), descriptor_weight=descriptor_weight, max_pixels=max_pixels,
                        batch_size=batch_size)
-        from raiox.adapters.encoder import Encoder, resolve_weights
+        from raiox.adapters.encoder import resolve_weights
 
         if not weights.exists() and pretrained.strip() in ("", SHIPPED):
             raise EncoderUnavailable(f"the shipped shape encoder is missing ({weights}); reinstall Raiox or set "

@@ -138,7 +138,7 @@ def read_reference(location: str, base: Path) -> bytes:
         try:
             with requests.get(location, timeout=(5, 30), stream=True) as response:
                 response.raise_for_status()
-                data = response.raw.read(MAX_REFERENCE_BYTES + 1, decode_content=True)
+                data: bytes = response.raw.read(MAX_REFERENCE_BYTES + 1, decode_content=True)
         except requests.RequestException as exc:
             raise ManifestError(f"cannot download {location}: {exc}") from None
     else:

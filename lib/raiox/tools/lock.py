@@ -107,10 +107,11 @@ def cut(lock: dict[str, Locked], spec: Cut) -> list[Locked]:
     for entry in lock.values():
         for parent in entry.via:
             needs.setdefault(parent, set()).add(entry.name)
-    roots = {canonicalize_name(r.name) for r in pyproject_requirements(spec.extras)}
+    roots: set[str] = {canonicalize_name(r.name) for r in pyproject_requirements(spec.extras)}
     roots |= {canonicalize_name(r.name) for r in pinned_inputs() if canonicalize_name(r.name) in roots}
     roots |= set(ALWAYS)
-    wanted, todo = set(), list(roots)
+    wanted: set[str] = set()
+    todo = list(roots)
     while todo:
         name = todo.pop()
         if name in wanted or (spec.drop is not None and spec.drop.match(name)):

@@ -47,7 +47,7 @@ def render_function(renderer: str) -> Callable[[ImplantDesign, int, SceneOptions
     if renderer == "flat":
         from raiox.tools.render import render_film
     elif renderer == "drr":
-        from raiox.tools.render_drr import render_film  # type: ignore[no-redef]
+        from raiox.tools.render_drr import render_film
     else:
         raise ValueError(f"unknown film generator {renderer!r}: `flat` or `drr`")
     return render_film

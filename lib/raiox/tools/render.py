@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -32,6 +34,7 @@ from raiox.tools.implant_designs import (
 
 __all__ = ["ImplantDesign", "SceneOptions", "demo_catalog", "implant_thickness", "render", "render_film"]
 
+_T = TypeVar("_T")
 PX_PER_MM = 16.0  # drawing resolution before the film's own scale is applied
 
 
@@ -52,9 +55,8 @@ def _side_radius(design: ImplantDesign, y_mm: np.ndarray, shift_mm: float) -> np
     length = design.length_mm
     radius_mm = design.diameter_mm / 2
     along = y_mm / length
-    core = radius_mm - design.thread_depth_mm
     start = min(design.taper_start, 0.95)
-    core = core * (1 - design.taper * np.clip((along - start) / (1 - start), 0, 1))
+    core = (radius_mm - design.thread_depth_mm) * (1 - design.taper * np.clip((along - start) / (1 - start), 0, 1))
     pitch = design.thread_pitch_mm
     phase = ((y_mm + shift_mm) % pitch) / pitch
     thread = design.thread_depth_mm * _profile(phase, design.thread_profile)
@@ -326,19 +328,23 @@ def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return vt[-1].reshape(3, 3) / vt[-1, -1]
 
 
+def _pick(value: _T | None, draw: Callable[[], _T]) -> _T:
+    """The scene option asked for, else a random draw."""
+    return draw() if value is None else value
+
+
 def render_film(design: ImplantDesign, seed: int, options: SceneOptions = ANY_SCENE) -> tuple[bytes, FilmTruth]:
     """One film of `design` (at one of its sizes) as the file a clinic would send, and what it shows."""
     rng = np.random.default_rng(seed)
-    pick = lambda value, draw: draw() if value is None else value  # noqa: E731
     design = design.random_size(rng)
-    upper_jaw = pick(options.upper_jaw, lambda: bool(rng.random() < 0.35))
-    restoration = pick(options.restoration, lambda: str(rng.choice(RESTORATIONS, p=[0.3, 0.1, 0.15, 0.15, 0.3])))
-    neighbours = pick(options.neighbours, lambda: int(rng.choice([0, 1, 2], p=[0.7, 0.22, 0.08])))
-    photographed = pick(options.photographed, lambda: bool(rng.random() < 0.08))
-    quarter_turns = pick(options.quarter_turns, lambda: int(rng.choice([0, 1, 2, 3], p=[0.86, 0.05, 0.04, 0.05])))
-    mirrored = pick(options.mirrored, lambda: bool(rng.random() < 0.1))
-    bits = pick(options.bits, lambda: 16 if rng.random() < 0.2 else 8)
-    jpeg_quality = pick(options.jpeg_quality, lambda: int(rng.uniform(60, 95)) if rng.random() < 0.3 else 0)
+    upper_jaw = _pick(options.upper_jaw, lambda: bool(rng.random() < 0.35))
+    restoration = _pick(options.restoration, lambda: str(rng.choice(RESTORATIONS, p=[0.3, 0.1, 0.15, 0.15, 0.3])))
+    neighbours = _pick(options.neighbours, lambda: int(rng.choice([0, 1, 2], p=[0.7, 0.22, 0.08])))
+    photographed = _pick(options.photographed, lambda: bool(rng.random() < 0.08))
+    quarter_turns = _pick(options.quarter_turns, lambda: int(rng.choice([0, 1, 2, 3], p=[0.86, 0.05, 0.04, 0.05])))
+    mirrored = _pick(options.mirrored, lambda: bool(rng.random() < 0.1))
+    bits = _pick(options.bits, lambda: 16 if rng.random() < 0.2 else 8)
+    jpeg_quality = _pick(options.jpeg_quality, lambda: int(rng.uniform(60, 95)) if rng.random() < 0.3 else 0)
 
     # The sensor: its active area and pixel pitch fix the film's size and the implant's size on it.
     sensor_mm = [(20.0, 30.0), (24.0, 32.0), (26.0, 36.0)][int(rng.integers(0, 3))]
@@ -397,7 +403,7 @@ def render_film(design: ImplantDesign, seed: int, options: SceneOptions = ANY_SC
     if photographed:
         rgb, homography = _photograph(film, rng)
         moved = [_apply_homography(homography, p) for p in points]
-        scales = [float(np.linalg.norm(m[1] - m[0]) / max(1e-6, np.linalg.norm(p[1] - p[0])))
+        scales = [float(np.linalg.norm(m[1] - m[0]) / max(1e-6, float(np.linalg.norm(p[1] - p[0]))))
                   for m, p in zip(moved, points, strict=True)]
         points = moved
         tags.add("photographed")

@@ -191,7 +191,7 @@ def _connection(d: ImplantDesign) -> _Connection:
 
 
 def _s_table(s_lo: float, s_hi: float) -> npt.NDArray[np.float64]:
-    return s_lo + np.arange(int(math.ceil((s_hi - s_lo) / _LUT_MM)) + 1) * _LUT_MM
+    return s_lo + np.arange(int(math.ceil((s_hi - s_lo) / _LUT_MM)) + 1, dtype=np.float64) * _LUT_MM
 
 
 def _body_zone(d: ImplantDesign, fit: _Fitting, pad: float, turn: float) -> _Zone:
@@ -355,18 +355,18 @@ def _project_zone(zone: _Zone, xs: F32, vs: F32, cos_a: float, sin_a: float, tur
     shape_edge = shape * edge
     two_pi = 2 * math.pi
     helices: list[tuple[torch.Tensor, tuple[float, float, float, float], torch.Tensor, float]] = []
-    for helix, depth in ((zone.macro, zone.dep_macro), (zone.micro, zone.dep_micro)):
-        if helix is not None and depth is not None and depth.any():
-            helices.append((theta * (helix.leads / two_pi) + 64.0, _profile_terms(helix), torch.from_numpy(depth),
-                            1.0 / helix.pitch))
+    for helix, helix_depth in ((zone.macro, zone.dep_macro), (zone.micro, zone.dep_micro)):
+        if helix is not None and helix_depth is not None and helix_depth.any():
+            helices.append((theta * (helix.leads / two_pi) + 64.0, _profile_terms(helix),
+                            torch.from_numpy(helix_depth), 1.0 / helix.pitch))
     vent_across: torch.Tensor | None = None
     if zone.vent is not None:
         vent_across = (r * torch.sin(theta) / zone.vent[2]) ** 2
     flutes: list[tuple[torch.Tensor, torch.Tensor]] = []
     if zone.flute_cut is not None:
         xr, yr = r * torch.cos(theta), r * torch.sin(theta)
-        for k in range(3):
-            angle = 0.4 + k * two_pi / 3
+        for flute in range(3):
+            angle = 0.4 + flute * two_pi / 3
             along = (xr * math.cos(angle) + yr * math.sin(angle)) * edge + 0.5
             across = -xr * math.sin(angle) + yr * math.cos(angle)
             flutes.append((along, torch.clamp((0.45 - across.abs()) * edge + 0.5, 0, 1)))
@@ -474,11 +474,6 @@ def _axial_chord(xs: F32, vs: F32, cos_a: float, sin_a: float, centre: tuple[flo
 @dataclass(frozen=True)
 class _Chord:
     length: F32  # exact chord of the (cut) ellipsoid
-    level: F32  # min over the ray of the ellipsoid's quadratic form: < 1 inside its silhouette
-    a: float  # the quadratic coefficient: an ellipsoid scaled by k has chord 2 sqrt((k^2 - level) / a), uncut
-
-    def scaled(self, k: float) -> F32:
-        return (2 * np.sqrt(np.maximum(k * k - self.level, 0) / self.a)).astype(np.float32)
 
 
 def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArray[np.float64],
@@ -500,7 +495,7 @@ def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArr
     level = c + 1 - b * b / (4 * a)
     half = np.sqrt(np.maximum(1 - level, 0) / a)
     if c_range is None:
-        return _Chord((2 * half).astype(np.float32), level.astype(np.float32), a)
+        return _Chord((2 * half).astype(np.float32))
     mid = -b / (2 * a)
     t1, t2 = mid - half, mid + half
     if abs(dq[2]) > 1e-9:
@@ -509,7 +504,7 @@ def _chord(xs: F32, vs: F32, centre: tuple[float, float, float], axes: npt.NDArr
         t2 = np.minimum(t2, np.maximum(ta, tb))
     else:
         t2 = np.where((q0[2] >= c_range[0]) & (q0[2] <= c_range[1]), t2, t1)
-    return _Chord(np.clip(t2 - t1, 0, None).astype(np.float32), level.astype(np.float32), a)
+    return _Chord(np.clip(t2 - t1, 0, None).astype(np.float32))
 
 
 def _rotation(in_plane: float, towards_beam: float) -> npt.NDArray[np.float64]:
@@ -595,7 +590,7 @@ def _draw_fitting(rng: np.random.Generator, d: ImplantDesign, kind: Restoration)
     if kind == "cover-screw":
         height = float(rng.uniform(0.3, 0.7))
         radius = platform * float(rng.uniform(0.85, 1.0))
-        outer = ((0.0, radius), (height - 0.15, radius), (height, radius - 0.25))
+        outer: tuple[tuple[float, float], ...] = ((0.0, radius), (height - 0.15, radius), (height, radius - 0.25))
         return _Fitting(kind, outer, socket=(height - 0.3, height + 0.01, 0.5), screw=(),
                         shank_depth=min(screw_len, 2.5))
     if kind == "healing-cap":

@@ -13,26 +13,27 @@ import math
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from raiox.shape.attributes import attribute_targets
 from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, canonical_crop, find_implants
-from raiox.tools.implant_designs import ImplantDesign, SceneOptions
+from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions
 
 RENDERERS = ("flat", "drr")
 SHARD_FILMS = 256
 
 
-def _render(renderer: str, design: ImplantDesign, seed: int) -> tuple[bytes, object]:
+def _render(renderer: str, design: ImplantDesign, seed: int) -> tuple[bytes, FilmTruth]:
     if renderer == "flat":
         from raiox.tools.render import render_film
     else:
-        from raiox.tools.render_drr import render_film  # type: ignore[no-redef]
+        from raiox.tools.render_drr import render_film
     return render_film(design, seed, SceneOptions())
 
 
@@ -45,12 +46,12 @@ class CachedFilm:
     attributes: np.ndarray
 
 
-def prepare_film(data: bytes, truth: object, rng: np.random.Generator) -> CachedFilm:
+def prepare_film(data: bytes, truth: FilmTruth, rng: np.random.Generator) -> CachedFilm:
     """The crops of the film's first (asked-for) implant and its attribute targets."""
     from raiox.adapters.imaging import load_radiograph
 
     image = load_radiograph(data)
-    implant = truth.implants[0]  # type: ignore[attr-defined]
+    implant = truth.implants[0]
     platform, apex, diameter = implant.platform_xy, implant.apex_xy, implant.diameter_px
     length = math.dist(platform, apex)
     centre = ((platform[0] + apex[0]) / 2, (platform[1] + apex[1]) / 2)
@@ -68,7 +69,10 @@ def prepare_film(data: bytes, truth: object, rng: np.random.Generator) -> Cached
         width = nearest.diameter_px
     else:  # what a canonicaliser that found it might have cut: the truth, jittered
         ends_right = False
-        jitter = lambda: rng.normal(0, 0.12 * diameter)  # noqa: E731
+
+        def jitter() -> float:
+            return float(rng.normal(0, 0.12 * diameter))
+
         top = (platform[0] + jitter(), platform[1] + jitter())
         bottom = (apex[0] + jitter(), apex[1] + jitter())
         width = diameter * float(rng.uniform(0.85, 1.15))
@@ -77,7 +81,7 @@ def prepare_film(data: bytes, truth: object, rng: np.random.Generator) -> Cached
     return CachedFilm(crop, upside_down, nearest is not None, ends_right, attribute_targets(implant.design))
 
 
-def _prepare_chunk(task: tuple[str, list[tuple[int, dict, int]]]) -> dict[str, np.ndarray]:
+def _prepare_chunk(task: tuple[str, list[tuple[int, dict[str, Any], int]]]) -> dict[str, np.ndarray]:
     """Render and prepare a chunk of (system index, design fields, seed) on a worker process."""
     import torch
 
@@ -125,13 +129,13 @@ def build_cache(out: Path, designs: Sequence[ImplantDesign], *, films_per_system
             n = futures[future]
             arrays = future.result()
             path = out / f"{renderer}-{n:05d}.npz"
-            np.savez(path.with_suffix(".tmp.npz"), **arrays)
+            np.savez(path.with_suffix(".tmp.npz"), allow_pickle=True, **arrays)
             path.with_suffix(".tmp.npz").rename(path)
             bar.update(len(arrays["systems"]))
     return len(items)
 
 
-def _as_completed(futures: dict) -> Iterator:
+def _as_completed(futures: dict[Future[dict[str, np.ndarray]], int]) -> Iterator[Future[dict[str, np.ndarray]]]:
     from concurrent.futures import as_completed
 
     yield from as_completed(futures)

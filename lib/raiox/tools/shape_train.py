@@ -51,7 +51,10 @@ def augment(crops: Any, generator: Any) -> Any:
 
     n, height, width = crops.shape
     device = crops.device
-    rand = lambda low, high: low + (high - low) * torch.rand(n, device=device, generator=generator)  # noqa: E731
+
+    def rand(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, device=device, generator=generator)
+
     x = crops.float().unsqueeze(1) / 255
     angle = rand(-0.07, 0.07)
     scale = rand(0.9, 1.1)
@@ -80,7 +83,8 @@ def augment(crops: Any, generator: Any) -> Any:
     return (x.clamp(0, 1) * 255).squeeze(1)
 
 
-def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, upside: Any) -> tuple[Any, dict]:
+def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any,
+            upside: Any) -> tuple[Any, dict[str, float]]:
     import torch
     import torch.nn.functional as F
 
@@ -94,7 +98,8 @@ def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any, ups
     r, b = len(REGRESSIONS), len(BINARIES)
     regression = F.smooth_l1_loss(heads[:, :r] * 5, targets[:, :r] * 5)
     binary = F.binary_cross_entropy_with_logits(heads[:, r:r + b], targets[:, r:r + b])
-    position, classes = r + b, 0.0
+    position = r + b
+    classes: torch.Tensor | float = 0.0
     for k, options in enumerate(CLASSES.values()):
         classes = classes + F.cross_entropy(heads[:, position:position + len(options)], targets[:, r + b + k].long())
         position += len(options)
@@ -163,11 +168,11 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
     train_index = np.flatnonzero(~is_val)
     classes = {system: k for k, system in enumerate(sorted(set(systems[train_index].tolist())))}
     labels_all = np.asarray([classes.get(int(s), -1) for s in systems])
-    by_class: dict[int, np.ndarray] = {}
+    rows_of_class: dict[int, list[int]] = {}
     for position in train_index:
-        by_class.setdefault(int(labels_all[position]), []).append(position)  # type: ignore[arg-type]
-    usable = [c for c, rows in by_class.items() if len(rows) >= 2]
-    by_class = {c: np.asarray(by_class[c]) for c in usable}
+        rows_of_class.setdefault(int(labels_all[position]), []).append(int(position))
+    usable = [c for c, rows in rows_of_class.items() if len(rows) >= 2]
+    by_class = {c: np.asarray(rows_of_class[c]) for c in usable}
     crops = torch.from_numpy(data["crops"])
     upside = torch.from_numpy(data["upside_down"])
     attributes = torch.from_numpy(data["attributes"])

@@ -130,7 +130,7 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[FileHost]:
     served: Counter[str] = Counter()
 
     class Handler(_QuietHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             path = self.path.split("?", 1)[0]
             data = files.get(path)
             if data is None:
@@ -160,7 +160,7 @@ class JotformApiStandIn:
         recorded = self.requests
 
         class Handler(_QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 from urllib.parse import parse_qsl
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()

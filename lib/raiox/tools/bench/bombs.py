@@ -22,13 +22,6 @@ def _deflate(pieces: Iterator[bytes], *, raw: bool = False) -> bytes:
     return b"".join(out)
 
 
-def _zeros(total: int, chunk: int = 4 * MIB) -> Iterator[bytes]:
-    block = bytes(chunk)
-    while total > 0:
-        yield block[: min(chunk, total)]
-        total -= chunk
-
-
 def _dicom_file(syntax: str, rows: int, columns: int, bits: int, samples: int = 1) -> tuple[bytes, bytes]:
     """(preamble + file meta, the dataset's elements before its pixel data, in Explicit VR Little Endian)."""
     from pydicom.dataset import Dataset, FileMetaDataset

@@ -37,7 +37,10 @@ def _timed(identifier: Any, data: list[bytes]) -> dict[str, Any]:
     encoded = time.perf_counter()
     one = _ms(lambda: [identifier.identify([d]) for d in data], count)
     batched = _ms(lambda: identifier.identify(data), count)
-    per_film = lambda a, b: round((b - a) * 1000 / count, 1)  # noqa: E731
+
+    def per_film(a: float, b: float) -> float:
+        return round((b - a) * 1000 / count, 1)
+
     return {"pixels_per_film": round(float(np.mean([i.width * i.height for i in images]))),
             "implants_per_film": round(len(crops) / count, 2),
             "one_at_a_time_ms": round(one, 1), "batched_ms": round(batched, 1),

@@ -31,7 +31,7 @@ from raiox.tools.bench import bombs
 from raiox.tools.bench.common import synthetic_film
 
 MIB = 1024 * 1024
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, Any]] = {
     "isolated": {},
     "in_process": {"raiox_decode_isolation": False},
     "unguarded": {"raiox_decode_isolation": False, "raiox_max_decoded_mb": 1 << 20, "raiox_max_image_pixels": 1 << 40},
@@ -89,7 +89,9 @@ def run_scenario(scenario: str, scale: int = 1) -> dict[str, Any]:
             for path in mix:
                 answer = session.post(base, params={"token": token}, json={"image_url": f"{files}{path}"}, timeout=60)
                 answer.raise_for_status()
-            idle, busy, stop = [], [], threading.Event()
+            idle: list[float] = []
+            busy: list[float] = []
+            stop = threading.Event()
 
             def ask_health(into: list[float]) -> None:
                 while not stop.is_set():

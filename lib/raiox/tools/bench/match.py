@@ -168,6 +168,13 @@ def _megabytes(db: Database, relation: str) -> float:
     return round(int(row["size"] or 0) / 2**20, 1) if row else 0.0
 
 
+def _server_setting(conn: Connection, name: str) -> str:
+    row = conn.execute(f"SHOW {name}").fetchone()
+    if row is None:  # SHOW always answers one row
+        raise RuntimeError(f"SHOW {name} answered nothing")
+    return str(row[name])
+
+
 def _scratch_database(admin_url: str, name: str) -> str:
     with connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -209,8 +216,7 @@ def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 20
                                             exact_queries=exact_queries, rng=rng, more_ef_search=more_ef_search,
                                             **options) for size in sizes]
             with connect(admin_url) as conn:
-                server = {name: conn.execute(f"SHOW {name}").fetchone()[name]
-                          for name in ("server_version", "shared_buffers")}
+                server = {name: _server_setting(conn, name) for name in ("server_version", "shared_buffers")}
         finally:
             stop_embedded_database(pgdata)
     return {"benchmark": "match", "scenario": "two_models" if two_models else "one_model",

@@ -24,7 +24,7 @@ from raiox.services import Services
 from raiox.settings import Settings, redact_url
 
 if TYPE_CHECKING:
-    from raiox.adapters.encoder import Encoder
+    from raiox.shape.identifier import ShapeIdentifier
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def pass_settings(command: F) -> F:
     return update_wrapper(call, command)  # type: ignore[return-value]
 
 
-def loaded_encoder(services: Services) -> Encoder:
+def loaded_encoder(services: Services) -> ShapeIdentifier:
     """The configured encoder, loaded now, so a missing model is one clear error before any work starts.
     Call it after the command's inputs were checked: loading takes seconds."""
     from raiox.adapters.encoder import EncoderUnavailable
@@ -162,7 +162,7 @@ def require_references(services: Services) -> None:
                                        "docs/examples/catalog.csv shows the columns)")
 
 
-class HttpUrl(click.ParamType):
+class HttpUrl(click.ParamType[str, Any]):
     """An absolute http(s) URL with a host (refused in one line otherwise)."""
 
     name = "url"
@@ -221,7 +221,7 @@ class RaioxGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last place before the user's terminal
+        except Exception as exc:  # the last place before the user's terminal
             log.info("%s failed", ctx.invoked_subcommand or "raiox", exc_info=True)
             raise click.ClickException(explain(exc)) from None
 

@@ -259,7 +259,7 @@ def worker_command(services: Services, once: bool, poll: float) -> None:
         while True:
             try:
                 report = sweep(services, worker=name, embed_here=True)
-            except Exception:  # noqa: BLE001 - an outage (database, object storage) must not end the worker
+            except Exception:  # an outage (database, object storage) must not end the worker
                 if once:
                     raise
                 log.exception("sweep failed; trying again in %g s", poll)
