@@ -48,7 +48,10 @@ def row(page: Any, case_id: int) -> Any:
 
 
 def open_case(page: Any, case_id: int) -> None:
-    row(page, case_id).click()
+    # Wait for the click's own answer: the page may already show this case (it opens the first one by itself).
+    path = f"/cases/{case_id}"
+    with page.expect_response(lambda r: r.request.method == "GET" and r.url.split("?")[0].endswith(path)):
+        row(page, case_id).click()
     page.wait_for_selector(f'.case-view h2:text-is("Case #{case_id}")')
 
 

@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     from raiox.tools.demo import DEMO_ENCODER
 
     # It never passes random weights off as a trained model: it says which encoder it runs.
-    assert ("trained here on rendered films" if DEMO_ENCODER.is_file() else "UNTRAINED") in run.stdout
+    assert ("shipped shape encoder, trained on rendered films" if DEMO_ENCODER.is_file() else "UNTRAINED") in run.stdout
     assert "received 4 submission edit(s)" in run.stdout
     # The table names the approved system and where it ranked among the candidates.
     header = next(line for line in lines if "submitted system" in line)

@@ -118,7 +118,7 @@ def test_using_it_runs_as_written(tmp_path: Path, empty_db_url: str) -> None:
             assert "HTTP 202" in printed and "1 film(s) fetched" in printed, printed
             _the_submission_is_ready(api)
         elif words[0] == "eval":
-            assert re.search(r"4 systems, 4 queries — top-1 \d+\.\d%, top-3 \d+\.\d%", printed), printed
+            assert re.search(r"4 systems, 4 new films — top-1 \d+\.\d%, top-3 \d+\.\d%", printed), printed
         elif words[:2] == ["db", "migrate"]:
             assert "applied 0001_initial" in printed and "is up to date" in printed, printed
     _stop(dev, log)  # the plain `raiox dev`
