@@ -123,7 +123,10 @@ def _mutated(build_do: Path, tmp_path: Path, change: str) -> Path:
     ("placeholder in a comment", {"VAR"}),
     ("manifest unpruned", {"JOTFORM_FORM_IDS", "JOTFORM_XRAY_FIELD", "JOTFORM_NAME_FIELD", "JOTFORM_API_KEY",
                            "FETCH_ALLOWED_HOSTS", "ADMIN_ORIGIN", "NOTIFY_URL", "NOTIFY_WEBHOOK_URL",
-                           "NOTIFY_WEBHOOK_SECRET", "JOTFORM_RECONCILE_MINUTES", "RAIOX_RETENTION_DAYS"}),
+                           "NOTIFY_WEBHOOK_SECRET", "JOTFORM_RECONCILE_MINUTES", "RAIOX_RETENTION_DAYS",
+                           "RAIOX_RETENTION_UNDELIVERED_DAYS", "RAIOX_RETENTION_UNDECIDED_DAYS",
+                           "RAIOX_RETENTION_FAILED_DAYS", "RAIOX_RETENTION_STALLED_DAYS", "ERASE_MAX_ATTEMPTS",
+                           "REVIEW_LOGIN_MAX_FAILURES", "REVIEW_LOGIN_MAX_FAILURES_PER_NAME"}),
     ("legacy trigger form", "legacy"),
     ("cron the deployer refuses", "trigger error"),
 ])

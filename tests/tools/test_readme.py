@@ -112,6 +112,8 @@ def test_using_it_runs_as_written(tmp_path: Path, empty_db_url: str) -> None:
         printed = lab.run(command)
         if words[:2] == ["catalog", "import"]:
             assert "4 implant rows, 8 images: 8 references added" in printed, printed
+        elif words[:2] == ["catalog", "import-specs"]:
+            assert re.search(r"\d+ systems from spec sheets: \d+ reference films rendered", printed), printed
         elif words[:2] == ["reviewer", "add"]:
             assert "reviewer ana added" in printed and PASSWORD not in printed
         elif words[0] == "simulate-webhook":
@@ -122,7 +124,8 @@ def test_using_it_runs_as_written(tmp_path: Path, empty_db_url: str) -> None:
         elif words[:2] == ["db", "migrate"]:
             assert "applied 0001_initial" in printed and "is up to date" in printed, printed
     _stop(dev, log)  # the plain `raiox dev`
-    assert ran == {"dev", "catalog import", "reviewer add", "simulate-webhook", "eval", "db migrate"}
+    assert ran == {"dev", "catalog import", "catalog import-specs", "reviewer add", "simulate-webhook", "eval",
+                   "db migrate"}
 
 
 def _the_demo_shows_the_product(api: str, printed: str) -> None:
