@@ -20,12 +20,14 @@ from raiox.tools.quality import (
     HELD_OUT_SEED,
     QUERY_SEEDS,
     REFERENCE_SEEDS,
+    SLICES,
     TRAIN_SYSTEMS_SEED,
     evaluate,
     evaluate_folder,
     identifier_embedder,
     rank_systems,
     rendered_set,
+    segmentation,
     split_sizes,
     suggest_margin,
     systems_by_name,
@@ -71,6 +73,26 @@ def test_eval_reports_overall_per_slice_and_is_complete(tiny_encoder: Any) -> No
     assert sum(sum(row.values()) for row in report.confusion.values()) == 6
     tagged = {tag for tags in films.query_tags for tag in tags}
     assert set(report.slices) <= tagged and all(s["queries"] >= 1 for s in report.slices.values())
+
+
+def test_segmentation_counts_the_asked_for_implant_found_and_its_platform_end() -> None:
+    from types import SimpleNamespace
+
+    films = rendered_set(systems_by_name("heldout2"), "flat", references=1, queries=3, progress=False)
+
+    def film(platform: tuple[float, float], apex: tuple[float, float], found: bool = True) -> Any:
+        finding = SimpleNamespace(platform_xy=platform, apex_xy=apex, found=found, score=1.0)
+        return SimpleNamespace(implants=[SimpleNamespace(finding=finding)])
+
+    truths = [t.implants[0] for t in films.query_truths]
+    identified = {0: film(truths[0].platform_xy, truths[0].apex_xy),  # found, platform up
+                  1: film(truths[1].apex_xy, truths[1].platform_xy),  # found upside down
+                  2: film(truths[2].platform_xy, truths[2].apex_xy, found=False),  # the whole film: not found
+                  3: film((0.0, 0.0), (1.0, 1.0))}  # something else on the film
+    rates = segmentation(films, identified)  # film 4 and 5: no answer at all
+    assert rates["all"] == {"films": 6, "found": round(2 / 6, 4), "platform_up": 0.5}
+    for tag, rate in rates.items():
+        assert tag == "all" or tag in SLICES and 1 <= rate["films"] <= 6
 
 
 def test_folder_eval_goes_through_the_database(catalogued: Any, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from raiox.services import Services
-from raiox.tools.implant_designs import ImplantDesign, SceneOptions, demo_catalog, random_systems
+from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions, demo_catalog, random_systems
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class RenderedSet:
     queries: list[bytes] = field(default_factory=list)
     query_labels: list[str] = field(default_factory=list)
     query_tags: list[frozenset[str]] = field(default_factory=list)
+    query_truths: list[FilmTruth] = field(default_factory=list)
 
 
 def rendered_set(designs: Sequence[ImplantDesign], renderer: str, *, references: int = 4, queries: int = 6,
@@ -95,6 +96,7 @@ def rendered_set(designs: Sequence[ImplantDesign], renderer: str, *, references:
             films.queries.append(data)
             films.query_labels.append(design.system)
             films.query_tags.append(truth.tags)
+            films.query_truths.append(truth)
     return films
 
 
@@ -115,6 +117,8 @@ class EvalReport:
     suggested_low_confidence_margin: float = 0.0
     flagged_at_suggested_margin: float = 0.0
     seconds: float = 0.0
+    # Finding the implant, overall (`all`) and per slice: films, share found, share of those with the platform up.
+    segmentation: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -135,9 +139,9 @@ def rank_systems(query: np.ndarray, references: np.ndarray, labels: Sequence[str
 Embedder = Callable[[Sequence[bytes]], tuple[dict[int, np.ndarray], dict[int, str]]]
 
 
-def identifier_embedder(identifier: Any) -> tuple[Embedder, Embedder]:
+def identifier_embedder(identifier: Any, *, seen: dict[int, Any] | None = None) -> tuple[Embedder, Embedder]:
     """(references, queries) embedders of an identifier: a reference film is its most implant-like implant,
-    a new film every implant on it."""
+    a new film every implant on it. `seen` collects what the identifier made of each new film."""
 
     def references(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         batch = _chunked(identifier.identify, films)
@@ -145,6 +149,8 @@ def identifier_embedder(identifier: Any) -> tuple[Embedder, Embedder]:
 
     def queries(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         batch = _chunked(identifier.identify, films)
+        if seen is not None:
+            seen.update(batch[0])
         return ({i: np.stack([imp.embedding for imp in film.implants]) for i, film in batch[0].items()}, batch[1])
 
     return references, queries
@@ -213,6 +219,26 @@ def evaluate(name: str, model_id: str, films: RenderedSet, references: Embedder,
                       top1 / total, top3 / total, low / total, slices,
                       {t: dict(c) for t, c in confusion.items()}, *suggest_margin(margins, wrong_margins),
                       seconds=time.monotonic() - started)
+
+
+def segmentation(films: RenderedSet, identified: dict[int, Any]) -> dict[str, dict[str, float]]:
+    """How often the identifier found the asked-for implant on a new film and, when it did, turned its platform
+    up (the canonicaliser's guess, after the shape encoder's check), overall and per slice."""
+    from raiox.tools.shape_data import nearest_finding, platform_up
+
+    outcomes: dict[str, list[tuple[bool, bool]]] = {}
+    for index, truth in enumerate(films.query_truths):
+        film = identified.get(index)
+        finding = nearest_finding([i.finding for i in film.implants], truth.implants[0]) if film else None
+        outcome = (finding is not None, finding is not None and platform_up(finding, truth.implants[0]))
+        for tag in ("all", *sorted(films.query_tags[index] & set(SLICES))):
+            outcomes.setdefault(tag, []).append(outcome)
+    rates = {}
+    for tag, rows in outcomes.items():
+        up = [u for f, u in rows if f]
+        rates[tag] = {"films": len(rows), "found": round(sum(f for f, _ in rows) / len(rows), 4),
+                      "platform_up": round(sum(up) / len(up), 4) if up else 0.0}
+    return rates
 
 
 def suggest_margin(margins: Sequence[float], wrong_margins: Sequence[float]) -> tuple[float, float]:

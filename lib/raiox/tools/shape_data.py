@@ -23,7 +23,7 @@ from PIL import Image
 
 from raiox.shape.attributes import attribute_targets
 from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, canonical_crop, find_implants
-from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions
+from raiox.tools.implant_designs import FilmTruth, ImplantDesign, ImplantTruth, SceneOptions
 
 RENDERERS = ("flat", "drr")
 SHARD_FILMS = 256
@@ -46,6 +46,25 @@ class CachedFilm:
     attributes: np.ndarray
 
 
+def nearest_finding(findings: Sequence[Any], implant: ImplantTruth) -> Any | None:
+    """The found implant (a canonicaliser `Finding`) lying on the true one, the most implant-like if several;
+    None when none does: the canonicaliser missed it."""
+    platform, apex = implant.platform_xy, implant.apex_xy
+    centre = ((platform[0] + apex[0]) / 2, (platform[1] + apex[1]) / 2)
+    reach = 0.35 * math.dist(platform, apex) + 0.5 * implant.diameter_px
+    nearest = None
+    for finding in findings:
+        middle = ((finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2)
+        if finding.found and math.dist(middle, centre) < reach and (nearest is None or finding.score > nearest.score):
+            nearest = finding
+    return nearest
+
+
+def platform_up(finding: Any, implant: ImplantTruth) -> bool:
+    """Whether the finding's platform end is the true platform (the crop is not upside down)."""
+    return math.dist(finding.platform_xy, implant.platform_xy) < math.dist(finding.platform_xy, implant.apex_xy)
+
+
 def prepare_film(data: bytes, truth: FilmTruth, rng: np.random.Generator) -> CachedFilm:
     """The crops of the film's first (asked-for) implant and its attribute targets."""
     from raiox.adapters.imaging import load_radiograph
@@ -53,18 +72,9 @@ def prepare_film(data: bytes, truth: FilmTruth, rng: np.random.Generator) -> Cac
     image = load_radiograph(data)
     implant = truth.implants[0]
     platform, apex, diameter = implant.platform_xy, implant.apex_xy, implant.diameter_px
-    length = math.dist(platform, apex)
-    centre = ((platform[0] + apex[0]) / 2, (platform[1] + apex[1]) / 2)
-    nearest = None
-    for finding in find_implants(image):
-        if not finding.found:
-            continue
-        middle = ((finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2)
-        if math.dist(middle, centre) < 0.35 * length + 0.5 * diameter and (
-                nearest is None or finding.score > nearest.score):
-            nearest = finding
+    nearest = nearest_finding(find_implants(image), implant)
     if nearest is not None:
-        ends_right = math.dist(nearest.platform_xy, platform) < math.dist(nearest.platform_xy, apex)
+        ends_right = platform_up(nearest, implant)
         top, bottom = (nearest.platform_xy, nearest.apex_xy) if ends_right else (nearest.apex_xy, nearest.platform_xy)
         width = nearest.diameter_px
     else:  # what a canonicaliser that found it might have cut: the truth, jittered

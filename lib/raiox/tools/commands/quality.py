@@ -25,8 +25,15 @@ def _report_lines(report: Any) -> list[str]:
     lines = [f"{report.name} [{report.model_id}] on {report.renderer} films: {report.systems} systems, "
              f"{report.queries} new films — top-1 {report.top1:.1%}, top-3 {report.top3:.1%}, low confidence "
              f"{report.low_confidence_rate:.1%}" + suggestion]
+    found = report.segmentation
+    if "all" in found:
+        lines.append(f"    implant found on {found['all']['found']:.1%} of the new films, platform up on "
+                     f"{found['all']['platform_up']:.1%} of those")
     for tag, result in report.slices.items():
-        lines.append(f"    {tag}: {result['queries']} films, top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}")
+        where = (f"; implant found {found[tag]['found']:.1%}, platform up {found[tag]['platform_up']:.1%}"
+                 if tag in found else "")
+        lines.append(f"    {tag}: {result['queries']} films, top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}"
+                     + where)
     mistakes = {truth: {p: n for p, n in row.items() if p != truth} for truth, row in report.confusion.items()}
     worst = sorted(((sum(m.values()), t, m) for t, m in mistakes.items() if m), reverse=True)[:3]
     for count, truth, predicted in worst:
@@ -68,6 +75,7 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
         evaluate_folder,
         identifier_embedder,
         rendered_set,
+        segmentation,
         systems_by_name,
         whole_film_embedder,
     )
@@ -86,8 +94,9 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
     if folder is not None:
         reports = [evaluate_folder(services, folder)]
     else:
+        identified: dict[int, Any] = {}
         contenders: list[tuple[str, str, Any, Any]] = [("identifier", identifier.model_id,
-                                                         *identifier_embedder(identifier))]
+                                                         *identifier_embedder(identifier, seen=identified))]
         if descriptor and identifier.model.kind == "shape":
             from raiox.shape.identifier import ShapeIdentifier
 
@@ -106,8 +115,10 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
         for generator in (["flat", "drr"] if renderer == "both" else [renderer]):
             films = rendered_set(designs, generator, references=references, queries=queries,
                                  progress=not as_json)
+            identified.clear()
             for name, model_id, embed_references, embed_queries in contenders:
                 reports.append(evaluate(name, model_id, films, embed_references, embed_queries))
+            reports[-len(contenders)].segmentation = segmentation(films, identified)
             if approvals and learning is None:
                 base = reports[-len(contenders)]
                 learning = approvals_effect("identifier", identifier.model_id, films, designs, base,
