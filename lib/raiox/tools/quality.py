@@ -74,8 +74,11 @@ class RenderedSet:
     reference_labels: list[str] = field(default_factory=list)
     queries: list[bytes] = field(default_factory=list)
     query_labels: list[str] = field(default_factory=list)
-    query_tags: list[frozenset[str]] = field(default_factory=list)
     query_truths: list[FilmTruth] = field(default_factory=list)
+
+    @property
+    def query_tags(self) -> list[frozenset[str]]:
+        return [truth.tags for truth in self.query_truths]
 
 
 def rendered_set(designs: Sequence[ImplantDesign], renderer: str, *, references: int = 4, queries: int = 6,
@@ -95,7 +98,6 @@ def rendered_set(designs: Sequence[ImplantDesign], renderer: str, *, references:
             data, truth = render(at_query[n % len(at_query)], QUERY_SEEDS + number * 100 + n, SceneOptions())
             films.queries.append(data)
             films.query_labels.append(design.system)
-            films.query_tags.append(truth.tags)
             films.query_truths.append(truth)
     return films
 
@@ -197,6 +199,7 @@ def evaluate(name: str, model_id: str, films: RenderedSet, references: Embedder,
     confusion: dict[str, Counter[str]] = {}
     slice_hits: dict[str, list[int]] = {}
     margins, wrong_margins = [], []
+    tags = films.query_tags
     for number, index in enumerate(positions):
         truth = films.query_labels[index]
         ranked = rank_systems(query_vectors[number], matrix, labels) if number in query_vectors else []
@@ -210,7 +213,7 @@ def evaluate(name: str, model_id: str, films: RenderedSet, references: Embedder,
         if not hit1:
             wrong_margins.append(margin)
         confusion.setdefault(truth, Counter())[names[0] if names else "-"] += 1
-        for tag in films.query_tags[index] & set(SLICES):
+        for tag in tags[index] & set(SLICES):
             slice_hits.setdefault(tag, []).extend([hit1, hit3])
     total = max(1, len(positions))
     slices = {tag: {"queries": len(h) // 2, "top1": round(float(np.mean(h[0::2])), 4),
@@ -231,7 +234,7 @@ def segmentation(films: RenderedSet, identified: dict[int, Any]) -> dict[str, di
         film = identified.get(index)
         finding = nearest_finding([i.finding for i in film.implants], truth.implants[0]) if film else None
         outcome = (finding is not None, finding is not None and platform_up(finding, truth.implants[0]))
-        for tag in ("all", *sorted(films.query_tags[index] & set(SLICES))):
+        for tag in ("all", *sorted(truth.tags & set(SLICES))):
             outcomes.setdefault(tag, []).append(outcome)
     rates = {}
     for tag, rows in outcomes.items():
