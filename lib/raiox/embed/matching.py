@@ -53,18 +53,6 @@ def find_candidates(
     ]
 
 
-def ensure_model_index(services: Services, model_id: str) -> catalog.IndexState:
-    """Build model_id's HNSW index unless it is ready (concurrently: matching and writes go on); returns its
-    state. Called when a model id gets references: catalog import, re-embedding, a learned reference."""
-    with services.db.autocommit() as conn:
-        if catalog.model_index_state(conn, model_id) == "ready":
-            return "ready"
-        log.info("building the HNSW index of %s", model_id)
-        state = catalog.ensure_model_index(conn, model_id, build_memory=services.settings.raiox_index_build_memory)
-    log.info("HNSW index of %s: %s", model_id, state)
-    return state
-
-
 def is_low_confidence(similarities: list[float], settings: Settings) -> bool:
     """Whether a ranking (best first) deserves a careful look: a weak best match, or a runner-up too close."""
     if not similarities:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -11,6 +12,8 @@ from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
 from raiox.models import Implant
+
+log = logging.getLogger(__name__)
 
 
 def upsert_implant(
@@ -181,12 +184,16 @@ def model_index_state(conn: Connection, model_id: str) -> IndexState:
 def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | None = None) -> IndexState:
     """Build the model's partial HNSW index unless a valid one exists; returns the state it leaves.
 
-    CONCURRENTLY, so references and cases keep being written meanwhile; `conn` must therefore be in
-    autocommit mode. An invalid leftover is dropped and built again. When another session is already
-    building it, this one returns `building` at once instead of waiting. `build_memory` sets
-    maintenance_work_mem for the build (pgvector builds much faster while the graph fits in it)."""
+    Called when a model id gets references: catalog import, re-embedding, spec sheets, a reference learned from a
+    decision (a lookup when the index is ready). CONCURRENTLY, so references and cases keep being written
+    meanwhile; `conn` must therefore be in autocommit mode (`Database.autocommit()`). An invalid leftover is
+    dropped and built again. When another session is already building it, this one returns `building` at once
+    instead of waiting. `build_memory` sets maintenance_work_mem for the build (pgvector builds much faster while
+    the graph fits in it; callers pass RAIOX_INDEX_BUILD_MEMORY)."""
     if not conn.autocommit:
         raise ValueError("ensure_model_index needs an autocommit connection (CREATE INDEX CONCURRENTLY)")
+    if model_index_state(conn, model_id) == "ready":
+        return "ready"
     name = model_index_name(model_id)
     locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS locked",
                           (_INDEX_LOCK_CLASS, name)).fetchone()
@@ -198,6 +205,7 @@ def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | N
             return state
         if state == "invalid":
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        log.info("building the HNSW index of %s", model_id)
         if build_memory:
             conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (build_memory,))
         try:
@@ -205,7 +213,9 @@ def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | N
         finally:
             if build_memory:
                 conn.execute("RESET maintenance_work_mem")
-        return model_index_state(conn, model_id)
+        state = model_index_state(conn, model_id)
+        log.info("HNSW index of %s: %s", model_id, state)
+        return state
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_INDEX_LOCK_CLASS, name))
 

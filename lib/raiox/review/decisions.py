@@ -10,7 +10,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raiox.database import Connection
-from raiox.embed.matching import ensure_model_index
 from raiox.errors import Conflict, NotFound, Unprocessable
 from raiox.job_runner import poke_soon
 from raiox.models import Case, CaseStatus, JobKind
@@ -127,7 +126,8 @@ def _index_learned_model(services: Services, model_id: str) -> None:
     """A learned reference may be its model's first: give the model its HNSW index (a lookup when it has
     one). After the commit and best effort: matching is exact without the index, only slower."""
     try:
-        ensure_model_index(services, model_id)
+        with services.db.autocommit() as conn:
+            catalog.ensure_model_index(conn, model_id, build_memory=services.settings.raiox_index_build_memory)
     except Exception:  # the decision is committed; the next import or re-embed builds it
         log.exception("could not build the HNSW index of %s", model_id)
 

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from raiox.adapters.imaging import DICOM, ImageError, inspect_image, sniff, storable
 from raiox.adapters.storage import ObjectNotFound
-from raiox.embed.matching import ensure_model_index
 from raiox.repository import catalog
 from raiox.services import Services
 
@@ -212,7 +211,7 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
                     report.references_present += not created
             bar.update(len(chunk))
     if report.references_added or report.references_present:
-        report.index = ensure_model_index(services, encoder.model_id)
+        report.index = index_model(services, encoder.model_id)
     log.info("imported %s: %s", path.name, report)
     return report
 
@@ -240,6 +239,12 @@ def embed_references(services: Services, films: list[bytes]) -> EmbeddedReferenc
         crop = services.store.put(implant.crop_png(), namespace="crops", extension=".png")
         references[position] = EmbeddedReference(implant.embedding, crop.key, implant.summary())
     return EmbeddedReferences(references, batch.errors)
+
+
+def index_model(services: Services, model_id: str) -> catalog.IndexState:
+    """Give a model that got references its HNSW index (built concurrently; a lookup when it is ready)."""
+    with services.db.autocommit() as conn:
+        return catalog.ensure_model_index(conn, model_id, build_memory=services.settings.raiox_index_build_memory)
 
 
 @dataclass
@@ -280,7 +285,7 @@ def reembed_references(services: Services, *, progress: bool = True, readers: in
             bar.total = bar.n + _count_left(services, encoder.model_id, skip)
     with services.db.transaction() as conn:
         has_references = catalog.implant_count(conn, encoder.model_id) > 0
-    report.index = ensure_model_index(services, encoder.model_id) if has_references else "missing"
+    report.index = index_model(services, encoder.model_id) if has_references else "missing"
     log.info("re-embedded %d reference images as %s (%d skipped); index %s", report.added, report.model_id,
              len(report.failed), report.index)
     return report

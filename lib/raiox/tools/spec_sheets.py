@@ -17,10 +17,9 @@ from typing import Literal
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raiox.embed.matching import ensure_model_index
 from raiox.repository import catalog
 from raiox.services import Services
-from raiox.tools.catalog import ManifestError, embed_references
+from raiox.tools.catalog import ManifestError, embed_references, index_model
 from raiox.tools.implant_designs import ImplantDesign, SceneOptions
 
 log = logging.getLogger(__name__)
@@ -180,6 +179,6 @@ def import_specs(services: Services, specs: list[SpecSheet], *, films_per_system
                 report.references_added += created
         report.implants += 1
     if report.implants:
-        report.index = ensure_model_index(services, report.model_id)
+        report.index = index_model(services, report.model_id)
     log.info("spec sheets: %s", report)
     return report
