@@ -4,10 +4,10 @@ from typing import Any
 
 import functions_framework
 
-from raiox.sweeper.embed import handle
+from raiox.sweeper.embed import EMBED
 from raiox.web.platforms import flask_entry
 
 
 @functions_framework.http
 def embed(request: Any) -> Any:
-    return flask_entry(handle, request)
+    return flask_entry(EMBED, request)

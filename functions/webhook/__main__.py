@@ -1,10 +1,11 @@
-"""DigitalOcean entry of the webhook function (`web: raw`): `main(event, context)` over raiox.sweeper.webhook (web
-calls: raiox.intake.http; the scheduled trigger: the sweeper's round)."""
+"""DigitalOcean entry of the webhook function: `main(event, context)` over raiox.sweeper.webhook
+(intake's web calls, the sweeper's scheduled round)."""
 
 from typing import Any
 
-from raiox.sweeper.webhook import do_main
+from raiox.sweeper.webhook import WEBHOOK
+from raiox.web.platforms import do_entry
 
 
 def main(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return do_main(event, context)
+    return do_entry(WEBHOOK, event, context)

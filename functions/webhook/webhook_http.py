@@ -4,10 +4,10 @@ from typing import Any
 
 import functions_framework
 
-from raiox.intake.http import handle
+from raiox.sweeper.webhook import WEBHOOK
 from raiox.web.platforms import flask_entry
 
 
 @functions_framework.http
 def webhook(request: Any) -> Any:
-    return flask_entry(handle, request)
+    return flask_entry(WEBHOOK, request)

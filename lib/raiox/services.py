@@ -59,7 +59,7 @@ class Services:
 
     def refuse_placeholder_secrets(self) -> None:
         """In production, NotConfigured naming (never showing) every secret left empty or as a placeholder."""
-        if self.settings.raiox_env == "prod":
+        if not self.settings.is_dev:
             names = self._once("placeholders", self.settings.placeholder_secrets)
             if names:
                 raise NotConfigured(f"refusing to run with empty or placeholder secrets: {', '.join(names)}")

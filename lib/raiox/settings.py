@@ -429,6 +429,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def is_dev(self) -> bool:
+        """`RAIOX_ENV=dev`: the relaxed checks of a local run (see `raiox_env`)."""
+        return self.raiox_env == "dev"
+
+    @property
     def storage_url(self) -> str:
         if self.raiox_storage:
             return self.raiox_storage

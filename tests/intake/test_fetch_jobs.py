@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fakes import FileServer
-from raiox.intake.http import handle
+from raiox.intake.http import ROUTES
 from raiox.intake.worker import run_fetch_jobs
 from raiox.review import accounts, decisions
 from raiox.services import Services
@@ -46,7 +46,7 @@ def service_defaults() -> dict[str, Any]:
 
 def submit(services: Services, urls: list[str], submission_id: str) -> int:
     body, content_type = multipart(jotform_fields(form_id=FORM, submission_id=submission_id, upload_urls=urls))
-    answer = run_handler(handle, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
+    answer = run_handler(ROUTES, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
                          services)
     assert answer.status == 202, answer.body
     return int(answer.body["case_id"])
@@ -88,7 +88,7 @@ def test_an_upload_leaves_the_database_once_stored(services: Services, files: Fi
     from urllib3 import encode_multipart_formdata
 
     body, content_type = encode_multipart_formdata([("file", ("a.jpg", files.files["a.jpg"], "image/jpeg"))])
-    answer = run_handler(handle, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
+    answer = run_handler(ROUTES, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
                          services)
     case_id = answer.body["case_id"]
     assert state(services, case_id)["images"][0]["waiting"] is True
@@ -208,10 +208,10 @@ def test_dicom_films_through_upload_json_url_and_jotform_keep_their_pixel_spacin
     films = {name: make_dicom(PixelSpacing=spacing) for name, spacing in spacings.items()}
     files.files.update(films)
     body, content_type = encode_multipart_formdata([("file", ("upload.dcm", films["upload.dcm"], "application/dicom"))])
-    uploaded = run_handler(handle, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
+    uploaded = run_handler(ROUTES, HttpRequest(method="POST", headers={"content-type": content_type}, body=body),
                            services)
     request = json.dumps({"image_url": files.url("/uploads/json.dcm")}).encode()
-    as_json = run_handler(handle, HttpRequest(method="POST", headers={"content-type": "application/json"},
+    as_json = run_handler(ROUTES, HttpRequest(method="POST", headers={"content-type": "application/json"},
                                               body=request), services)
     assert (uploaded.status, as_json.status) == (202, 202), (uploaded.body, as_json.body)
     case_ids = {"upload.dcm": uploaded.body["case_id"], "json.dcm": as_json.body["case_id"],

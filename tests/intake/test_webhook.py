@@ -1,5 +1,5 @@
 """The webhook records first: real multipart bodies, a real database and object store; nothing is downloaded in
-the request (tests/intake/test_fetch_jobs.py fetches). Most tests call the handler (`raiox.intake.http.handle`)
+the request (tests/intake/test_fetch_jobs.py fetches). Most tests call the route table (`raiox.intake.http.ROUTES`)
 directly; the last ones drive it through the DigitalOcean entry (web: raw, base64 and plain, and the scheduled
 trigger) and through functions-framework over real HTTP.
 """
@@ -25,7 +25,7 @@ from pydicom.uid import JPEGLSLossless
 from urllib3 import encode_multipart_formdata
 
 from fakes import FileServer
-from raiox.intake.http import handle
+from raiox.intake.http import ROUTES
 from raiox.services import Services
 from raiox.tools.simulator import jotform_fields, multipart
 from raiox.web.errors import run_handler
@@ -83,7 +83,7 @@ def jotform_request(urls: list[str], *, submission_id: str | None = None, form_i
 
 
 def call(services: Services, request: HttpRequest) -> HttpResponse:
-    return run_handler(handle, request, services)
+    return run_handler(ROUTES, request, services)
 
 
 def rows(services: Services, sql: str) -> list[dict[str, Any]]:

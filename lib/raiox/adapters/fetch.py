@@ -116,7 +116,7 @@ class FetchPolicy:
             hosts.append(spaces)  # also admits virtual-hosted buckets and the CDN under it
         return cls(
             allowed_hosts=tuple(dict.fromkeys(host.lower().strip(".") for host in hosts)),
-            dev=settings.raiox_env == "dev",
+            dev=settings.is_dev,
             max_bytes=settings.fetch_max_bytes,
             timeout=settings.fetch_timeout_seconds,
             jotform_api_key=settings.jotform_api_key.get_secret_value() if settings.jotform_api_key else None,

@@ -1,5 +1,5 @@
-"""The embed function's web surface: its token, health, one image matched directly, and a poke that runs the round
-the function's handler (`raiox.sweeper.embed`) passes in (due intake and embed jobs)."""
+"""The embed function's web surface: its route table (token, health, one image matched directly, and a poke that
+runs the round the function's handler, `raiox.sweeper.embed`, passes in: due intake and embed jobs)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ from raiox.embed.matching import film_candidates, match_implants
 from raiox.errors import InvalidInput
 from raiox.services import Services
 from raiox.settings import Settings
-from raiox.web.http import (
-    HttpRequest,
-    HttpResponse,
-    bearer_token,
-    health,
-    json_response,
-    require_method,
-    require_secret,
-)
+from raiox.web.http import HttpRequest, TokenGuard
+from raiox.web.routing import Route, Router
 
 Round = Callable[[Services], dict[str, Any]]  # the sweeper's round: what it did, as the answer's body
 
@@ -40,33 +33,22 @@ def body_limit(settings: Settings) -> int:
     return settings.fetch_max_bytes + 64 * 1024
 
 
-def token_first(request: HttpRequest, services: Services) -> None:
-    """A POST's bearer token is checked before its body (up to an image) is read."""
-    if request.method == "POST" and not request.path.rstrip("/").endswith("/health"):
-        settings = services.settings
-        require_secret(bearer_token(request), settings.embed_token, setting="EMBED_TOKEN",
-                       dev=settings.raiox_env == "dev")
-
-
-def respond(request: HttpRequest, services: Services, *, sweep: Round) -> HttpResponse:
-    """GET …/health answers without a token; POST …/match matches one image; POST otherwise (a poke, or the
-    sweeper's `{"sweep": true}`) runs `sweep`."""
+def match(request: HttpRequest, services: Services) -> dict[str, Any]:
+    """POST …/match: one image (the body, or a multipart `file`) matched; no case is created."""
     settings = services.settings
+    implants = match_implants(services, _uploaded_image(request, settings.fetch_max_bytes))
+    hidden = {"reference_storage_key"}
+    return {
+        "model_id": services.encoder.model_id,
+        "candidates": [c.model_dump(exclude=hidden) for c in film_candidates(implants, settings.raiox_top_k)],
+        "implants": [i.model_dump(exclude={"candidates": {"__all__": hidden}}) for i in implants]}
 
-    def authorized() -> None:
-        require_secret(bearer_token(request), settings.embed_token, setting="EMBED_TOKEN",
-                       dev=settings.raiox_env == "dev")
 
-    if request.path.rstrip("/").endswith("/health"):
-        return health(request, services, authorized=authorized)
-    require_method(request, "POST")
-    authorized()
-    encoder = services.encoder
-    if request.path.rstrip("/").endswith("/match"):
-        implants = match_implants(services, _uploaded_image(request, settings.fetch_max_bytes))
-        hidden = {"reference_storage_key"}
-        return json_response(200, {
-            "model_id": encoder.model_id,
-            "candidates": [c.model_dump(exclude=hidden) for c in film_candidates(implants, settings.raiox_top_k)],
-            "implants": [i.model_dump(exclude={"candidates": {"__all__": hidden}}) for i in implants]})
-    return json_response(200, sweep(services))
+def router(sweep: Round) -> Router:
+    """GET …/health answers without a token; every POST needs Bearer EMBED_TOKEN: …/match matches one image, the
+    function's own URL (a poke, whatever its body, or the sweeper's `{"sweep": true}`) runs `sweep`."""
+
+    def poke(request: HttpRequest, services: Services) -> dict[str, Any]:
+        return sweep(services)
+
+    return Router([Route("POST", "/match", match), Route("POST", "/", poke)], guard=TokenGuard("EMBED_TOKEN"))

@@ -1,5 +1,5 @@
-"""The webhook function's web calls: token, size and shape checks, the body as a `Submission`, the answer at once
-(202). Its scheduled trigger is the sweeper's (`raiox.sweeper.webhook`)."""
+"""The webhook function's web calls: its route table (token, size and shape checks, the body as a `Submission`, the
+answer at once: 202). Its scheduled trigger is the sweeper's (`raiox.sweeper.webhook`)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ from raiox.intake.receive import receive
 from raiox.intake.submission import Submission, from_jotform, from_json, from_upload
 from raiox.services import Services
 from raiox.settings import Settings
-from raiox.web.http import (
-    HttpRequest,
-    HttpResponse,
-    health,
-    json_response,
-    require_method,
-    require_secret,
-    serves,
-)
+from raiox.web.http import HttpRequest, HttpResponse, TokenGuard, json_response
+from raiox.web.routing import Route, Router
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -36,29 +29,10 @@ def parse_submission(request: HttpRequest, settings: Settings) -> Submission:
     raise UnsupportedFormat("send multipart/form-data (Jotform or a `file` upload) or application/json")
 
 
-def _token_first(request: HttpRequest, services: Services) -> None:
-    """A POST's `?token=` is checked before its body is read (health checks and other methods pass: the
-    handler answers them)."""
-    if request.method == "POST":
-        settings = services.settings
-        require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
-                       dev=settings.raiox_env == "dev")
-
-
-@serves("webhook", body_limit=lambda settings: settings.webhook_max_body_bytes, before_body=_token_first)
-def handle(request: HttpRequest, services: Services) -> HttpResponse:
+def receive_call(request: HttpRequest, services: Services) -> HttpResponse:
     """POST from Jotform (or the JSON / upload senders): 202 recorded (or kept while the database is down),
     200 duplicate, 4xx refused with the reason, 503 only when neither the database nor object storage answers."""
     settings = services.settings
-
-    def authorized() -> None:
-        require_secret(request.query.get("token"), settings.webhook_token, setting="WEBHOOK_TOKEN",
-                       dev=settings.raiox_env == "dev")
-
-    if request.method == "GET" and request.path.rstrip("/").endswith("/health"):
-        return health(request, services, authorized=authorized)
-    require_method(request, "POST")
-    authorized()
     if len(request.body) > settings.webhook_max_body_bytes:
         raise TooLarge(f"the request body is larger than {settings.webhook_max_body_bytes} bytes: send a film this "
                        "large as a URL (Jotform's upload, or JSON {\"image_url\": …}), not in the request")
@@ -69,3 +43,10 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
                                "images": receipt.images, "refused_images": receipt.refused_images,
                                "duplicate": False})
 
+
+def body_limit(settings: Settings) -> int:
+    return settings.webhook_max_body_bytes
+
+
+# `?token=WEBHOOK_TOKEN`: Jotform's webhook URL carries it.
+ROUTES = Router([Route("POST", "/", receive_call)], guard=TokenGuard("WEBHOOK_TOKEN", in_query=True))

@@ -114,7 +114,7 @@ def token_key(settings: Settings) -> bytes:
     """REVIEW_TOKEN_SECRET; in dev mode without it, a key derived from the local signing key."""
     if settings.review_token_secret is not None:
         return settings.review_token_secret.get_secret_value().encode()
-    if settings.raiox_env == "dev":
+    if settings.is_dev:
         return hmac.new(local_signing_key(settings), b"raiox review tokens", hashlib.sha256).digest()
     raise NotConfigured("sign-in is not configured: set REVIEW_TOKEN_SECRET")
 

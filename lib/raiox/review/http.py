@@ -4,9 +4,9 @@ the admin page's origin, `Cache-Control: no-store` on every API answer, and the 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from raiox import deletions
 from raiox.errors import InvalidInput, Unprocessable
@@ -14,26 +14,11 @@ from raiox.review import accounts, admin_page, decisions, queue, system
 from raiox.review.accounts import Reviewer
 from raiox.services import Services
 from raiox.web.errors import run_handler
-from raiox.web.http import HttpRequest, HttpResponse, bearer_token, health, json_response, serves
+from raiox.web.http import Function, HttpRequest, HttpResponse, bearer_token, json_response, parse_body
 from raiox.web.routing import Route, Router
 
 MAX_PER_PAGE = 100
 _DIGITS = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
-Body = TypeVar("Body", bound=BaseModel)
-
-
-def _body(request: HttpRequest, model: type[Body]) -> Body:
-    """The JSON body as `model`: 400 when it is not JSON, 422 naming each wrong field (never its value)."""
-    data = request.json_body()
-    if not isinstance(data, dict):
-        raise Unprocessable("the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors())
-        raise Unprocessable(problems) from None
 
 
 def _positive(request: HttpRequest, name: str, default: int, maximum: int) -> int:
@@ -43,12 +28,13 @@ def _positive(request: HttpRequest, name: str, default: int, maximum: int) -> in
     return int(text)
 
 
-def health_check(request: HttpRequest, services: Services) -> Any:
-    return health(request, services, authorized=lambda: accounts.authenticate(services, bearer_token(request)))
+def signed_in(request: HttpRequest, services: Services) -> Reviewer:
+    """The guard: the reviewer whose `Authorization: Bearer <token>` this is (401 without a valid one)."""
+    return accounts.authenticate(services, bearer_token(request))
 
 
 def login(request: HttpRequest, services: Services) -> Any:
-    return accounts.login(services, _body(request, accounts.LoginBody), client=request.client)
+    return accounts.login(services, parse_body(request, accounts.LoginBody), client=request.client)
 
 
 def logout(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:
@@ -70,7 +56,7 @@ def case_detail(request: HttpRequest, services: Services, reviewer: Reviewer, ca
 
 
 def decide(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
-    return decisions.decide(services, reviewer, case_id, _body(request, decisions.DecisionBody))
+    return decisions.decide(services, reviewer, case_id, parse_body(request, decisions.DecisionBody))
 
 
 def redeliver(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
@@ -90,7 +76,7 @@ class EraseBody(BaseModel):
 
 
 def erase(request: HttpRequest, services: Services, reviewer: Reviewer, case_id: int) -> Any:
-    if _body(request, EraseBody).confirm != case_id:
+    if parse_body(request, EraseBody).confirm != case_id:
         raise Unprocessable(f"to erase case {case_id}, confirm with its id: {{\"confirm\": {case_id}}}")
     report = deletions.erase_now(services, case_id, actor=reviewer.name)
     return {"case_id": case_id, "erased": True, "objects_deleted": report.objects_deleted,
@@ -101,8 +87,8 @@ def status(request: HttpRequest, services: Services, reviewer: Reviewer) -> Any:
     return system.system_status(services)
 
 
+# Every route but the public ones needs a signed-in reviewer, whom the handler gets after `services`.
 ROUTES = Router([
-    Route("GET", "/health", health_check, public=True),
     Route("POST", "/login", login, public=True),
     Route("POST", "/logout", logout),
     Route("GET", "/cases", list_cases),
@@ -114,18 +100,7 @@ ROUTES = Router([
     Route("POST", "/cases/{case_id}/erase", erase),
     Route("GET", "/status", status),
     *admin_page.ROUTES,
-])
-
-
-def route(request: HttpRequest, services: Services) -> HttpResponse:
-    """Every route but the public ones needs `Authorization: Bearer <token>` from a signed-in reviewer."""
-    match = ROUTES.match(request)
-    if match.route.public:
-        answer = match.route.handler(request, services, **match.params)
-    else:
-        reviewer = accounts.authenticate(services, bearer_token(request))
-        answer = match.route.handler(request, services, reviewer, **match.params)
-    return answer if isinstance(answer, HttpResponse) else json_response(200, answer)
+], guard=signed_in)
 
 
 def _allowed_origin(request: HttpRequest, services: Services) -> str | None:
@@ -134,7 +109,6 @@ def _allowed_origin(request: HttpRequest, services: Services) -> str | None:
     return origin if origin and origin.rstrip("/") in allowed else None
 
 
-@serves("approve")
 def handle(request: HttpRequest, services: Services) -> HttpResponse:
     """Route (refusals become their status), CORS for the configured admin origin, no caching."""
     origin = _allowed_origin(request, services)
@@ -149,7 +123,7 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
                 "Access-Control-Max-Age": "600",
             })
     else:
-        response = run_handler(route, request, services)
+        response = run_handler(ROUTES, request, services)
     headers = dict(response.headers)
     headers.setdefault("Cache-Control", "no-store")
     headers["Vary"] = "Origin"
@@ -157,3 +131,6 @@ def handle(request: HttpRequest, services: Services) -> HttpResponse:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = "Retry-After"
     return response.model_copy(update={"headers": headers})
+
+
+APPROVE = Function("approve", handle)

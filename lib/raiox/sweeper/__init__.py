@@ -6,5 +6,6 @@ that knows the order of a round. Where a module may load depends on what its fun
 
 - `round`: the rounds themselves (no object storage, no torch when it is imported: notify loads it);
 - `stored`: the share of a round that needs object storage (the outage inbox, fetch jobs, erased objects);
-- `webhook`, `notify`, `embed`: each function's handlers, the step's own web calls plus the sweeper's round.
+- `webhook`, `notify`, `embed`: each function as the platform adapters serve it (`raiox.web.http.Function`): the
+  step's route table plus the sweeper's round.
 """

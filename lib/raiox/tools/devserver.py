@@ -9,13 +9,14 @@ from flask import Flask, Response, redirect, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from raiox.adapters.storage import LocalFolderStore
-from raiox.intake import http as webhook
-from raiox.review import http as approve
+from raiox.review.http import APPROVE
 from raiox.services import Services
-from raiox.sweeper import embed, notify
+from raiox.sweeper.embed import EMBED
+from raiox.sweeper.notify import NOTIFY
+from raiox.sweeper.webhook import WEBHOOK
 from raiox.tools.local import BASE_PATH
 from raiox.tools.object_server import objects_blueprint
-from raiox.web.http import Handler
+from raiox.web.http import Function
 from raiox.web.platforms import flask_entry
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,8 @@ log = logging.getLogger(__name__)
 # The admin page as deployed: served by the approve function, which it derives its API URL from.
 ADMIN_PAGE = f"{BASE_PATH}/approve/admin/index.html"
 
-# Function name → the handler its DigitalOcean and functions-framework entries call.
-FUNCTIONS: dict[str, Handler] = {
-    "webhook": webhook.handle,
-    "embed": embed.handle,
-    "notify": notify.handle,
-    "approve": approve.handle,
-}
+# Function name → what its DigitalOcean and functions-framework entries serve.
+FUNCTIONS: dict[str, Function] = {function.name: function for function in (WEBHOOK, EMBED, NOTIFY, APPROVE)}
 
 
 def create_dev_app(services: Services) -> Flask:
@@ -37,10 +33,10 @@ def create_dev_app(services: Services) -> Flask:
     DigitalOcean), /admin/ leading to the admin page approve serves, and signed local-object URLs under /objects/."""
     app = Flask("raiox-dev")
 
-    for name, handler in FUNCTIONS.items():
+    for name, function in FUNCTIONS.items():
 
-        def call(rest: str = "", handler: Handler = handler) -> Any:
-            return flask_entry(handler, request, services=services, path=f"/{rest}" if rest else "")
+        def call(rest: str = "", function: Function = function) -> Any:
+            return flask_entry(function, request, services=services, path=f"/{rest}" if rest else "")
 
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
         app.add_url_rule(f"{BASE_PATH}/{name}", f"{name}_root", call, methods=methods)

@@ -1,23 +1,25 @@
-"""One request/response shape for every function, whatever platform delivered the request."""
+"""One request/response shape for every function, whatever platform delivered the request; what a function is to
+the platform adapters; the one body parser and the one token guard."""
 
 from __future__ import annotations
 
 import hmac
 import io
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import parse_form_data
 
-from raiox.errors import InvalidInput, NotAuthenticated, NotConfigured
+from raiox.errors import InvalidInput, NotAuthenticated, NotConfigured, RaioxError, Unprocessable
+from raiox.settings import Settings
 from raiox.storable import check_text, load_json
 
 if TYPE_CHECKING:
     from raiox.services import Services
-    from raiox.settings import Settings
 
 MAX_FORM_PARTS = 64  # a Jotform webhook has about 25 fields; an upload, a few files
 
@@ -94,48 +96,41 @@ BeforeBody = Callable[[HttpRequest, "Services"], None]
 DEFAULT_BODY_LIMIT = 64 * 1024  # sign-ins, decisions, pokes: small JSON
 
 
-def serves(function: str, *, body_limit: BodyLimit | None = None,
-           before_body: BeforeBody | None = None) -> Callable[[Handler], Handler]:
-    """Mark a step's handler with the function it serves (named in every log line of its requests), the largest
-    body it takes (platform adapters refuse bigger ones before reading them) and `before_body`: the check of a
-    caller's secret that platform adapters run on the request's method, path, headers and query before they read
-    (or decode) its body, so an anonymous caller cannot make the function take in megabytes."""
+@dataclass(frozen=True)
+class Function:
+    """One deployed function as the platform adapters serve it (`do_entry`, `flask_entry`): its name (in every log
+    line of its requests), the handler of its web calls, the largest body it takes (refused before it is read),
+    `before_body` (the route and the caller's token checked on the method, path, headers and query before the body
+    is read or decoded, so an anonymous caller cannot make the function take in megabytes) and `platform_call`: the
+    handler of an invocation the platform authenticated (a scheduled trigger); without one such an event is
+    answered as a web call."""
 
-    def mark(handler: Handler) -> Handler:
-        handler.function = function  # type: ignore[attr-defined]
-        handler.body_limit = body_limit  # type: ignore[attr-defined]
-        handler.before_body = before_body  # type: ignore[attr-defined]
-        return handler
+    name: str
+    handle: Handler
+    body_limit: BodyLimit | None = None
+    before_body: BeforeBody | None = None
+    platform_call: Handler | None = None
 
-    return mark
-
-
-def before_body_of(handler: Handler) -> BeforeBody | None:
-    return getattr(handler, "before_body", None)
-
-
-def function_of(handler: Handler) -> str:
-    return str(getattr(handler, "function", getattr(handler, "__name__", "function")))
+    def max_body(self, settings: Settings) -> int:
+        return self.body_limit(settings) if self.body_limit is not None else DEFAULT_BODY_LIMIT
 
 
-def limit_of(handler: Handler, settings: Settings) -> int:
-    limit: BodyLimit | None = getattr(handler, "body_limit", None)
-    return limit(settings) if limit is not None else DEFAULT_BODY_LIMIT
+Body = TypeVar("Body", bound=BaseModel)
 
 
-def require_method(request: HttpRequest, *allowed: str) -> None:
-    if request.method not in allowed:
-        raise MethodNotAllowed(*allowed)
-
-
-def require_secret(provided: str | None, expected: SecretStr | None, *, setting: str, dev: bool) -> None:
-    """Constant-time check of a caller's secret. Unset secret: refuse, or allow everyone in dev mode."""
-    if expected is None:
-        if dev:
-            return
-        raise NotConfigured(f"this endpoint is not configured: set {setting}")
-    if not provided or not hmac.compare_digest(provided.encode(), expected.get_secret_value().encode()):
-        raise NotAuthenticated("missing token" if not provided else "wrong token")
+def parse_body(request: HttpRequest, model: type[Body], *, refusal: type[RaioxError] = Unprocessable) -> Body:
+    """The JSON body (an empty one reads as `{}`) as `model`: InvalidInput (400) when it is not JSON, `refusal`
+    (422 unless told) when it is not an object or a field is wrong, naming each wrong field (never its value)."""
+    data = request.json_body() if request.body.strip() else {}
+    if not isinstance(data, dict):
+        raise refusal("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors())
+        raise refusal(problems) from None
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -143,17 +138,30 @@ def bearer_token(request: HttpRequest) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+@dataclass(frozen=True)
+class TokenGuard:
+    """The guard of a function whose callers share one secret: the setting `setting` names (`EMBED_TOKEN`), sent as
+    `Authorization: Bearer …`, or as `?token=` with `in_query` (Jotform's webhook cannot send headers). Compared in
+    constant time; unset, it refuses everyone (503 naming the setting), or lets everyone in in dev mode."""
+
+    setting: str
+    in_query: bool = False
+
+    def __post_init__(self) -> None:
+        if self.setting.lower() not in Settings.model_fields:
+            raise ValueError(f"no setting {self.setting}")
+
+    def __call__(self, request: HttpRequest, services: Services) -> None:
+        settings = services.settings
+        expected: SecretStr | None = getattr(settings, self.setting.lower())
+        if expected is None:
+            if settings.is_dev:
+                return
+            raise NotConfigured(f"this endpoint is not configured: set {self.setting}")
+        provided = request.query.get("token") if self.in_query else bearer_token(request)
+        if not provided or not hmac.compare_digest(provided.encode(), expected.get_secret_value().encode()):
+            raise NotAuthenticated("missing token" if not provided else "wrong token")
+
+
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> HttpResponse:
     return HttpResponse(status=status, body=body, headers=dict(headers or {}))
-
-
-def health(request: HttpRequest, services: Services, *, authorized: Callable[[], object],
-           storage: bool = True) -> HttpResponse:
-    """`…/health`: 200 `{"status": "ok"}` to anyone. With `?deep=1`, for callers `authorized` lets through only:
-    the database (and object storage, where the function uses it) checked, 503 naming what is down."""
-    if request.query.get("deep") not in ("1", "true"):
-        return json_response(200, {"status": "ok"})
-    authorized()
-    parts = services.check(storage=storage)
-    healthy = all(state == "ok" for state in parts.values())
-    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", **parts})

@@ -16,7 +16,7 @@ from raiox import logs
 from raiox.errors import TooLarge
 from raiox.services import Services, get_services
 from raiox.web.errors import error_response, run_handler
-from raiox.web.http import Handler, HttpRequest, HttpResponse, before_body_of, function_of, limit_of
+from raiox.web.http import Function, Handler, HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def request_from_do_event(event: Mapping[str, Any], *, with_body: bool = True) -
     )
 
 
-def _refused_before_body(handler: Handler, head: HttpRequest, services: Services) -> HttpResponse | None:
-    """The handler's `before_body` check on the request without its body: its refusal, or None."""
-    check = before_body_of(handler)
+def _refused_before_body(function: Function, head: HttpRequest, services: Services) -> HttpResponse | None:
+    """The function's `before_body` check on the request without its body: its refusal, or None."""
+    check = function.before_body
     if check is None:
         return None
 
@@ -90,16 +90,20 @@ def do_response(response: HttpResponse) -> dict[str, Any]:
     return {"statusCode": response.status, "headers": response.headers, "body": body}
 
 
-def do_entry(handler: Handler, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """A function's DigitalOcean `main`: the process-wide services, the handler, a DigitalOcean answer."""
+def do_entry(function: Function, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """Every function's DigitalOcean `main`: the process-wide services, the function's handler (its platform call's
+    for an event without `http`, where it has one), a DigitalOcean answer."""
     services = get_services()
     logs.configure(json=services.settings.raiox_log_format == "json")
     request_id = str(getattr(context, "activation_id", "") or uuid.uuid4().hex[:16])
-    refused = _refused_before_body(handler, request_from_do_event(event, with_body=False), services)
+    if function.platform_call is not None and not is_web_event(event):
+        return do_response(served(function.name, function.platform_call, request_from_do_event(event), services,
+                                  request_id))
+    head = request_from_do_event(event, with_body=False)
+    refused = _refused_before_body(function, head, services)
     if refused is not None:  # the platform read the body; it is at least never decoded or parsed
-        return do_response(served(lambda request, services: refused, request_from_do_event(event, with_body=False),
-                                  services, request_id, function=function_of(handler)))
-    return do_response(served(handler, request_from_do_event(event), services, request_id))
+        return do_response(served(function.name, lambda request, services: refused, head, services, request_id))
+    return do_response(served(function.name, function.handle, request_from_do_event(event), services, request_id))
 
 
 # functions-framework / Flask ----------------------------------------------------------------------
@@ -140,32 +144,32 @@ def flask_response(response: HttpResponse) -> Any:
     return Response(b"" if body is None else body, status=response.status, headers=headers)
 
 
-def flask_entry(handler: Handler, request: Any, *, services: Services | None = None, path: str | None = None) -> Any:
-    """A function served by functions-framework (or mounted by the dev server, which passes its services)."""
+def flask_entry(function: Function, request: Any, *, services: Services | None = None,
+                path: str | None = None) -> Any:
+    """Every function served by functions-framework (or mounted by the dev server, which passes its services)."""
     services = services or get_services()
     logs.configure(json=services.settings.raiox_log_format == "json")
     request_id = request.headers.get("Function-Execution-Id") or uuid.uuid4().hex[:16]
     head = HttpRequest(method=request.method, path=request.path if path is None else path,
                        headers={k.lower(): v for k, v in request.headers.items()}, query=dict(request.args.items()),
                        client=request.remote_addr or "")
-    refused = _refused_before_body(handler, head, services)
+    refused = _refused_before_body(function, head, services)
     if refused is not None:  # the body is never read: an anonymous caller cannot make the process take it in
-        return flask_response(served(lambda request, services: refused, head, services, request_id,
-                                     function=function_of(handler)))
+        return flask_response(served(function.name, lambda request, services: refused, head, services, request_id))
     try:
-        parsed = request_from_flask(request, max_body=limit_of(handler, services.settings), path=path)
+        parsed = request_from_flask(request, max_body=function.max_body(services.settings), path=path)
     except TooLarge as error:
-        with logs.bound(function=function_of(handler), request_id=request_id):
+        with logs.bound(function=function.name, request_id=request_id):
             return flask_response(error_response(error, HttpRequest(method=request.method, path=path or request.path)))
-    return flask_response(served(handler, parsed, services, request_id))
+    return flask_response(served(function.name, function.handle, parsed, services, request_id))
 
 
-def served(handler: Handler, request: HttpRequest, services: Services, request_id: str, *,
-           function: str | None = None) -> HttpResponse:
+def served(function: str, handler: Handler, request: HttpRequest, services: Services,
+           request_id: str) -> HttpResponse:
     """The handler's answer, and one log line for the request: function, request id, method, path (never the
     query: it carries tokens), status and duration."""
     started = time.perf_counter()
-    with logs.bound(function=function or function_of(handler), request_id=request_id):
+    with logs.bound(function=function, request_id=request_id):
         response = run_handler(handler, request, services)
         log.info("%s %s -> %d", request.method, request.path or "/", response.status,
                  extra={"status": response.status, "duration_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -89,10 +89,10 @@ def _serve(server: BaseWSGIServer, serving: threading.Thread, services: Services
     base = f"http://{host}:{port}"
     click.echo(f"Raiox dev server on {base} (RAIOX_ENV={services.settings.raiox_env})")
     click.echo(f"  admin page   {base}/admin/")
-    if services.settings.raiox_env == "dev" and (settings.database_url is None or local_reviewer):
+    if services.settings.is_dev and (settings.database_url is None or local_reviewer):
         reviewer, password = ensure_local_reviewer(services)
         click.echo(f"  sign in as   {reviewer} / {password}  (new password on every start)")
-    elif services.settings.raiox_env == "dev":
+    elif services.settings.is_dev:
         click.echo("  reviewers    DATABASE_URL names a database of its own: no reviewer was created or changed "
                    "(raiox reviewer add NAME, or --local-reviewer)")
     for name in FUNCTIONS:
