@@ -55,14 +55,17 @@ def test_each_file_with_its_type_and_a_strict_policy(approve: Services) -> None:
 
 
 def test_revalidation_redirects_and_nothing_else(approve: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = _get(approve, "/admin/app.js")
-    again = _get(approve, "/admin/app.js", **{"if-none-match": first.headers["ETag"]})
+    first = _get(approve, "/admin/js/main.js")
+    again = _get(approve, "/admin/js/main.js", **{"if-none-match": first.headers["ETag"]})
     assert again.status == 304 and not again.body
     assert _get(approve, "/admin/").headers["Location"] == "index.html"
     assert _get(approve, "/admin").headers["Location"] == "admin/index.html"
     monkeypatch.setenv("__OW_ACTION_NAME", "/fn-1234/raiox/approve")  # what DigitalOcean's runtime sets
     assert _get(approve, "/admin").headers["Location"] == "/api/v1/web/fn-1234/raiox/approve/admin/index.html"
-    for path in ("/admin/config.js", "/admin/../http.py", "/admin/%2e%2e/accounts.py", "/admin/index.html/x"):
+    for path in ("/admin/config.js", "/admin/../http.py", "/admin/%2e%2e/accounts.py", "/admin/index.html/x",
+                 "/admin/app.js", "/admin/main.js", "/admin/js", "/admin/js/", "/admin/js/config.js",
+                 "/admin/js/../index.html", "/admin/js/%2e%2e/style.css", "/admin/js/main.js/x",
+                 "/admin/css/style.css"):
         assert _get(approve, path).status == 404, path
     answer = handle(HttpRequest(method="POST", path="/admin/index.html"), approve)
     assert answer.status == 405
@@ -80,19 +83,52 @@ def test_a_store_that_cannot_presign_still_serves_the_page(tmp_path: Path) -> No
     assert _directives(answer.headers["Content-Security-Policy"])["img-src"] == ["'self'"]
 
 
+def _modules() -> dict[str, str]:
+    """Every script of the page by its path under admin/ (js/main.js and the modules it imports)."""
+    return {str(path.relative_to(ADMIN)): path.read_text() for path in sorted(ADMIN.glob("js/*.js"))}
+
+
 def test_the_files_need_nothing_a_strict_policy_blocks() -> None:
     """No inline script, style or event handler, no eval, no HTML strings: with `script-src 'self'` and
     `style-src 'self'` any of them would silently break the page."""
     html = (ADMIN / "index.html").read_text()
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) and "<style" not in html
     assert not re.search(r"\s(on\w+|style)\s*=", html, re.I)
-    assert set(re.findall(r'(?:src|href)="([^"]+)"', html)) == {"style.css", "app.js"}
-    script = (ADMIN / "app.js").read_text()
-    for blocked in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
-                    '"style"', ".style.", "cssText"):
-        assert blocked not in script, blocked
-    assert sorted(path.name for path in ADMIN.iterdir()) == sorted(FILES)
+    assert set(re.findall(r'(?:src|href)="([^"]+)"', html)) == {"style.css", "js/main.js"}
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="js/main.js">']
+    modules = _modules()
+    assert len(modules) > 1 and "js/main.js" in modules
+    for name, script in modules.items():
+        for blocked in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                        '"style"', ".style.", "cssText"):
+            assert blocked not in script, (name, blocked)
+    assert sorted(str(path.relative_to(ADMIN)) for path in ADMIN.rglob("*") if path.is_file()) == sorted(FILES)
     assert FOLDERS[1] == ADMIN
+
+
+def test_the_script_is_small_modules_each_importing_what_another_exports() -> None:
+    """js/main.js reaches every module through static imports of files approve serves, each name imported is
+    exported where it comes from (else the browser refuses the whole page), and no module grows past ~400 lines
+    or goes without the line that says what belongs in it."""
+    modules = _modules()
+    reached, todo = set(), ["js/main.js"]
+    while todo:
+        name = todo.pop()
+        reached.add(name)
+        script = modules[name]
+        assert re.match(r"// \S.+\n\n", script), name
+        assert len(script.splitlines()) <= 400, (name, len(script.splitlines()))
+        for names, source in re.findall(r"^import \{([^}]*)\} from \"\./([\w-]+\.js)\";$", script, re.M):
+            target = f"js/{source}"
+            assert target in FILES and target in modules, (name, source)
+            for imported in re.split(r",\s*", names.strip().rstrip(",")):
+                declared = rf"^export (?:const|let|class|(?:async )?function) {re.escape(imported)}(?![\w$])"
+                assert re.search(declared, modules[target], re.M), (name, imported, source)
+            if target not in reached:
+                todo.append(target)
+        assert len(re.findall(r"^import ", script, re.M)) == len(re.findall(r"^import \{[^}]*\} from \"\./", script,
+                                                                            re.M)), name
+    assert reached == set(modules)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from raiox.models import CaseStatus
 from raiox.review.queue import DELIVERY_STATES
 from support import REPO
 
-APP = (REPO / "admin" / "app.js").read_text()
+APP = "\n".join(path.read_text() for path in sorted((REPO / "admin" / "js").glob("*.js")))  # every module
 REVIEW_DOC = (REPO / "docs" / "review.md").read_text()
 PROCESSING = {CaseStatus.RECEIVED, CaseStatus.EMBEDDING}  # the page counts these two together as "processing"
 
 
 def _js_constant(name: str) -> str:
-    match = re.search(rf"^const {name} = (.+?);$", APP, flags=re.M | re.S)
+    match = re.search(rf"^(?:export )?const {name} = (.+?);$", APP, flags=re.M | re.S)
     assert match, name
     return match.group(1)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from raiox.review.admin_page import FILES as ADMIN_FILES
 from raiox.tools.deploy.build import FUNCTION_LIMIT_BYTES, build_do_project, upload_size
 from raiox.tools.deploy.envfile import parse_dotenv, read_env_file, resolve
 from raiox.tools.deploy.manifest import REPO, function_settings, manifest_functions, placeholders, read_manifest
@@ -227,7 +228,8 @@ def test_every_function_is_built_by_its_build_sh(dry_run: tuple[int, dict[str, A
         assert not any(f.endswith(".pyc") or "/tests/" in f for f in files if f.startswith(SITE)), name
         assert any(f.startswith(SITE + "PIL/") for f in files) == (name != "approve"), name
         assert any(f.startswith(SITE + "boto3/") for f in files) == (name != "notify"), name
-        assert ("admin/index.html" in files) == (name == "approve"), name
+        admin = {f for f in files if f.startswith("admin/")}
+        assert admin == ({f"admin/{page}" for page in ADMIN_FILES} if name == "approve" else set()), name
         assert function["zip"]["base64Bytes"] < FUNCTION_LIMIT_BYTES, (name, function["zip"]["base64Bytes"])
 
 

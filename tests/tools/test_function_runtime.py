@@ -39,7 +39,7 @@ from raiox.tools.deploy.build import (
     upload_size,
 )
 from raiox.tools.deploy.manifest import manifest_functions, read_manifest
-from support import make_xray
+from support import REPO, make_xray
 
 FUNCTIONS = {f.name: f for f in manifest_functions(read_manifest())}
 # What each function's entry hands the request to (functions/<name>/__main__.py).
@@ -224,6 +224,7 @@ def test_each_built_function_serves_every_route_on_its_own(built_functions: dict
         {"event": _web("POST", f"/cases/{case}/erase", headers=bearer, body=json.dumps({"confirm": case}))},
         {"event": _web("POST", "/logout", headers=bearer, body="{}")},
         {"event": _web("GET", "/cases", headers=bearer)},
+        {"event": _web("GET", "/admin/js/main.js")},
     ], env)["answers"]
     statuses = [a["status"] for a in approve]
     assert statuses[:5] == [200, 200, 200, 200, 200], approve
@@ -234,6 +235,8 @@ def test_each_built_function_serves_every_route_on_its_own(built_functions: dict
     assert "erase it once it is ready" in approve[10]["body"]["error"], approve[10]
     assert [statuses[8], statuses[9], statuses[11], statuses[12]] == [200, 200, 200, 401], approve
     assert approve[9]["body"].startswith("<!doctype html") or "<html" in approve[9]["body"].lower(), approve[9]
+    page_entry = (REPO / "admin" / "js" / "main.js").read_text()[:300]  # the driver keeps a body's first 300
+    assert statuses[13] == 200 and approve[13]["body"] == page_entry, approve[13]  # a module, from the bundle
 
     notify = run_isolated(built_functions["notify"], [
         {"event": _web("GET", "/health")},

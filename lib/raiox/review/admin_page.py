@@ -16,10 +16,14 @@ from raiox.web.routing import Route
 
 log = logging.getLogger(__name__)
 
+# Every file the page has, by its path under admin/: nothing else there is served. The script is ES modules
+# (index.html loads js/main.js, which imports the rest); a module served with another type would not run.
+MODULES = ("api", "case", "compare", "decide", "dom", "implants", "keys", "main", "measure", "queue", "session",
+           "state", "system", "viewer")
 FILES = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    **{f"js/{module}.js": "text/javascript; charset=utf-8" for module in MODULES},
 }
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Beside the raiox package in a function build (`raiox deploy build` copies admin/ there), or at the root of a
@@ -73,7 +77,7 @@ def _redirect_to_index(request: HttpRequest) -> HttpResponse:
 
 def serve(request: HttpRequest, services: Services) -> HttpResponse:
     """One file of the admin page, revalidated on every load (ETag) so a deploy is seen at once."""
-    name = request.path.rstrip("/").rsplit("/", 1)[-1]
+    name = request.path.strip("/").removeprefix("admin").lstrip("/")  # the route table let only FILES through
     if name not in FILES:
         return _redirect_to_index(request)
     text, etag = _read(name)
