@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
-from raiox.models import Job, JobKind
+from raiox.models import Job, JobKind, JobStatus, Record
+from raiox.repository import rows
 
 _JOB_COLUMNS = """id, kind, case_id, payload, status, attempts, max_attempts, run_after, lease_owner,
                   leased_until, last_error"""
@@ -158,21 +159,45 @@ def get_job(conn: Connection, job_id: int) -> Job | None:
     return Job.model_validate(row) if row else None
 
 
-def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, dict[str, Any]]:
+class Delivery(Record):
+    """A case's newest notify job: where the answer to its submitter is."""
+
+    case_id: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class KindSummary(Record):
+    """The jobs of one kind: due now, waiting to retry, running under a live lease, failed for good, and how long
+    the oldest due one has waited."""
+
+    kind: JobKind
+    due: int
+    waiting_to_retry: int
+    running: int
+    failed: int
+    oldest_due_seconds: float
+
+
+def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, Delivery]:
     """The newest notify job of each case (its delivery state)."""
-    rows = conn.execute(
-        """SELECT DISTINCT ON (case_id) case_id, id, status, attempts, max_attempts, last_error, run_after,
-                  updated_at, finished_at
+    deliveries = rows.many(
+        conn, Delivery,
+        """SELECT DISTINCT ON (case_id) case_id, status, attempts, max_attempts, last_error, updated_at
              FROM jobs WHERE kind = 'notify' AND case_id = ANY(%s)
             ORDER BY case_id, id DESC""",
         (case_ids,),
-    ).fetchall()
-    return {int(row["case_id"]): row for row in rows}
+    )
+    return {delivery.case_id: delivery for delivery in deliveries}
 
 
-def summary(conn: Connection) -> list[dict[str, Any]]:
+def summary(conn: Connection) -> list[KindSummary]:
     """Per kind: due now, running under a live lease, failed for good, and how long the oldest due one waited."""
-    return conn.execute(
+    return rows.many(
+        conn, KindSummary,
         """SELECT kind,
                   count(*) FILTER (WHERE (status = 'pending' AND run_after <= now())
                                       OR (status = 'running' AND leased_until <= now())) AS due,
@@ -181,5 +206,5 @@ def summary(conn: Connection) -> list[dict[str, Any]]:
                   count(*) FILTER (WHERE status = 'failed') AS failed,
                   coalesce(extract(epoch FROM now() - min(run_after) FILTER (
                       WHERE status = 'pending' AND run_after <= now())), 0)::float AS oldest_due_seconds
-             FROM jobs GROUP BY kind ORDER BY kind"""
-    ).fetchall()
+             FROM jobs GROUP BY kind ORDER BY kind""",
+    )
