@@ -32,7 +32,8 @@ def create_case(
     Two transactions racing on the same submission id both end with the same single case: the loser's
     INSERT waits for the winner's commit, then does nothing and reads the winner's row.
     """
-    row = conn.execute(
+    case = rows.one(
+        conn, Case,
         f"""
         INSERT INTO cases (submission_id, form_id, source, submitter_name, submitter_email, client_id,
                            raw_payload)
@@ -42,37 +43,32 @@ def create_case(
         """,
         (submission_id, form_id, source, submitter_name, submitter_email, client_id,
          Jsonb(raw_payload or {})),
-    ).fetchone()
-    if row is not None:
-        return Case.model_validate(row), True
+    )
+    if case is not None:
+        return case, True
     existing = case_by_submission_id(conn, submission_id, source)
     assert existing is not None
     return existing, False
 
 
 def case_by_submission_id(conn: Connection, submission_id: str, source: str = "jotform") -> Case | None:
-    row = conn.execute(
-        f"SELECT {_CASE_COLUMNS} FROM cases WHERE source = %s AND submission_id = %s", (source, submission_id)
-    ).fetchone()
-    return Case.model_validate(row) if row else None
+    return rows.one(conn, Case, f"SELECT {_CASE_COLUMNS} FROM cases WHERE source = %s AND submission_id = %s",
+                    (source, submission_id))
 
 
 def get_case(conn: Connection, case_id: int, *, lock: bool = False) -> Case | None:
     """The case; `lock` holds its row until the transaction ends (deciders on one case queue up here)."""
-    row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
-                       (case_id,)).fetchone()
-    return Case.model_validate(row) if row else None
+    return rows.one(conn, Case, f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
+                    (case_id,))
 
 
 def set_case_status(conn: Connection, case_id: int, status: CaseStatus, *, error: str | None = None) -> Case:
     """Move a case along its lifecycle; the database refuses transitions the lifecycle does not allow."""
-    row = conn.execute(
-        f"UPDATE cases SET status = %s, error = %s WHERE id = %s RETURNING {_CASE_COLUMNS}",
-        (status, error, case_id),
-    ).fetchone()
-    if row is None:
+    case = rows.one(conn, Case, f"UPDATE cases SET status = %s, error = %s WHERE id = %s RETURNING {_CASE_COLUMNS}",
+                    (status, error, case_id))
+    if case is None:
         raise LookupError(f"no case {case_id}")
-    return Case.model_validate(row)
+    return case
 
 
 def mark_notified(conn: Connection, case_id: int) -> None:
@@ -84,8 +80,8 @@ def mark_notified(conn: Connection, case_id: int) -> None:
 
 
 def status_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT status, count(*) AS n FROM cases GROUP BY status").fetchall()
-    return {row["status"]: int(row["n"]) for row in rows}
+    counted = conn.execute("SELECT status, count(*) AS n FROM cases GROUP BY status").fetchall()
+    return {row["status"]: int(row["n"]) for row in counted}
 
 
 class CaseListing(Record):

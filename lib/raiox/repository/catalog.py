@@ -92,7 +92,8 @@ def upsert_implant(
 ) -> Implant:
     """Insert the implant system, or fill in its descriptive fields and size ranges (min, max); names match
     ignoring case. A range given replaces the stored one; one not given leaves it."""
-    row = conn.execute(
+    implant = rows.one(
+        conn, Implant,
         """
         INSERT INTO implants (manufacturer, system, implant_type, connection, notes,
                               diameter_min_mm, diameter_max_mm, length_min_mm, length_max_mm)
@@ -119,9 +120,9 @@ def upsert_implant(
             "length_min": length_mm[0] if length_mm else None,
             "length_max": length_mm[1] if length_mm else None,
         },
-    ).fetchone()
-    assert row is not None
-    return Implant.model_validate(row)
+    )
+    assert implant is not None
+    return implant
 
 
 def add_reference_image(

@@ -24,22 +24,24 @@ def enqueue(
     max_attempts: int = 5,
 ) -> Job:
     """Add a job, unless the case already has a live (pending or running) job of this kind: then return it."""
-    row = conn.execute(
+    job = rows.one(
+        conn, Job,
         f"""
         INSERT INTO jobs (kind, case_id, payload, max_attempts) VALUES (%s, %s, %s, %s)
         ON CONFLICT (kind, case_id) WHERE status IN ('pending', 'running') DO NOTHING
         RETURNING {_JOB_COLUMNS}
         """,
         (kind, case_id, Jsonb(payload or {}), max_attempts),
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
+    )
+    if job is None:
+        job = rows.one(
+            conn, Job,
             f"""SELECT {_JOB_COLUMNS} FROM jobs
                  WHERE kind = %s AND case_id = %s AND status IN ('pending', 'running')""",
             (kind, case_id),
-        ).fetchone()
-    assert row is not None
-    return Job.model_validate(row)
+        )
+    assert job is not None
+    return job
 
 
 _SUSPECT = "status = 'running' AND leased_until <= now()"  # its worker stopped (died, was killed, hung)
@@ -47,7 +49,8 @@ _SUSPECT = "status = 'running' AND leased_until <= now()"  # its worker stopped 
 
 def _claim_where(conn: Connection, kind: JobKind, condition: str, *, worker: str, limit: int,
                  lease: timedelta) -> list[Job]:
-    rows = conn.execute(
+    claimed = rows.many(
+        conn, Job,
         f"""
         WITH due AS (
             SELECT id FROM jobs
@@ -62,8 +65,8 @@ def _claim_where(conn: Connection, kind: JobKind, condition: str, *, worker: str
         RETURNING jobs.*
         """,
         {"kind": kind, "limit": limit, "worker": worker, "lease": lease},
-    ).fetchall()
-    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+    )
+    return sorted(claimed, key=lambda job: job.id)
 
 
 def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
@@ -84,7 +87,8 @@ def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: ti
 def fail_expired_leases(conn: Connection, kind: JobKind) -> list[Job]:
     """Fail for good the jobs whose lease expired with no attempt left: each of their attempts ended with its
     worker gone (a film that kills the worker comes back no more). Returns them, with the reason."""
-    rows = conn.execute(
+    failed = rows.many(
+        conn, Job,
         f"""
         WITH gone AS (
             SELECT id FROM jobs WHERE kind = %(kind)s AND {_SUSPECT} AND attempts >= max_attempts
@@ -102,8 +106,8 @@ def fail_expired_leases(conn: Connection, kind: JobKind) -> list[Job]:
         RETURNING jobs.*
         """,
         {"kind": kind},
-    ).fetchall()
-    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+    )
+    return sorted(failed, key=lambda job: job.id)
 
 
 def complete(conn: Connection, job_id: int, *, worker: str, result: dict[str, Any] | None = None) -> bool:
@@ -155,8 +159,7 @@ def due_count(conn: Connection, kind: JobKind) -> int:
 
 
 def get_job(conn: Connection, job_id: int) -> Job | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-    return Job.model_validate(row) if row else None
+    return rows.one(conn, Job, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
 
 
 class Delivery(Record):
