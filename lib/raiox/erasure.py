@@ -33,10 +33,7 @@ def _erase_at_source(conn: Connection, case_id: int, source: str, max_attempts: 
     """Queue the deletion of the case's submission at Jotform (once; again when the last try failed)."""
     if source != "jotform":
         return "nothing to delete: the case did not come from Jotform"
-    latest = conn.execute(
-        "SELECT status FROM jobs WHERE kind = 'erase' AND case_id = %s ORDER BY id DESC LIMIT 1", (case_id,)
-    ).fetchone()
-    if latest is not None and latest["status"] == JobStatus.DONE:
+    if jobs.latest_status(conn, JobKind.ERASE, case_id) == JobStatus.DONE:
         return "deleted at Jotform"
     jobs.enqueue(conn, JobKind.ERASE, case_id=case_id, max_attempts=max_attempts)
     return "the submission's deletion at Jotform is queued"

@@ -185,6 +185,13 @@ class KindSummary(Record):
     oldest_due_seconds: float
 
 
+def latest_status(conn: Connection, kind: JobKind, case_id: int) -> JobStatus | None:
+    """The status of the case's newest job of `kind`; None when it has none."""
+    row = conn.execute("SELECT status FROM jobs WHERE kind = %s AND case_id = %s ORDER BY id DESC LIMIT 1",
+                       (kind, case_id)).fetchone()
+    return JobStatus(row["status"]) if row else None
+
+
 def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, Delivery]:
     """The newest notify job of each case (its delivery state)."""
     deliveries = rows.many(
