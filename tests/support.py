@@ -85,27 +85,27 @@ def make_dicom(pixels=None, *, photometric: str = "MONOCHROME2", syntax=None,  #
     return out.getvalue()
 
 
-def submit_case(services, submission_id: str, images: list[bytes]) -> int:  # type: ignore[no-untyped-def]
+def submit_case(services, submission_id: str, films: list[bytes]) -> int:  # type: ignore[no-untyped-def]
     """What intake leaves behind: stored X-rays, the case, its images and an embed job."""
     from raiox.models import JobKind
-    from raiox.repository import cases, jobs
+    from raiox.repository import cases, images, jobs
 
-    stored = [services.store.put(data, namespace="xrays", extension=".png") for data in images]
+    stored = [services.store.put(data, namespace="xrays", extension=".png") for data in films]
     with services.db.transaction() as conn:
         case, _ = cases.create_case(conn, submission_id=submission_id)
         for position, obj in enumerate(stored):
-            cases.add_case_image(conn, case_id=case.id, position=position, storage_key=obj.key,
-                                 sha256=obj.sha256, size_bytes=obj.size, content_type=obj.content_type)
+            images.add_case_image(conn, case_id=case.id, position=position, storage_key=obj.key,
+                                  sha256=obj.sha256, size_bytes=obj.size, content_type=obj.content_type)
         jobs.enqueue(conn, JobKind.EMBED, case_id=case.id, max_attempts=services.settings.embed_max_attempts)
     return case.id
 
 
 def case_state(services, case_id: int) -> dict:  # type: ignore[no-untyped-def]
-    from raiox.repository import cases
+    from raiox.repository import cases, matches
 
     with services.db.transaction() as conn:
         case = cases.get_case(conn, case_id)
-        results = cases.match_results_of_case(conn, case_id)
+        results = matches.match_results_of_case(conn, case_id)
         job = conn.execute("SELECT * FROM jobs WHERE case_id = %s AND kind = 'embed' ORDER BY id DESC LIMIT 1",
                            (case_id,)).fetchone()
         images = conn.execute("SELECT status, error FROM case_images WHERE case_id = %s ORDER BY position",

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from raiox.database import Database
 from raiox.models import JobKind, JobStatus
-from raiox.repository import cases, jobs
+from raiox.repository import cases, images, jobs
 
 LEASE = timedelta(minutes=5)
 
@@ -132,8 +132,8 @@ def test_the_runner_fails_a_poison_job_and_its_case_needs_attention(services) ->
 
     with services.db.transaction() as conn:
         case, _ = cases.create_case(conn, submission_id="poison-case")
-        cases.add_case_image(conn, case_id=case.id, position=0, source_url="https://files.jotform.com/uploads/p.jpg",
-                             upload=None, error=None)
+        images.add_case_image(conn, case_id=case.id, position=0, source_url="https://files.jotform.com/uploads/p.jpg",
+                              upload=None, error=None)
         job = jobs.enqueue(conn, JobKind.FETCH, case_id=case.id, max_attempts=1)
         jobs.claim(conn, JobKind.FETCH, worker="killed", limit=1, lease=LEASE)
         _expire(conn, job.id)

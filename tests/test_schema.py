@@ -9,7 +9,7 @@ from psycopg import errors
 
 from raiox.database import Database
 from raiox.models import CaseStatus
-from raiox.repository import cases, catalog
+from raiox.repository import cases, catalog, images
 
 ORDER = [CaseStatus.EMBEDDING, CaseStatus.READY, CaseStatus.APPROVED, CaseStatus.NOTIFIED]
 
@@ -94,9 +94,9 @@ def test_same_submission_from_many_threads_yields_one_case(db: Database) -> None
 def test_a_stored_case_image_needs_a_storage_key_and_only_a_pending_one_holds_upload_bytes(db: Database) -> None:
     case_id = _new_case(db)
     with db.transaction() as conn:
-        cases.add_case_image(conn, case_id=case_id, position=0, error="404 from Jotform")  # failed
-        cases.add_case_image(conn, case_id=case_id, position=1, source_url="https://x/uploads/a.jpg")  # pending
-        cases.add_case_image(conn, case_id=case_id, position=2, upload=b"bytes")  # pending, with its bytes
+        images.add_case_image(conn, case_id=case_id, position=0, error="404 from Jotform")  # failed
+        images.add_case_image(conn, case_id=case_id, position=1, source_url="https://x/uploads/a.jpg")  # pending
+        images.add_case_image(conn, case_id=case_id, position=2, upload=b"bytes")  # pending, with its bytes
     with pytest.raises(errors.CheckViolation), db.transaction() as conn:
         conn.execute("INSERT INTO case_images (case_id, position, status) VALUES (%s, 3, 'stored')", (case_id,))
     with pytest.raises(errors.CheckViolation), db.transaction() as conn:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from raiox.database import Connection
 from raiox.errors import Conflict, NotFound
 from raiox.models import CaseStatus, JobKind, JobStatus
-from raiox.repository import cases, jobs, objects
+from raiox.repository import audit, cases, jobs, objects
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,7 @@ def _erase_at_source(conn: Connection, case_id: int, source: str, max_attempts: 
     """Queue the deletion of the case's submission at Jotform (once; again when the last try failed)."""
     if source != "jotform":
         return "nothing to delete: the case did not come from Jotform"
-    latest = conn.execute(
-        "SELECT status FROM jobs WHERE kind = 'erase' AND case_id = %s ORDER BY id DESC LIMIT 1", (case_id,)
-    ).fetchone()
-    if latest is not None and latest["status"] == JobStatus.DONE:
+    if jobs.latest_status(conn, JobKind.ERASE, case_id) == JobStatus.DONE:
         return "deleted at Jotform"
     jobs.enqueue(conn, JobKind.ERASE, case_id=case_id, max_attempts=max_attempts)
     return "the submission's deletion at Jotform is queued"
@@ -55,7 +52,7 @@ def erase(services: Services, case_id: int, *, actor: str, in_flight: bool = Fal
             if case.status in IN_FLIGHT and not in_flight:
                 raise Conflict(f"case {case_id} is {case.status}; erase it once it is ready, decided or failed")
             objects.request_deletions(conn, cases.erase_case(conn, case_id, actor))
-            cases.record_audit(conn, actor=actor, action="case.erased", case_id=case_id)
+            audit.record_audit(conn, actor=actor, action="case.erased", case_id=case_id)
             log.info("case %d erased by %s", case_id, actor)
         report.at_source[case_id] = _erase_at_source(conn, case_id, case.source,
                                                      services.settings.erase_max_attempts)

@@ -6,12 +6,12 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
 from raiox.database import Connection, connect
 from raiox.repository import migrations as sql
+from raiox.repository.migrations import AppliedMigration
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,6 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class AppliedMigration:
-    version: int
-    name: str
-    checksum: str
-    applied_at: datetime
 
 
 def migrations_dir() -> Path:
@@ -63,7 +55,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 def applied_migrations(conn: Connection) -> list[AppliedMigration]:
     if not sql.ledger_exists(conn):
         return []
-    return [AppliedMigration(**row) for row in sql.applied(conn)]
+    return sql.applied(conn)
 
 
 def migrate(url: str, directory: Path | None = None) -> list[Migration]:

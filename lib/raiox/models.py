@@ -1,4 +1,5 @@
-"""Typed records that cross module boundaries: rows read from the database and their lifecycles."""
+"""Typed records that cross module boundaries: the base of every row read from the database (`Record`), the
+case, job and implant rows, and their lifecycles. The repository declares its other records beside their SQL."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from delivery.test_delivery import WEBHOOK_SECRET, case_row, form, make_due, not
 from fakes import FakeServer, Reply
 from raiox.delivery.worker import run_notify_jobs
 from raiox.models import CaseStatus
-from raiox.repository import cases
+from raiox.repository import cases, images
 from raiox.review import accounts
 from raiox.review.http import handle
 from raiox.services import Services
@@ -32,8 +32,8 @@ def _failed_case(services: Services, submission_id: str) -> int:
     """As the fetch step leaves a case whose only X-ray could not be fetched."""
     with services.db.transaction() as conn:
         case, _ = cases.create_case(conn, submission_id=submission_id, submitter_name="Clinica Sorriso")
-        cases.add_case_image(conn, case_id=case.id, position=0, source_url="https://files.example.org/film.jpg",
-                             error="gave up after 5 attempts: HTTP 404")
+        images.add_case_image(conn, case_id=case.id, position=0, source_url="https://files.example.org/film.jpg",
+                              error="gave up after 5 attempts: HTTP 404")
         cases.set_case_status(conn, case.id, CaseStatus.FAILED, error="no usable X-ray: HTTP 404")
     return case.id
 

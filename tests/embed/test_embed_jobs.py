@@ -25,10 +25,10 @@ def test_case_becomes_ready_with_top3_per_image(catalogued: Services) -> None:
     assert [i["status"] for i in state["images"]] == ["embedded", "embedded"]
     by_image: dict[int, list] = {}
     for row in state["results"]:
-        by_image.setdefault(row["position"], []).append(row)
-    assert [r["rank"] for r in by_image[0]] == [1, 2, 3]
-    assert by_image[0][0]["system"] == "S11" and by_image[1][0]["system"] == "S13"
-    assert by_image[0][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        by_image.setdefault(row.position, []).append(row)
+    assert [r.rank for r in by_image[0]] == [1, 2, 3]
+    assert by_image[0][0].system == "S11" and by_image[1][0].system == "S13"
+    assert by_image[0][0].similarity == pytest.approx(1.0, abs=1e-4)
     assert state["audit"] == ["embedded"]
 
 
@@ -126,7 +126,7 @@ def test_two_workers_never_process_a_job_twice(catalogued: Services) -> None:
         assert state["audit"] == ["embedded"]
         ranks: dict[tuple[int, int], list[int]] = {}
         for result in state["results"]:  # each implant on each film has its own top 3, written once
-            ranks.setdefault((result["case_image_id"], result["finding_position"]), []).append(result["rank"])
+            ranks.setdefault((result.case_image_id, result.finding_position), []).append(result.rank)
         assert len({image for image, _ in ranks}) == 2 and all(r == [1, 2, 3] for r in ranks.values())
     with catalogued.db.transaction() as conn:
         owners = {r["lease_owner"] for r in conn.execute("SELECT lease_owner FROM jobs")}

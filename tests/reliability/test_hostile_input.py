@@ -120,7 +120,7 @@ def decide(target: Target, case_id: int, token: str | None, body: Any = None) ->
                                  json=body or {"action": "reject", "reason": "hostile"}, headers=headers, timeout=30))
 
 
-def reviewer_row(target: Target) -> dict[str, Any]:
+def reviewer_row(target: Target) -> review_sql.Account:
     with target.services.db.transaction() as conn:
         row = review_sql.reviewer_by_name(conn, REVIEWER)
     assert row is not None

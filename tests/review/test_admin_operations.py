@@ -9,7 +9,7 @@ from typing import Any
 import requests
 
 from raiox.models import CaseStatus, JobKind
-from raiox.repository import cases, findings, jobs
+from raiox.repository import cases, findings, images, jobs
 from raiox.services import Services
 from raiox.tools.local import free_port
 from review.pages import NAME, one, open_case, ready_cases, row, shot, sign_in
@@ -44,8 +44,8 @@ def _failed_case(services: Services, submission_id: str, name: str) -> int:
     closed loopback port, so a retry's fetch is refused (passing trouble) and the case waits, `received`."""
     with services.db.transaction() as conn:
         case, _ = cases.create_case(conn, submission_id=submission_id, submitter_name=name)
-        cases.add_case_image(conn, case_id=case.id, position=0, source_url=f"http://127.0.0.1:{free_port()}/film.jpg",
-                             error="gave up after 5 attempts: connection refused")
+        images.add_case_image(conn, case_id=case.id, position=0, source_url=f"http://127.0.0.1:{free_port()}/film.jpg",
+                              error="gave up after 5 attempts: connection refused")
         cases.set_case_status(conn, case.id, CaseStatus.FAILED,
                               error="no usable X-ray: gave up after 5 attempts: connection refused")
     return case.id

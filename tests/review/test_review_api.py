@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from raiox.embed.matching import match_image
 from raiox.embed.worker import run_embed_jobs
+from raiox.repository.reviewers import Account
 from raiox.review import accounts
 from raiox.review.http import handle
 from raiox.services import Services
@@ -116,9 +117,9 @@ def test_forged_expired_and_revoked_tokens_are_refused(reviewer: Services) -> No
         assert answer.status == 401 and "not valid" in answer.body["error"], forged
 
     key = accounts.token_key(reviewer.settings)
-    [row] = rows(reviewer, "SELECT id, name, password_hash, session_epoch FROM reviewers")
+    [row] = rows(reviewer, "SELECT id, name, password_hash, disabled, session_epoch FROM reviewers")
     ttl = reviewer.settings.review_token_ttl_seconds
-    expired, _ = accounts.issue_token(key, row, ttl, now=time.time() - ttl - 1)
+    expired, _ = accounts.issue_token(key, Account(**row), ttl, now=time.time() - ttl - 1)
     answer = call(reviewer, "GET", "/cases", token=expired)
     assert answer.status == 401 and "expired" in answer.body["error"]
 

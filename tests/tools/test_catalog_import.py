@@ -49,10 +49,10 @@ def test_csv_import_is_idempotent(services: Services, tiny_encoder: Encoder, tmp
     assert (second.references_added, second.references_present) == (0, 4)
     assert _counts(services) == (2, 4)
     with services.db.transaction() as conn:
-        summary = {row["system"]: row for row in catalog.catalog_summary(conn)}
-    assert summary["Tapered Pro"]["references"] == 3
-    assert summary["Tapered Pro"]["model_id"] == tiny_encoder.model_id
-    assert summary["Tapered Pro"]["connection"] == "conical"
+        summary = {row.system: row for row in catalog.catalog_summary(conn)}
+    assert summary["Tapered Pro"].references == 3
+    assert summary["Tapered Pro"].model_id == tiny_encoder.model_id
+    assert summary["Tapered Pro"].connection == "conical"
     key = services.store.put(make_xray(1), namespace="references", extension=".png")
     assert not key.created  # the reference bytes are in object storage, once
 

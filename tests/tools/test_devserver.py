@@ -28,7 +28,7 @@ def test_simulated_webhook_becomes_ready(dev_server: tuple, catalogued: Any, tmp
     # No worker runs: only the webhook's poke of EMBED_URL (the same server) can make the case ready.
     state = wait_until(lambda: (s := case_state(services, case_id))["case"].status == "ready" and s, 60,
                        f"case {case_id} to be ready")
-    assert state["results"][0]["system"] == "S12"
+    assert state["results"][0].system == "S12"
 
 
 def test_paths_and_privacy(dev_server: tuple) -> None:

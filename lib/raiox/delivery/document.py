@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from raiox.database import Connection
 from raiox.embed.matching import is_low_confidence
-from raiox.repository import cases, decisions
+from raiox.repository import decisions, matches
 from raiox.settings import Settings
 
 
@@ -62,15 +62,17 @@ def load_result(conn: Connection, case_id: int, settings: Settings) -> tuple[Res
     row = decisions.decision_of_case(conn, case_id)
     if row is None:
         return None
-    ranking = [float(r["similarity"]) for r in cases.match_results_of_case(conn, case_id) if r["position"] == 0]
-    implant = (ChosenImplant(id=row["implant_id"], manufacturer=row["manufacturer"], system=row["system"])
-               if row["implant_id"] is not None else None)
+    ranking = [r.similarity for r in matches.match_results_of_case(conn, case_id) if r.position == 0]
+    implant = None
+    if row.implant_id is not None:
+        assert row.manufacturer is not None and row.system is not None  # the implant is the catalog's
+        implant = ChosenImplant(id=row.implant_id, manufacturer=row.manufacturer, system=row.system)
     document = ResultDocument(
-        case_id=row["case_id"], submission_id=row["submission_id"], form_id=row["form_id"],
-        decision=row["decision"], implant=implant,
-        similarity=round(float(row["similarity"]), 4) if row["similarity"] is not None else None,
+        case_id=row.case_id, submission_id=row.submission_id, form_id=row.form_id,
+        decision=row.decision, implant=implant,
+        similarity=round(row.similarity, 4) if row.similarity is not None else None,
         confidence=("low" if is_low_confidence(ranking, settings) else "normal") if ranking else None,
-        reviewer=row["reviewer"], reason=row["reason"], note=row["note"],
-        decided_at=row["decided_at"].astimezone(UTC),
+        reviewer=row.reviewer, reason=row.reason, note=row.note,
+        decided_at=row.decided_at.astimezone(UTC),
     )
-    return document, row["source"]
+    return document, row.source

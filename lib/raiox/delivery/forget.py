@@ -15,7 +15,7 @@ from raiox.adapters.jotform_client import JotformClient, JotformError
 from raiox.database import Connection
 from raiox.job_runner import Backoff, Done, JobFailure, JobReport, JobRunner
 from raiox.models import Job, JobKind
-from raiox.repository import cases
+from raiox.repository import audit, cases
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class EraseStep:
             # A refusal (401, 403) is retried too: a key fixed meanwhile makes the next try work.
             raise JobFailure(f"Jotform: {outcome}", retry_after=outcome.retry_after)
         assert job.case_id is not None
-        cases.record_audit(conn, actor="system:erase", action="case.erased_at_source", case_id=job.case_id,
+        audit.record_audit(conn, actor="system:erase", action="case.erased_at_source", case_id=job.case_id,
                            details={"outcome": outcome})
         log.info("case %s: %s", job.case_id, outcome)
         return Done("deleted_at_jotform", {"outcome": outcome})
@@ -80,7 +80,7 @@ class EraseStep:
     def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
         """The case's trail says the submission is still at Jotform and why; erasing again retries."""
         if job.case_id is not None:
-            cases.record_audit(conn, actor="system:erase", action="erase_at_source_failed", case_id=job.case_id,
+            audit.record_audit(conn, actor="system:erase", action="erase_at_source_failed", case_id=job.case_id,
                                details={"error": error, "attempts": job.attempts})
 
 

@@ -12,7 +12,7 @@ from raiox.delivery.document import ResultDocument, load_result
 from raiox.delivery.targets import DeliveryError, deliver
 from raiox.job_runner import Backoff, Done, JobFailure, JobReport, JobRunner
 from raiox.models import Job, JobKind
-from raiox.repository import cases
+from raiox.repository import audit, cases
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,14 @@ class NotifyStep:
         assert job.case_id is not None
         summary = {"submission_id": loaded[0].submission_id, **sent}
         cases.mark_notified(conn, job.case_id)
-        cases.record_audit(conn, actor="system:notify", action="notified", case_id=job.case_id, details=summary)
+        audit.record_audit(conn, actor="system:notify", action="notified", case_id=job.case_id, details=summary)
         log.info("case %s delivered (%s)", job.case_id, ", ".join(sorted(sent)))
         return Done("notified", summary)
 
     def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
         """The case stays approved/rejected; the admin page shows the error and can redeliver."""
         if job.case_id is not None:
-            cases.record_audit(conn, actor="system:notify", action="notify_failed", case_id=job.case_id,
+            audit.record_audit(conn, actor="system:notify", action="notify_failed", case_id=job.case_id,
                                details={"error": error, "attempts": job.attempts})
 
 

@@ -46,9 +46,9 @@ def find_candidates(
         rows = catalog.top_implants(conn, embedding, model_id, k=k, candidates=2**31 - 1)
         conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
     return [
-        Candidate(rank=rank, implant_id=row["implant_id"], manufacturer=row["manufacturer"],
-                  system=row["system"], similarity=float(row["similarity"]),
-                  reference_image_id=row["reference_image_id"], reference_storage_key=row["storage_key"])
+        Candidate(rank=rank, implant_id=row.implant_id, manufacturer=row.manufacturer, system=row.system,
+                  similarity=row.similarity, reference_image_id=row.reference_image_id,
+                  reference_storage_key=row.storage_key)
         for rank, row in enumerate(rows, start=1)
     ]
 

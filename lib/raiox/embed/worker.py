@@ -4,18 +4,17 @@ implant's canonical crop, measurements and top-k, case → ready."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from raiox.adapters.storage import ObjectNotFound, StorageError
 from raiox.database import Connection
 from raiox.embed.matching import find_candidates
 from raiox.job_runner import Backoff, Done, Failed, JobFailure, JobReport, JobRunner
 from raiox.models import CaseStatus, Job, JobKind
-from raiox.repository import cases, findings
+from raiox.repository import audit, cases, findings, images, matches
 from raiox.services import Services
 from raiox.shape.identifier import IdentifiedFilm, ShapeIdentifier
 
-ImageRows = list[dict[str, Any]]
+ImageRows = list[images.CaseImage]
 
 
 @dataclass
@@ -57,16 +56,15 @@ class EmbedStep:
                 status = cases.set_case_status(conn, case.id, CaseStatus.EMBEDDING).status
             statuses[job.id] = str(status)
         by_case: dict[int, ImageRows] = {}
-        for image in cases.images_of_cases(conn, [job.case_id for job in claimed if job.case_id is not None]):
-            by_case.setdefault(image["case_id"], []).append(image)
+        for image in images.images_of_cases(conn, [job.case_id for job in claimed if job.case_id is not None]):
+            by_case.setdefault(image.case_id, []).append(image)
         embedding = {job.id: job.case_id for job in claimed
                      if job.case_id is not None and statuses[job.id] == CaseStatus.EMBEDDING}
         return EmbedBatch(statuses, by_case, embedding)
 
-    def _todo(self, images: ImageRows) -> ImageRows:
+    def _todo(self, xrays: ImageRows) -> ImageRows:
         model_id = self.encoder.model_id
-        return [i for i in images
-                if i["status"] == "stored" or (i["status"] == "embedded" and i["model_id"] != model_id)]
+        return [i for i in xrays if i.status == "stored" or (i.status == "embedded" and i.model_id != model_id)]
 
     def work(self, batch: EmbedBatch) -> None:
         """Read every image of the batch and identify them at once, then store each implant's crop. A store
@@ -75,13 +73,14 @@ class EmbedStep:
         owner: dict[int, int] = {}
         for job_id, case_id in batch.embedding.items():
             for image in self._todo(batch.images.get(case_id, [])):
-                owner[image["id"]] = job_id
+                owner[image.id] = job_id
+                assert image.storage_key is not None  # stored or embedded
                 try:
-                    spacing = ((image["pixel_spacing_row_mm"], image["pixel_spacing_col_mm"])
-                               if image.get("pixel_spacing_row_mm") else None)
-                    blobs.append((image["id"], self.services.store.get(image["storage_key"]), spacing))
+                    spacing = ((image.pixel_spacing_row_mm, image.pixel_spacing_col_mm)
+                               if image.pixel_spacing_row_mm and image.pixel_spacing_col_mm is not None else None)
+                    blobs.append((image.id, self.services.store.get(image.storage_key), spacing))
                 except ObjectNotFound:
-                    batch.outcome[image["id"]] = "the stored X-ray is missing from object storage"
+                    batch.outcome[image.id] = "the stored X-ray is missing from object storage"
                 except StorageError as exc:
                     batch.storage_trouble[job_id] = str(exc)
         identified = self.encoder.identify([data for _, data, _ in blobs], [spacing for _, _, spacing in blobs])
@@ -106,32 +105,32 @@ class EmbedStep:
             raise JobFailure(f"StorageError: {batch.storage_trouble[job.id]}")
         assert job.case_id is not None
         settings, model_id = self.services.settings, self.encoder.model_id
-        images = batch.images.get(job.case_id, [])
+        xrays = batch.images.get(job.case_id, [])
         embedded = implants = without_implant = 0
-        for image in images:
-            result = batch.outcome.get(image["id"])
+        for image in xrays:
+            result = batch.outcome.get(image.id)
             if isinstance(result, str):
-                cases.mark_image_failed(conn, image["id"], result)
+                images.mark_image_failed(conn, image.id, result)
             elif result is not None:
                 rows, ranked = [], {}
                 for implant in result.implants:
-                    rows.append(findings.FindingRow(implant.position, implant.found,
-                                                    batch.crops.get((image["id"], implant.position)),
-                                                    implant.summary(), implant.embedding))
-                    ranked[implant.position] = [c.model_dump() for c in find_candidates(
+                    rows.append(findings.FindingRow(position=implant.position, found=implant.found,
+                                                    crop_key=batch.crops.get((image.id, implant.position)),
+                                                    summary=implant.summary(), embedding=implant.embedding))
+                    ranked[implant.position] = [matches.RankedMatch.model_validate(c) for c in find_candidates(
                         conn, implant.embedding, model_id, k=settings.raiox_top_k,
                         ef_search=settings.raiox_hnsw_ef_search)]
-                cases.save_image_embedding(conn, image["id"], model_id, result.primary.embedding)
-                findings.replace_findings(conn, image["id"], model_id, rows)
-                findings.replace_matches(conn, image["id"], model_id, ranked)
+                images.save_image_embedding(conn, image.id, model_id, result.primary.embedding)
+                findings.replace_findings(conn, image.id, model_id, rows)
+                matches.replace_matches(conn, image.id, model_id, ranked)
                 embedded += 1
                 implants += sum(1 for i in result.implants if i.found)
                 without_implant += not result.primary.found
-        already = sum(1 for i in images if i["status"] == "embedded" and i["model_id"] == model_id)
+        already = sum(1 for i in xrays if i.status == "embedded" and i.model_id == model_id)
         if embedded + already == 0:  # no decodable X-ray: no retry can help
             return Failed("; ".join(sorted({r for r in batch.outcome.values() if isinstance(r, str)})) or "no images")
         cases.set_case_status(conn, job.case_id, CaseStatus.READY)
-        cases.record_audit(conn, actor="system:embed", action="embedded", case_id=job.case_id,
+        audit.record_audit(conn, actor="system:embed", action="embedded", case_id=job.case_id,
                            details={"images": embedded, "implants": implants, "without_implant": without_implant,
                                     "model_id": model_id})
         return Done("ready", {"images_embedded": embedded, "implants_found": implants, "model_id": model_id})
@@ -139,7 +138,7 @@ class EmbedStep:
     def failed_for_good(self, conn: Connection, job: Job, error: str) -> None:
         if job.case_id is not None:
             cases.set_case_status(conn, job.case_id, CaseStatus.FAILED, error=error)
-            cases.record_audit(conn, actor="system:embed", action="embed_failed", case_id=job.case_id,
+            audit.record_audit(conn, actor="system:embed", action="embed_failed", case_id=job.case_id,
                                details={"error": error, "attempts": job.attempts})
 
 

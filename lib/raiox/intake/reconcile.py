@@ -123,9 +123,9 @@ def reconcile(services: Services, *, force: bool = False, since: datetime | None
             if due is None:
                 continue
             report.forms.append(form_id)
-            newest, recorded, error = due["watermark"], 0, None
+            newest, recorded, error = due.watermark, 0, None
             try:
-                newest, recorded = _reconcile_form(services, client, form_id, due["watermark"], report, since=since)
+                newest, recorded = _reconcile_form(services, client, form_id, due.watermark, report, since=since)
             except JotformError as exc:
                 error = f"Jotform: {exc}"
                 report.errors.append(f"form {form_id}: {error}")

@@ -13,7 +13,7 @@ from raiox.adapters.sandbox import decode_limits
 from raiox.errors import NotPermitted, RaioxError, TooLarge, Unprocessable, UnsupportedFormat
 from raiox.intake.submission import Submission
 from raiox.models import CaseStatus, JobKind
-from raiox.repository import cases, jobs
+from raiox.repository import audit, cases, images, jobs
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,11 @@ def record(submission: Submission, screened: list[Screened], services: Services,
         if not created:
             return Receipt(case.status, case.id, duplicate=True)
         for position, item in enumerate(screened):
-            cases.add_case_image(conn, case_id=case.id, position=position, source_url=item.url, upload=item.upload,
-                                 error=str(item.refusal) if item.refusal else None)
+            images.add_case_image(conn, case_id=case.id, position=position, source_url=item.url, upload=item.upload,
+                                  error=str(item.refusal) if item.refusal else None)
         jobs.enqueue(conn, JobKind.FETCH, case_id=case.id, max_attempts=services.settings.fetch_max_attempts)
         refused = sum(1 for item in screened if item.refusal is not None)
-        cases.record_audit(conn, actor=actor, action="case.received", case_id=case.id,
+        audit.record_audit(conn, actor=actor, action="case.received", case_id=case.id,
                            details={"source": submission.source, "images": len(screened) - refused,
                                     "refused_images": refused})
     log.info("case %d from %s submission %s: %d X-ray(s) to fetch, %d refused", case.id, submission.source,

@@ -16,7 +16,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from raiox.adapters.fetch import TRANSIENT_FETCH_ERRORS, FetchError, FetchPolicy, fetch
 from raiox.adapters.imaging import ImageError, ImageInfo
@@ -25,7 +24,7 @@ from raiox.adapters.storage import StorageError, StoredObject
 from raiox.database import Connection
 from raiox.job_runner import Backoff, Done, Failed, JobReport, JobRunner, Retry
 from raiox.models import CaseStatus, Job, JobKind
-from raiox.repository import cases, jobs
+from raiox.repository import audit, cases, images, jobs
 from raiox.services import Services
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Fetched:
 
 @dataclass
 class FetchBatch:
-    images: dict[int, list[dict[str, Any]]]  # case id → its pending X-rays
+    images: dict[int, list[images.PendingImage]]  # case id → its pending X-rays
     results: dict[int, Fetched] = field(default_factory=dict)  # image id → what its try gave
 
 
@@ -66,16 +65,16 @@ class FetchStep:
         self.policy = FetchPolicy.from_settings(services.settings)
 
     def claimed(self, conn: Connection, claimed: list[Job]) -> FetchBatch:
-        by_case: dict[int, list[dict[str, Any]]] = {}
-        for image in cases.pending_images(conn, [job.case_id for job in claimed if job.case_id is not None]):
-            by_case.setdefault(image["case_id"], []).append(image)
+        by_case: dict[int, list[images.PendingImage]] = {}
+        for image in images.pending_images(conn, [job.case_id for job in claimed if job.case_id is not None]):
+            by_case.setdefault(image.case_id, []).append(image)
         return FetchBatch(by_case)
 
-    def _acquire(self, image: dict[str, Any], deadline: float) -> Fetched:
+    def _acquire(self, image: images.PendingImage, deadline: float) -> Fetched:
         settings = self.services.settings
         try:
-            data = bytes(image["upload"]) if image["upload"] is not None else fetch(
-                image["source_url"] or "", self.policy, deadline=deadline)
+            data = image.upload if image.upload is not None else fetch(
+                image.source_url or "", self.policy, deadline=deadline)
             # Decoded once, in a child process under a memory and a time limit; DICOM is kept as PNG, which the
             # admin page can show.
             examined = self.services.decoders.examine(data, decode_limits(settings))
@@ -93,11 +92,11 @@ class FetchStep:
         """Every pending X-ray of the batch at once on a few threads; each submission's downloads share one
         overall deadline (FETCH_DEADLINE_SECONDS)."""
         deadline = time.monotonic() + self.services.settings.fetch_deadline_seconds
-        images = [image for pending in batch.images.values() for image in pending]
-        if not images:
+        pending = [image for waiting in batch.images.values() for image in waiting]
+        if not pending:
             return
-        with ThreadPoolExecutor(max_workers=min(8, len(images)), thread_name_prefix="fetch") as pool:
-            futures = {image["id"]: pool.submit(self._acquire, image, deadline) for image in images}
+        with ThreadPoolExecutor(max_workers=min(8, len(pending)), thread_name_prefix="fetch") as pool:
+            futures = {image.id: pool.submit(self._acquire, image, deadline) for image in pending}
             for image_id, future in futures.items():
                 batch.results[image_id] = future.result()
 
@@ -106,27 +105,27 @@ class FetchStep:
         stored = 0
         waiting: list[tuple[int, str]] = []
         for image in batch.images.get(job.case_id, []):
-            result = batch.results[image["id"]]
+            result = batch.results[image.id]
             if result.stored is not None and result.info is not None:
-                cases.store_image(conn, image["id"], storage_key=result.stored.key, sha256=result.stored.sha256,
-                                  size_bytes=result.stored.size, content_type=result.stored.content_type,
-                                  width=result.info.width, height=result.info.height,
-                                  pixel_spacing_mm=result.info.pixel_spacing_mm)
+                images.store_image(conn, image.id, storage_key=result.stored.key, sha256=result.stored.sha256,
+                                   size_bytes=result.stored.size, content_type=result.stored.content_type,
+                                   width=result.info.width, height=result.info.height,
+                                   pixel_spacing_mm=result.info.pixel_spacing_mm)
                 stored += 1
             elif result.transient:
-                waiting.append((image["id"], result.error or "unknown trouble"))
+                waiting.append((image.id, result.error or "unknown trouble"))
             else:
-                cases.mark_image_failed(conn, image["id"], result.error or "unusable")
+                images.mark_image_failed(conn, image.id, result.error or "unusable")
         if waiting and job.attempts < job.max_attempts:
             for image_id, error in waiting:
-                cases.note_image_error(conn, image_id, error)
+                images.note_image_error(conn, image_id, error)
             return Retry("; ".join(sorted({error for _, error in waiting})))
         for image_id, error in waiting:
-            cases.mark_image_failed(conn, image_id, f"gave up after {job.attempts} attempts: {error}")
-        if cases.usable_images(conn, job.case_id) == 0:
-            return Failed("no usable X-ray: " + "; ".join(cases.image_errors(conn, job.case_id)))
+            images.mark_image_failed(conn, image_id, f"gave up after {job.attempts} attempts: {error}")
+        if images.usable_images(conn, job.case_id) == 0:
+            return Failed("no usable X-ray: " + "; ".join(images.image_errors(conn, job.case_id)))
         jobs.enqueue(conn, JobKind.EMBED, case_id=job.case_id, max_attempts=self.services.settings.embed_max_attempts)
-        cases.record_audit(conn, actor="system:fetch", action="case.fetched", case_id=job.case_id,
+        audit.record_audit(conn, actor="system:fetch", action="case.fetched", case_id=job.case_id,
                            details={"stored": stored, "attempts": job.attempts})
         return Done("fetched", {"stored": stored})
 
@@ -137,7 +136,7 @@ class FetchStep:
         case = cases.get_case(conn, job.case_id)
         if case is not None and case.status == CaseStatus.RECEIVED:
             cases.set_case_status(conn, job.case_id, CaseStatus.FAILED, error=error)
-        cases.record_audit(conn, actor="system:fetch", action="fetch_failed", case_id=job.case_id,
+        audit.record_audit(conn, actor="system:fetch", action="fetch_failed", case_id=job.case_id,
                            details={"error": error, "attempts": job.attempts})
 
 

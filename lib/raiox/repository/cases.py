@@ -1,16 +1,16 @@
-"""SQL for cases: creation (idempotent on submission id), images, match results, audit, status changes, and the
-lists and details the review page reads."""
+"""SQL for cases: creation (idempotent on submission id), status changes, the list the review page reads,
+erasure and retention. A case's X-rays, rankings and trail are in `images`, `matches` and `audit`."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
-from raiox.models import Case, CaseStatus
-from raiox.repository import findings
-from raiox.repository.catalog import SIZE_COLUMNS
+from raiox.models import Case, CaseStatus, Record
+from raiox.repository import findings, rows
 
 _CASE_COLUMNS = """id, submission_id, form_id, source, submitter_name, submitter_email, client_id,
                    status, error, created_at, updated_at, notified_at, erased_at"""
@@ -32,7 +32,8 @@ def create_case(
     Two transactions racing on the same submission id both end with the same single case: the loser's
     INSERT waits for the winner's commit, then does nothing and reads the winner's row.
     """
-    row = conn.execute(
+    case = rows.one(
+        conn, Case,
         f"""
         INSERT INTO cases (submission_id, form_id, source, submitter_name, submitter_email, client_id,
                            raw_payload)
@@ -42,164 +43,32 @@ def create_case(
         """,
         (submission_id, form_id, source, submitter_name, submitter_email, client_id,
          Jsonb(raw_payload or {})),
-    ).fetchone()
-    if row is not None:
-        return Case.model_validate(row), True
+    )
+    if case is not None:
+        return case, True
     existing = case_by_submission_id(conn, submission_id, source)
     assert existing is not None
     return existing, False
 
 
 def case_by_submission_id(conn: Connection, submission_id: str, source: str = "jotform") -> Case | None:
-    row = conn.execute(
-        f"SELECT {_CASE_COLUMNS} FROM cases WHERE source = %s AND submission_id = %s", (source, submission_id)
-    ).fetchone()
-    return Case.model_validate(row) if row else None
+    return rows.one(conn, Case, f"SELECT {_CASE_COLUMNS} FROM cases WHERE source = %s AND submission_id = %s",
+                    (source, submission_id))
 
 
 def get_case(conn: Connection, case_id: int, *, lock: bool = False) -> Case | None:
     """The case; `lock` holds its row until the transaction ends (deciders on one case queue up here)."""
-    row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
-                       (case_id,)).fetchone()
-    return Case.model_validate(row) if row else None
+    return rows.one(conn, Case, f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
+                    (case_id,))
 
 
 def set_case_status(conn: Connection, case_id: int, status: CaseStatus, *, error: str | None = None) -> Case:
     """Move a case along its lifecycle; the database refuses transitions the lifecycle does not allow."""
-    row = conn.execute(
-        f"UPDATE cases SET status = %s, error = %s WHERE id = %s RETURNING {_CASE_COLUMNS}",
-        (status, error, case_id),
-    ).fetchone()
-    if row is None:
+    case = rows.one(conn, Case, f"UPDATE cases SET status = %s, error = %s WHERE id = %s RETURNING {_CASE_COLUMNS}",
+                    (status, error, case_id))
+    if case is None:
         raise LookupError(f"no case {case_id}")
-    return Case.model_validate(row)
-
-
-def add_case_image(
-    conn: Connection,
-    *,
-    case_id: int,
-    position: int,
-    storage_key: str | None = None,
-    sha256: str | None = None,
-    size_bytes: int | None = None,
-    content_type: str | None = None,
-    width: int | None = None,
-    height: int | None = None,
-    source_url: str | None = None,
-    upload: bytes | None = None,
-    error: str | None = None,
-) -> int:
-    """Record one X-ray of a case: stored; pending (a URL to fetch, or uploaded bytes waiting to be stored);
-    or failed with its error."""
-    status = "failed" if error else "stored" if storage_key else "pending"
-    row = conn.execute(
-        """
-        INSERT INTO case_images (case_id, position, source_url, storage_key, sha256, size_bytes,
-                                 content_type, width, height, upload, status, error)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        RETURNING id
-        """,
-        (case_id, position, source_url, storage_key, sha256, size_bytes, content_type, width, height,
-         None if error else upload, status, error),
-    ).fetchone()
-    assert row is not None
-    return int(row["id"])
-
-
-def record_audit(
-    conn: Connection, *, actor: str, action: str, case_id: int | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    conn.execute(
-        "INSERT INTO audit_log (actor, action, case_id, details) VALUES (%s, %s, %s, %s)",
-        (actor, action, case_id, Jsonb(details or {})),
-    )
-
-
-def images_of_cases(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]]:
-    return conn.execute(
-        """SELECT id, case_id, position, storage_key, status, model_id, pixel_spacing_row_mm, pixel_spacing_col_mm
-             FROM case_images WHERE case_id = ANY(%s) ORDER BY case_id, position""",
-        (case_ids,),
-    ).fetchall()
-
-
-def save_image_embedding(conn: Connection, image_id: int, model_id: str, embedding: Any) -> None:
-    conn.execute(
-        """UPDATE case_images SET status = 'embedded', error = NULL, model_id = %s, embedding = %s,
-                  embedded_at = now() WHERE id = %s""",
-        (model_id, embedding, image_id),
-    )
-
-
-def mark_image_failed(conn: Connection, image_id: int, error: str) -> None:
-    conn.execute("UPDATE case_images SET status = 'failed', error = %s, upload = NULL WHERE id = %s",
-                 (error[:2000], image_id))
-
-
-def pending_images(conn: Connection, case_ids: list[int]) -> list[dict[str, Any]]:
-    """The X-rays of these cases still waiting to be fetched or stored, with their URL or uploaded bytes."""
-    return conn.execute(
-        """SELECT id, case_id, position, source_url, upload FROM case_images
-            WHERE case_id = ANY(%s) AND status = 'pending' ORDER BY case_id, position""",
-        (case_ids,),
-    ).fetchall()
-
-
-def store_image(conn: Connection, image_id: int, *, storage_key: str, sha256: str, size_bytes: int,
-                content_type: str, width: int, height: int,
-                pixel_spacing_mm: tuple[float, float] | None = None) -> None:
-    """A pending X-ray is in object storage now: its key and what it is (with its pixel spacing, row then
-    column, when the file says it); the uploaded bytes are dropped."""
-    row_mm, col_mm = pixel_spacing_mm or (None, None)
-    conn.execute(
-        """UPDATE case_images SET status = 'stored', storage_key = %s, sha256 = %s, size_bytes = %s,
-                  content_type = %s, width = %s, height = %s, pixel_spacing_row_mm = %s,
-                  pixel_spacing_col_mm = %s, upload = NULL, error = NULL
-            WHERE id = %s AND status = 'pending'""",
-        (storage_key, sha256, size_bytes, content_type, width, height, row_mm, col_mm, image_id),
-    )
-
-
-def note_image_error(conn: Connection, image_id: int, error: str) -> None:
-    """Why the last try to fetch a still-pending X-ray failed (it will be tried again)."""
-    conn.execute("UPDATE case_images SET error = %s WHERE id = %s AND status = 'pending'", (error[:2000], image_id))
-
-
-def usable_images(conn: Connection, case_id: int) -> int:
-    row = conn.execute("SELECT count(*) AS n FROM case_images WHERE case_id = %s AND status IN ('stored', 'embedded')",
-                       (case_id,)).fetchone()
-    return int(row["n"]) if row else 0
-
-
-def image_errors(conn: Connection, case_id: int) -> list[str]:
-    return [row["error"] for row in conn.execute(
-        "SELECT error FROM case_images WHERE case_id = %s AND error IS NOT NULL ORDER BY position", (case_id,))]
-
-
-def reopen_failed_images(conn: Connection, case_id: int) -> int:
-    """A retry: failed X-rays that came from a URL are fetched again; returns how many."""
-    return conn.execute(
-        """UPDATE case_images SET status = 'pending', error = NULL
-            WHERE case_id = %s AND status = 'failed' AND source_url IS NOT NULL""",
-        (case_id,),
-    ).rowcount
-
-
-def match_results_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    return conn.execute(
-        """SELECT case_images.id AS case_image_id, case_images.position, match_results.finding_position,
-                  match_results.rank,
-                  match_results.similarity, match_results.model_id, implants.id AS implant_id,
-                  implants.manufacturer, implants.system, match_results.reference_image_id
-             FROM match_results
-             JOIN case_images ON case_images.id = match_results.case_image_id
-             JOIN implants ON implants.id = match_results.implant_id
-            WHERE case_images.case_id = %s
-            ORDER BY case_images.position, match_results.model_id, match_results.rank""",
-        (case_id,),
-    ).fetchall()
+    return case
 
 
 def mark_notified(conn: Connection, case_id: int) -> None:
@@ -211,17 +80,42 @@ def mark_notified(conn: Connection, case_id: int) -> None:
 
 
 def status_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT status, count(*) AS n FROM cases GROUP BY status").fetchall()
-    return {row["status"]: int(row["n"]) for row in rows}
+    counted = conn.execute("SELECT status, count(*) AS n FROM cases GROUP BY status").fetchall()
+    return {row["status"]: int(row["n"]) for row in counted}
 
 
-def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int) -> list[dict[str, Any]]:
+class CaseListing(Record):
+    """A case as the review list shows it: its top candidate (rank 1 of its first embedded image) and its
+    decision (with the chosen implant's names), None where it has none."""
+
+    id: int
+    submission_id: str
+    submitter_name: str | None
+    client_id: str | None
+    status: CaseStatus
+    error: str | None
+    created_at: datetime
+    images: int
+    top_manufacturer: str | None
+    top_system: str | None
+    top_similarity: float | None
+    decision: Literal["approved", "rejected"] | None
+    chosen_rank: int | None
+    reviewer: str | None
+    reason: str | None
+    decided_at: datetime | None
+    decided_manufacturer: str | None
+    decided_system: str | None
+
+
+def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int) -> list[CaseListing]:
     """Cases in these statuses, most recent activity first (decision time, else arrival), with each one's
     top candidate (rank 1 of its first embedded image) and its decision if any."""
-    return conn.execute(
+    return rows.many(
+        conn, CaseListing,
         """
         SELECT cases.id, cases.submission_id, cases.submitter_name, cases.client_id, cases.status,
-               cases.error, cases.created_at, cases.updated_at,
+               cases.error, cases.created_at,
                (SELECT count(*) FROM case_images WHERE case_images.case_id = cases.id) AS images,
                top.manufacturer AS top_manufacturer, top.system AS top_system,
                top.similarity AS top_similarity,
@@ -246,65 +140,7 @@ def list_cases(conn: Connection, statuses: list[str], *, limit: int, offset: int
          LIMIT %s OFFSET %s
         """,
         (statuses, limit, offset),
-    ).fetchall()
-
-
-def case_images(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    return conn.execute(
-        """SELECT id, position, storage_key, status, error, width, height, content_type, model_id,
-                  pixel_spacing_row_mm, pixel_spacing_col_mm
-             FROM case_images WHERE case_id = %s ORDER BY position""",
-        (case_id,),
-    ).fetchall()
-
-
-def candidates(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """Each image's ranked candidates per implant found on it, under the model that embedded it, with the best
-    reference's film and crop keys, its measurements, where it came from (a film learned from another case
-    names that case) and the implant's size ranges."""
-    return conn.execute(
-        f"""
-        SELECT case_images.id AS case_image_id, match_results.finding_position, match_results.rank,
-               match_results.similarity,
-               implants.id AS implant_id, implants.manufacturer, implants.system, {SIZE_COLUMNS},
-               match_results.reference_image_id, reference_images.storage_key AS reference_storage_key,
-               reference_images.crop_key AS reference_crop_key, reference_images.summary AS reference_summary,
-               reference_images.source AS reference_source, reference_images.source_case_id AS reference_case_id
-          FROM case_images
-          JOIN match_results ON match_results.case_image_id = case_images.id
-                            AND match_results.model_id = case_images.model_id
-          JOIN implants ON implants.id = match_results.implant_id
-          LEFT JOIN reference_images ON reference_images.id = match_results.reference_image_id
-         WHERE case_images.case_id = %s
-         ORDER BY case_images.position, match_results.finding_position, match_results.rank
-        """,
-        (case_id,),
-    ).fetchall()
-
-
-def candidate_at_rank(conn: Connection, case_id: int, rank: int, image_id: int | None,
-                      implant: int = 0) -> dict[str, Any] | None:
-    """The catalog implant at `rank` for the given image of the case (or its first embedded image), ranked for
-    the implant found at position `implant` on it (0: the most implant-like)."""
-    return conn.execute(
-        """
-        SELECT match_results.implant_id, case_images.id AS case_image_id
-          FROM case_images
-          JOIN match_results ON match_results.case_image_id = case_images.id
-                            AND match_results.model_id = case_images.model_id
-         WHERE case_images.case_id = %(case)s AND match_results.rank = %(rank)s
-           AND match_results.finding_position = %(implant)s
-           AND (%(image)s::bigint IS NULL OR case_images.id = %(image)s)
-         ORDER BY case_images.position
-         LIMIT 1
-        """,
-        {"case": case_id, "rank": rank, "image": image_id, "implant": implant},
-    ).fetchone()
-
-
-def audit_trail(conn: Connection, case_id: int) -> list[dict[str, Any]]:
-    """Who did what to the case, and when (its details are left out: the case view shows the trail)."""
-    return conn.execute("SELECT at, actor, action FROM audit_log WHERE case_id = %s ORDER BY id", (case_id,)).fetchall()
+    )
 
 
 # Erasure -------------------------------------------------------------------------------------------

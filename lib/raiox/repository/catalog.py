@@ -7,11 +7,74 @@ import logging
 from typing import Any, Literal
 
 import numpy as np
+from pgvector import Vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
-from raiox.models import Implant
+from raiox.models import Implant, Record
+from raiox.repository import rows
+
+
+class ImplantSizes(Record):
+    """An implant's diameter and length ranges in mm (None where the catalog does not say)."""
+
+    diameter_min_mm: float | None
+    diameter_max_mm: float | None
+    length_min_mm: float | None
+    length_max_mm: float | None
+
+
+class NearestImplant(Record):
+    """An implant system near a vector: its best reference under the model and that reference's similarity."""
+
+    implant_id: int
+    reference_image_id: int
+    storage_key: str
+    similarity: float
+    manufacturer: str
+    system: str
+
+
+class ImplantReferences(Record):
+    """An implant and how many references one model (None: no model at all) has embedded of it."""
+
+    id: int
+    manufacturer: str
+    system: str
+    implant_type: str | None
+    connection: str | None
+    model_id: str | None
+    references: int
+
+
+class StoredReference(Record):
+    """A reference film in object storage, as re-embedding under another model reads it."""
+
+    implant_id: int
+    storage_key: str
+    sha256: str
+    source: str
+    source_case_id: int | None
+
+
+class ImplantListing(ImplantSizes):
+    """An implant found by a catalog search: its references and the key of its first catalog film."""
+
+    id: int
+    manufacturer: str
+    system: str
+    implant_type: str | None
+    connection: str | None
+    references: int
+    reference_storage_key: str | None
+
+
+class CatalogSize(Record):
+    """How many implant systems the catalog has, and its reference images per model id."""
+
+    implants: int
+    references: dict[str, int]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +92,8 @@ def upsert_implant(
 ) -> Implant:
     """Insert the implant system, or fill in its descriptive fields and size ranges (min, max); names match
     ignoring case. A range given replaces the stored one; one not given leaves it."""
-    row = conn.execute(
+    implant = rows.one(
+        conn, Implant,
         """
         INSERT INTO implants (manufacturer, system, implant_type, connection, notes,
                               diameter_min_mm, diameter_max_mm, length_min_mm, length_max_mm)
@@ -56,9 +120,9 @@ def upsert_implant(
             "length_min": length_mm[0] if length_mm else None,
             "length_max": length_mm[1] if length_mm else None,
         },
-    ).fetchone()
-    assert row is not None
-    return Implant.model_validate(row)
+    )
+    assert implant is not None
+    return implant
 
 
 def add_reference_image(
@@ -68,7 +132,7 @@ def add_reference_image(
     storage_key: str,
     sha256: str,
     model_id: str,
-    embedding: np.ndarray,
+    embedding: np.ndarray | Vector,
     source: str = "catalog",
     source_case_id: int | None = None,
     crop_key: str | None = None,
@@ -138,12 +202,11 @@ def set_ef_search(conn: Connection, ef_search: int) -> None:
 
 def top_implants(
     conn: Connection, query: np.ndarray, model_id: str, *, k: int, candidates: int
-) -> list[dict[str, Any]]:
+) -> list[NearestImplant]:
     # Never a server-side prepared statement: only a plan made with the model id's value can use that
     # model's partial index (a generic plan cannot prove `model_id = $1` matches its predicate).
-    return conn.execute(
-        TOP_IMPLANTS_SQL, {"query": query, "model_id": model_id, "k": k, "candidates": candidates}, prepare=False
-    ).fetchall()
+    return rows.many(conn, NearestImplant, TOP_IMPLANTS_SQL,
+                     {"query": query, "model_id": model_id, "k": k, "candidates": candidates}, prepare=False)
 
 
 # The per-model HNSW index (migration 0005 creates the same one, by the same name, for models present then).
@@ -228,17 +291,18 @@ def implant_count(conn: Connection, model_id: str) -> int:
     return int(row["n"]) if row else 0
 
 
-def catalog_summary(conn: Connection) -> list[dict[str, Any]]:
+def catalog_summary(conn: Connection) -> list[ImplantReferences]:
     """Every implant with its reference count per model id."""
-    return conn.execute(
+    return rows.many(
+        conn, ImplantReferences,
         """
         SELECT implants.id, implants.manufacturer, implants.system, implants.implant_type,
                implants.connection, reference_images.model_id, count(reference_images.id) AS references
           FROM implants LEFT JOIN reference_images ON reference_images.implant_id = implants.id
          GROUP BY implants.id, reference_images.model_id
          ORDER BY lower(implants.manufacturer), lower(implants.system), reference_images.model_id
-        """
-    ).fetchall()
+        """,
+    )
 
 
 def existing_reference_shas(conn: Connection, implant_id: int, model_id: str) -> set[str]:
@@ -255,10 +319,11 @@ _MISSING_MODEL_WHERE = """
 
 
 def references_missing_model(conn: Connection, model_id: str, *, after: tuple[int, str] | None = None,
-                             limit: int | None = None) -> list[dict[str, Any]]:
+                             limit: int | None = None) -> list[StoredReference]:
     """One row per stored reference image that has no embedding under `model_id` yet, in (implant_id,
     sha256) order: `after` the last one of the previous page, at most `limit` of them."""
-    return conn.execute(
+    return rows.many(
+        conn, StoredReference,
         """
         SELECT DISTINCT ON (implant_id, sha256) implant_id, storage_key, sha256, source, source_case_id
           FROM reference_images AS r
@@ -269,7 +334,7 @@ def references_missing_model(conn: Connection, model_id: str, *, after: tuple[in
         """,
         {"model_id": model_id, "after_implant": after[0] if after else 0, "after_sha": after[1] if after else "",
          "limit": limit},
-    ).fetchall()
+    )
 
 
 def count_references_missing_model(conn: Connection, model_id: str) -> int:
@@ -285,11 +350,12 @@ def count_references_missing_model(conn: Connection, model_id: str) -> int:
 SIZE_COLUMNS = "implants.diameter_min_mm, implants.diameter_max_mm, implants.length_min_mm, implants.length_max_mm"
 
 
-def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[dict[str, Any]]:
+def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[ImplantListing]:
     """Implants whose "manufacturer system" contains every word (ignoring case), with reference counts, size
     ranges and the storage key of their first catalog reference image (never a film learned from a case)."""
     patterns = ["%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for word in words]
-    return conn.execute(
+    return rows.many(
+        conn, ImplantListing,
         f"""
         SELECT implants.id, implants.manufacturer, implants.system, implants.implant_type, implants.connection,
                {SIZE_COLUMNS},
@@ -304,18 +370,18 @@ def search_implants(conn: Connection, words: list[str], *, limit: int) -> list[d
          LIMIT %s
         """,
         (patterns, limit),
-    ).fetchall()
+    )
 
 
 def implant_exists(conn: Connection, implant_id: int) -> bool:
     return conn.execute("SELECT 1 FROM implants WHERE id = %s", (implant_id,)).fetchone() is not None
 
 
-def catalog_size(conn: Connection) -> dict[str, Any]:
+def catalog_size(conn: Connection) -> CatalogSize:
     """How many implant systems the catalog has, and its reference images per model id (for the system view)."""
     implants = conn.execute("SELECT count(*) AS n FROM implants").fetchone()
     per_model = conn.execute(
         "SELECT model_id, count(*) AS n FROM reference_images GROUP BY model_id ORDER BY model_id"
     ).fetchall()
-    return {"implants": int(implants["n"]) if implants else 0,
-            "references": {row["model_id"]: int(row["n"]) for row in per_model}}
+    return CatalogSize(implants=int(implants["n"]) if implants else 0,
+                       references={row["model_id"]: int(row["n"]) for row in per_model})

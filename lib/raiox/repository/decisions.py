@@ -2,42 +2,88 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Literal
 
 from raiox.database import Connection
+from raiox.models import Record
+from raiox.repository import rows
+
+Outcome = Literal["approved", "rejected"]
+
+
+class RecordedDecision(Record):
+    id: int
+    decided_at: datetime
+
+
+class Decision(Record):
+    """A case's decision with the chosen implant's names (None for a rejection)."""
+
+    decision: Outcome
+    implant_id: int | None
+    manufacturer: str | None
+    system: str | None
+    chosen_rank: int | None
+    reviewer: str
+    reason: str | None
+    note: str | None
+    decided_at: datetime
+
+
+class CaseDecision(Record):
+    """What delivery sends: the case, its decision and chosen implant, and that implant's best similarity among
+    the case's current candidates (None when the reviewer chose an implant that was not proposed)."""
+
+    case_id: int
+    submission_id: str
+    form_id: str | None
+    source: str
+    decision: Outcome
+    reviewer: str
+    reason: str | None
+    note: str | None
+    decided_at: datetime
+    implant_id: int | None
+    manufacturer: str | None
+    system: str | None
+    similarity: float | None
 
 
 def insert_decision(
     conn: Connection, *, case_id: int, decision: str, implant_id: int | None, chosen_rank: int | None,
     reviewer: str, reason: str | None, note: str | None,
-) -> dict[str, Any]:
-    row = conn.execute(
+) -> RecordedDecision:
+    row = rows.one(
+        conn, RecordedDecision,
         """INSERT INTO review_decisions (case_id, decision, implant_id, chosen_rank, reviewer, reason, note)
            VALUES (%s, %s, %s, %s, %s, %s, %s)
            RETURNING id, decided_at""",
         (case_id, decision, implant_id, chosen_rank, reviewer, reason, note),
-    ).fetchone()
+    )
     assert row is not None
     return row
 
 
-def decision(conn: Connection, case_id: int) -> dict[str, Any] | None:
-    return conn.execute(
-        """SELECT review_decisions.id, review_decisions.decision, review_decisions.implant_id,
+def decision(conn: Connection, case_id: int) -> Decision | None:
+    return rows.one(
+        conn, Decision,
+        """SELECT review_decisions.decision, review_decisions.implant_id,
                   implants.manufacturer, implants.system, review_decisions.chosen_rank, review_decisions.reviewer,
                   review_decisions.reason, review_decisions.note, review_decisions.decided_at
              FROM review_decisions LEFT JOIN implants ON implants.id = review_decisions.implant_id
             WHERE review_decisions.case_id = %s""",
         (case_id,),
-    ).fetchone()
+    )
 
 
-def decision_of_case(conn: Connection, case_id: int) -> dict[str, Any] | None:
+def decision_of_case(conn: Connection, case_id: int) -> CaseDecision | None:
     """The case, its decision and chosen implant, and that implant's best similarity among the case's
     current candidates (NULL when the reviewer chose an implant that was not proposed); None if undecided."""
-    return conn.execute(
+    return rows.one(
+        conn, CaseDecision,
         """
-        SELECT cases.id AS case_id, cases.submission_id, cases.form_id, cases.source, cases.status,
+        SELECT cases.id AS case_id, cases.submission_id, cases.form_id, cases.source,
                review_decisions.decision, review_decisions.reviewer, review_decisions.reason,
                review_decisions.note, review_decisions.decided_at,
                implants.id AS implant_id, implants.manufacturer, implants.system,
@@ -53,4 +99,4 @@ def decision_of_case(conn: Connection, case_id: int) -> dict[str, Any] | None:
          WHERE cases.id = %s
         """,
         (case_id,),
-    ).fetchone()
+    )

@@ -1,26 +1,55 @@
-"""SQL of the implants found on each X-ray (`image_findings`) and the candidates ranked for each of them
-(`match_results`, one ranking per implant of an X-ray and model)."""
+"""SQL of the implants found on each X-ray (`image_findings`); the candidates ranked for each of them are in
+`raiox.repository.matches`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pgvector import Vector
 from psycopg.types.json import Jsonb
+from pydantic import ConfigDict
 
 from raiox.database import Connection
+from raiox.models import Record
+from raiox.repository import rows
 
 
-@dataclass(frozen=True)
-class FindingRow:
+class FindingRow(Record):
     """One implant of an X-ray as the embed step writes it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     position: int
     found: bool
     crop_key: str | None
     summary: dict[str, Any]
     embedding: np.ndarray
+
+
+class Finding(Record):
+    """One implant of an X-ray under the model that embedded the X-ray (position 0: the most implant-like)."""
+
+    case_image_id: int
+    position: int
+    found: bool
+    crop_key: str | None
+    summary: dict[str, Any]
+
+
+class LearnableFinding(Record):
+    """An embedded X-ray of a case (`id`, its film's key and sha256, its model) with the implant on it to learn
+    a reference from: its vector, crop and measurements."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    id: int
+    storage_key: str
+    sha256: str
+    model_id: str
+    embedding: Vector
+    crop_key: str | None
+    summary: dict[str, Any]
 
 
 def replace_findings(conn: Connection, image_id: int, model_id: str, findings: list[FindingRow]) -> None:
@@ -34,23 +63,10 @@ def replace_findings(conn: Connection, image_id: int, model_id: str, findings: l
         )
 
 
-def replace_matches(conn: Connection, image_id: int, model_id: str,
-                    ranked: dict[int, list[dict[str, Any]]]) -> None:
-    """Each implant's (finding position → candidates) top-k under this model, replacing earlier ones."""
-    conn.execute("DELETE FROM match_results WHERE case_image_id = %s AND model_id = %s", (image_id, model_id))
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            """INSERT INTO match_results (case_image_id, model_id, finding_position, rank, implant_id,
-                                          reference_image_id, similarity)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-            [(image_id, model_id, position, r["rank"], r["implant_id"], r["reference_image_id"], r["similarity"])
-             for position, results in ranked.items() for r in results],
-        )
-
-
-def findings_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]]:
+def findings_of_case(conn: Connection, case_id: int) -> list[Finding]:
     """The implants of the case's X-rays under the model that embedded each X-ray, in order."""
-    return conn.execute(
+    return rows.many(
+        conn, Finding,
         """SELECT image_findings.case_image_id, image_findings.position, image_findings.found,
                   image_findings.crop_key, image_findings.summary
              FROM image_findings
@@ -59,13 +75,14 @@ def findings_of_case(conn: Connection, case_id: int) -> list[dict[str, Any]]:
             WHERE case_images.case_id = %s
             ORDER BY case_images.position, image_findings.position""",
         (case_id,),
-    ).fetchall()
+    )
 
 
-def learnable_findings(conn: Connection, case_id: int, implant_id: int) -> list[dict[str, Any]]:
+def learnable_findings(conn: Connection, case_id: int, implant_id: int) -> list[LearnableFinding]:
     """Per embedded X-ray of the case, the implant to learn `implant_id` from: the one that ranked it best, else
     the most implant-like; with what a reference needs (film key, sha256, model id, vector, crop, summary)."""
-    return conn.execute(
+    return rows.many(
+        conn, LearnableFinding,
         """SELECT DISTINCT ON (case_images.id)
                   case_images.id, case_images.storage_key, case_images.sha256, case_images.model_id,
                   image_findings.embedding, image_findings.crop_key, image_findings.summary
@@ -80,7 +97,7 @@ def learnable_findings(conn: Connection, case_id: int, implant_id: int) -> list[
               AND case_images.sha256 IS NOT NULL
             ORDER BY case_images.id, match_results.rank NULLS LAST, image_findings.position""",
         {"case": case_id, "implant": implant_id},
-    ).fetchall()
+    )
 
 
 def crop_keys_of_case(conn: Connection, case_id: int) -> list[str]:

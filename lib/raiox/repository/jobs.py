@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from raiox.database import Connection
-from raiox.models import Job, JobKind
+from raiox.models import Job, JobKind, JobStatus, Record
+from raiox.repository import rows
 
 _JOB_COLUMNS = """id, kind, case_id, payload, status, attempts, max_attempts, run_after, lease_owner,
                   leased_until, last_error"""
@@ -23,22 +24,24 @@ def enqueue(
     max_attempts: int = 5,
 ) -> Job:
     """Add a job, unless the case already has a live (pending or running) job of this kind: then return it."""
-    row = conn.execute(
+    job = rows.one(
+        conn, Job,
         f"""
         INSERT INTO jobs (kind, case_id, payload, max_attempts) VALUES (%s, %s, %s, %s)
         ON CONFLICT (kind, case_id) WHERE status IN ('pending', 'running') DO NOTHING
         RETURNING {_JOB_COLUMNS}
         """,
         (kind, case_id, Jsonb(payload or {}), max_attempts),
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
+    )
+    if job is None:
+        job = rows.one(
+            conn, Job,
             f"""SELECT {_JOB_COLUMNS} FROM jobs
                  WHERE kind = %s AND case_id = %s AND status IN ('pending', 'running')""",
             (kind, case_id),
-        ).fetchone()
-    assert row is not None
-    return Job.model_validate(row)
+        )
+    assert job is not None
+    return job
 
 
 _SUSPECT = "status = 'running' AND leased_until <= now()"  # its worker stopped (died, was killed, hung)
@@ -46,7 +49,8 @@ _SUSPECT = "status = 'running' AND leased_until <= now()"  # its worker stopped 
 
 def _claim_where(conn: Connection, kind: JobKind, condition: str, *, worker: str, limit: int,
                  lease: timedelta) -> list[Job]:
-    rows = conn.execute(
+    claimed = rows.many(
+        conn, Job,
         f"""
         WITH due AS (
             SELECT id FROM jobs
@@ -61,8 +65,8 @@ def _claim_where(conn: Connection, kind: JobKind, condition: str, *, worker: str
         RETURNING jobs.*
         """,
         {"kind": kind, "limit": limit, "worker": worker, "lease": lease},
-    ).fetchall()
-    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+    )
+    return sorted(claimed, key=lambda job: job.id)
 
 
 def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
@@ -83,7 +87,8 @@ def claim(conn: Connection, kind: JobKind, *, worker: str, limit: int, lease: ti
 def fail_expired_leases(conn: Connection, kind: JobKind) -> list[Job]:
     """Fail for good the jobs whose lease expired with no attempt left: each of their attempts ended with its
     worker gone (a film that kills the worker comes back no more). Returns them, with the reason."""
-    rows = conn.execute(
+    failed = rows.many(
+        conn, Job,
         f"""
         WITH gone AS (
             SELECT id FROM jobs WHERE kind = %(kind)s AND {_SUSPECT} AND attempts >= max_attempts
@@ -101,8 +106,8 @@ def fail_expired_leases(conn: Connection, kind: JobKind) -> list[Job]:
         RETURNING jobs.*
         """,
         {"kind": kind},
-    ).fetchall()
-    return [Job.model_validate(row) for row in sorted(rows, key=lambda r: r["id"])]
+    )
+    return sorted(failed, key=lambda job: job.id)
 
 
 def complete(conn: Connection, job_id: int, *, worker: str, result: dict[str, Any] | None = None) -> bool:
@@ -154,25 +159,55 @@ def due_count(conn: Connection, kind: JobKind) -> int:
 
 
 def get_job(conn: Connection, job_id: int) -> Job | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-    return Job.model_validate(row) if row else None
+    return rows.one(conn, Job, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
 
 
-def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, dict[str, Any]]:
+class Delivery(Record):
+    """A case's newest notify job: where the answer to its submitter is."""
+
+    case_id: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class KindSummary(Record):
+    """The jobs of one kind: due now, waiting to retry, running under a live lease, failed for good, and how long
+    the oldest due one has waited."""
+
+    kind: JobKind
+    due: int
+    waiting_to_retry: int
+    running: int
+    failed: int
+    oldest_due_seconds: float
+
+
+def latest_status(conn: Connection, kind: JobKind, case_id: int) -> JobStatus | None:
+    """The status of the case's newest job of `kind`; None when it has none."""
+    row = conn.execute("SELECT status FROM jobs WHERE kind = %s AND case_id = %s ORDER BY id DESC LIMIT 1",
+                       (kind, case_id)).fetchone()
+    return JobStatus(row["status"]) if row else None
+
+
+def latest_notify_jobs(conn: Connection, case_ids: list[int]) -> dict[int, Delivery]:
     """The newest notify job of each case (its delivery state)."""
-    rows = conn.execute(
-        """SELECT DISTINCT ON (case_id) case_id, id, status, attempts, max_attempts, last_error, run_after,
-                  updated_at, finished_at
+    deliveries = rows.many(
+        conn, Delivery,
+        """SELECT DISTINCT ON (case_id) case_id, status, attempts, max_attempts, last_error, updated_at
              FROM jobs WHERE kind = 'notify' AND case_id = ANY(%s)
             ORDER BY case_id, id DESC""",
         (case_ids,),
-    ).fetchall()
-    return {int(row["case_id"]): row for row in rows}
+    )
+    return {delivery.case_id: delivery for delivery in deliveries}
 
 
-def summary(conn: Connection) -> list[dict[str, Any]]:
+def summary(conn: Connection) -> list[KindSummary]:
     """Per kind: due now, running under a live lease, failed for good, and how long the oldest due one waited."""
-    return conn.execute(
+    return rows.many(
+        conn, KindSummary,
         """SELECT kind,
                   count(*) FILTER (WHERE (status = 'pending' AND run_after <= now())
                                       OR (status = 'running' AND leased_until <= now())) AS due,
@@ -181,5 +216,5 @@ def summary(conn: Connection) -> list[dict[str, Any]]:
                   count(*) FILTER (WHERE status = 'failed') AS failed,
                   coalesce(extract(epoch FROM now() - min(run_after) FILTER (
                       WHERE status = 'pending' AND run_after <= now())), 0)::float AS oldest_due_seconds
-             FROM jobs GROUP BY kind ORDER BY kind"""
-    ).fetchall()
+             FROM jobs GROUP BY kind ORDER BY kind""",
+    )

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 from raiox.database import Connection
+from raiox.models import Record
+from raiox.repository import rows
 
 # Any constant works; this one spells "raiox" in ASCII so it is recognisable in pg_locks.
 MIGRATION_LOCK_ID = 0x7261696F78
+
+
+class AppliedMigration(Record):
+    """A row of the ledger: a migration applied, its checksum then, and when."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+
+
+class ServerInfo(Record):
+    """The PostgreSQL version and the pgvector version (None when it is not installed)."""
+
+    postgres: str
+    pgvector: str | None
 
 
 def lock(conn: Connection) -> None:
@@ -36,10 +54,9 @@ def ledger_exists(conn: Connection) -> bool:
     return bool(row and row["present"])
 
 
-def applied(conn: Connection) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
-    ).fetchall()
+def applied(conn: Connection) -> list[AppliedMigration]:
+    return rows.many(conn, AppliedMigration,
+                     "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version")
 
 
 def record(conn: Connection, version: int, name: str, checksum: str) -> None:
@@ -49,14 +66,14 @@ def record(conn: Connection, version: int, name: str, checksum: str) -> None:
     )
 
 
-def server_info(conn: Connection) -> dict[str, Any]:
-    """PostgreSQL version, pgvector version (None when not installed) and the current database name."""
-    row = conn.execute(
+def server_info(conn: Connection) -> ServerInfo:
+    """PostgreSQL version and pgvector version (None when not installed)."""
+    row = rows.one(
+        conn, ServerInfo,
         """
         SELECT current_setting('server_version') AS postgres,
-               (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector,
-               current_database() AS database
-        """
-    ).fetchone()
+               (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector
+        """,
+    )
     assert row is not None
     return row

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from raiox.database import Connection
+from raiox.models import Record
+from raiox.repository import rows
 
 
-def claim_run(conn: Connection, form_id: str, every: timedelta) -> dict[str, Any] | None:
+class Reconciliation(Record):
+    """One form's reconciliation: the newest submission time seen, when it last ran, how it ended, and how many
+    submissions it has recorded."""
+
+    form_id: str
+    watermark: datetime | None
+    last_run_at: datetime | None
+    last_error: str | None
+    recorded: int
+
+
+_COLUMNS = "form_id, watermark, last_run_at, last_error, recorded"
+
+
+def claim_run(conn: Connection, form_id: str, every: timedelta) -> Reconciliation | None:
     """The form's state when its reconciliation is due (never ran, or not within `every`), marking it as
     running now so that a concurrent sweeper skips it; None when it is not due."""
     conn.execute("INSERT INTO jotform_reconciliation (form_id) VALUES (%s) ON CONFLICT DO NOTHING", (form_id,))
-    return conn.execute(
-        """UPDATE jotform_reconciliation SET last_run_at = now()
-            WHERE form_id = %s AND (last_run_at IS NULL OR last_run_at <= now() - %s)
-        RETURNING form_id, watermark, last_run_at, recorded""",
+    return rows.one(
+        conn, Reconciliation,
+        f"""UPDATE jotform_reconciliation SET last_run_at = now()
+             WHERE form_id = %s AND (last_run_at IS NULL OR last_run_at <= now() - %s)
+         RETURNING {_COLUMNS}""",
         (form_id, every),
-    ).fetchone()
+    )
 
 
 def finish_run(conn: Connection, form_id: str, *, watermark: datetime | None, recorded: int,
@@ -30,7 +46,5 @@ def finish_run(conn: Connection, form_id: str, *, watermark: datetime | None, re
     )
 
 
-def state(conn: Connection) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT form_id, watermark, last_run_at, last_error, recorded FROM jotform_reconciliation ORDER BY form_id"
-    ).fetchall()
+def state(conn: Connection) -> list[Reconciliation]:
+    return rows.many(conn, Reconciliation, f"SELECT {_COLUMNS} FROM jotform_reconciliation ORDER BY form_id")

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from raiox.database import Connection
+from raiox.models import Record
+from raiox.repository import rows
 
-_REVIEWER_COLUMNS = "id, name, password_hash, disabled, created_at, password_changed_at, session_epoch"
+
+class ReviewerListing(Record):
+    """A reviewer as `raiox review list` shows one (never the password hash)."""
+
+    name: str
+    disabled: bool
+    password_changed_at: datetime
+
+
+class Account(Record):
+    """A reviewer's row as sign-in and token checks read it."""
+
+    id: int
+    name: str
+    password_hash: str
+    disabled: bool
+    session_epoch: int
+
+
+_ACCOUNT_COLUMNS = "id, name, password_hash, disabled, session_epoch"
 
 
 def add_reviewer(conn: Connection, name: str, password_hash: str) -> int | None:
@@ -37,20 +57,17 @@ def disable_reviewer(conn: Connection, name: str) -> bool:
     return row is not None
 
 
-def reviewer_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
-    return conn.execute(
-        f"SELECT {_REVIEWER_COLUMNS} FROM reviewers WHERE lower(name) = lower(%s)", (name,)
-    ).fetchone()
+def reviewer_by_name(conn: Connection, name: str) -> Account | None:
+    return rows.one(conn, Account, f"SELECT {_ACCOUNT_COLUMNS} FROM reviewers WHERE lower(name) = lower(%s)", (name,))
 
 
-def reviewer_by_id(conn: Connection, reviewer_id: int) -> dict[str, Any] | None:
-    return conn.execute(f"SELECT {_REVIEWER_COLUMNS} FROM reviewers WHERE id = %s", (reviewer_id,)).fetchone()
+def reviewer_by_id(conn: Connection, reviewer_id: int) -> Account | None:
+    return rows.one(conn, Account, f"SELECT {_ACCOUNT_COLUMNS} FROM reviewers WHERE id = %s", (reviewer_id,))
 
 
-def list_reviewers(conn: Connection) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT id, name, disabled, created_at, password_changed_at FROM reviewers ORDER BY lower(name)"
-    ).fetchall()
+def list_reviewers(conn: Connection) -> list[ReviewerListing]:
+    return rows.many(conn, ReviewerListing,
+                     "SELECT name, disabled, password_changed_at FROM reviewers ORDER BY lower(name)")
 
 
 def lock_sign_in(conn: Connection, name_key: str) -> None:

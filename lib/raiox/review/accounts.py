@@ -89,7 +89,7 @@ def disable_reviewer(services: Services, name: str) -> bool:
         return sql.disable_reviewer(conn, name)
 
 
-def list_reviewers(services: Services) -> list[dict[str, Any]]:
+def list_reviewers(services: Services) -> list[sql.ReviewerListing]:
     with services.db.transaction() as conn:
         return sql.list_reviewers(conn)
 
@@ -136,10 +136,10 @@ def _fingerprint(key: bytes, password_hash: str) -> str:
     return _b64(hmac.new(key, password_hash.encode(), hashlib.sha256).digest()[:12])
 
 
-def issue_token(key: bytes, reviewer: dict[str, Any], ttl_seconds: int, *, now: float | None = None) -> tuple[str, int]:
+def issue_token(key: bytes, reviewer: sql.Account, ttl_seconds: int, *, now: float | None = None) -> tuple[str, int]:
     expires = int(now if now is not None else time.time()) + ttl_seconds
-    claims = {"rid": reviewer["id"], "sub": reviewer["name"], "exp": expires,
-              "pwv": _fingerprint(key, reviewer["password_hash"]), "sep": reviewer["session_epoch"]}
+    claims = {"rid": reviewer.id, "sub": reviewer.name, "exp": expires,
+              "pwv": _fingerprint(key, reviewer.password_hash), "sep": reviewer.session_epoch}
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{payload}.{_sign(key, payload)}", expires
 
@@ -156,11 +156,11 @@ def authenticate(services: Services, token: str | None) -> Reviewer:
     if claims["exp"] <= time.time():
         raise NotAuthenticated("the session has expired; sign in again")
     with services.db.transaction() as conn:
-        row = sql.reviewer_by_id(conn, claims["rid"])
-    if (row is None or row["disabled"] or claims.get("sep") != row["session_epoch"]
-            or not hmac.compare_digest(claims["pwv"], _fingerprint(key, row["password_hash"]))):
+        account = sql.reviewer_by_id(conn, claims["rid"])
+    if (account is None or account.disabled or claims.get("sep") != account.session_epoch
+            or not hmac.compare_digest(claims["pwv"], _fingerprint(key, account.password_hash))):
         raise NotAuthenticated("the sign-in token is no longer valid; sign in again")
-    return Reviewer(id=row["id"], name=row["name"])
+    return Reviewer(id=account.id, name=account.name)
 
 
 def logout(services: Services, reviewer: Reviewer) -> dict[str, Any]:
@@ -214,16 +214,16 @@ def login(services: Services, body: LoginBody, *, client: str = "") -> dict[str,
             why = f"sign-in for {name_key!r} held back for every client: {name_failures} wrong passwords"
         else:
             attempt = sql.record_failure(conn, name_key, client, window)  # until the password proves right
-            row = sql.reviewer_by_name(conn, body.name.strip())
+            account = sql.reviewer_by_name(conn, body.name.strip())
     if retry_after is not None:
         log.warning("%s", why)
         raise Throttled(f"too many wrong passwords; try again in {retry_after} s", retry_after=retry_after)
-    right = verify_password(body.password, row["password_hash"] if row else _decoy_hash())
-    if row is None or not right or row["disabled"]:
+    right = verify_password(body.password, account.password_hash if account else _decoy_hash())
+    if account is None or not right or account.disabled:
         log.warning("wrong name or password for %r", name_key)
         raise NotAuthenticated("wrong name or password")
     with services.db.transaction() as conn:
         sql.forgive(conn, attempt, name_key, client)
-    token, expires = issue_token(key, row, settings.review_token_ttl_seconds)
-    log.info("reviewer %s signed in", row["name"])
-    return {"token": token, "name": row["name"], "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}
+    token, expires = issue_token(key, account, settings.review_token_ttl_seconds)
+    log.info("reviewer %s signed in", account.name)
+    return {"token": token, "name": account.name, "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat()}

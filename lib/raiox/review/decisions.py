@@ -13,7 +13,7 @@ from raiox.database import Connection
 from raiox.errors import Conflict, NotFound, Unprocessable
 from raiox.job_runner import poke_soon
 from raiox.models import Case, CaseStatus, JobKind
-from raiox.repository import cases, catalog, findings, jobs
+from raiox.repository import audit, cases, catalog, findings, images, jobs, matches
 from raiox.repository import decisions as sql
 from raiox.review.accounts import Reviewer
 from raiox.review.queue import delivery_state, iso
@@ -72,7 +72,7 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
         if not answerable:
             earlier = sql.decision(conn, case_id)
             if earlier is not None:
-                raise Conflict(f"case {case_id} was already {earlier['decision']} by {earlier['reviewer']}")
+                raise Conflict(f"case {case_id} was already {earlier.decision} by {earlier.reviewer}")
             if case.status == CaseStatus.FAILED:
                 raise Conflict(f"case {case_id} failed intake: it has no candidates to approve; reject it with a "
                                "message for the clinic, or retry it")
@@ -80,16 +80,16 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
                            "decided")
         implant_id = body.implant_id
         if body.action == "approve" and body.rank is not None:
-            chosen = cases.candidate_at_rank(conn, case_id, body.rank, body.image_id, body.implant)
+            chosen = matches.candidate_at_rank(conn, case_id, body.rank, body.image_id, body.implant)
             if chosen is None:
                 raise Unprocessable(f"case {case_id} has no candidate of rank {body.rank}"
                                     + (f" for image {body.image_id}" if body.image_id else "")
                                     + (f" for its implant {body.implant}" if body.implant else ""))
-            implant_id = chosen["implant_id"]
+            implant_id = chosen
         elif implant_id is not None and not catalog.implant_exists(conn, implant_id):
             raise Unprocessable(f"there is no implant {implant_id} in the catalog")
         outcome = CaseStatus.APPROVED if body.action == "approve" else CaseStatus.REJECTED
-        row = sql.insert_decision(conn, case_id=case_id, decision=outcome, implant_id=implant_id,
+        recorded = sql.insert_decision(conn, case_id=case_id, decision=outcome, implant_id=implant_id,
                                   chosen_rank=body.rank, reviewer=reviewer.name, reason=body.reason,
                                   note=body.note)
         # A failed case keeps why intake failed beside the rejection that answers it.
@@ -100,15 +100,15 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
             assert implant_id is not None
             for image in findings.learnable_findings(conn, case_id, implant_id):
                 reference_id, created = catalog.add_reference_image(
-                    conn, implant_id=implant_id, storage_key=image["storage_key"], sha256=image["sha256"],
-                    model_id=image["model_id"], embedding=image["embedding"], source="approved_case",
-                    source_case_id=case_id, crop_key=image["crop_key"], summary=image["summary"])
+                    conn, implant_id=implant_id, storage_key=image.storage_key, sha256=image.sha256,
+                    model_id=image.model_id, embedding=image.embedding, source="approved_case",
+                    source_case_id=case_id, crop_key=image.crop_key, summary=image.summary)
                 if created:
                     learned.append(reference_id)
-                    learned_models.add(image["model_id"])
-        job = jobs.enqueue(conn, JobKind.NOTIFY, case_id=case_id, payload={"decision_id": row["id"]},
+                    learned_models.add(image.model_id)
+        job = jobs.enqueue(conn, JobKind.NOTIFY, case_id=case_id, payload={"decision_id": recorded.id},
                            max_attempts=services.settings.notify_max_attempts)
-        cases.record_audit(conn, actor=reviewer.name, action=f"case.{outcome}", case_id=case_id, details={
+        audit.record_audit(conn, actor=reviewer.name, action=f"case.{outcome}", case_id=case_id, details={
             "implant_id": implant_id, "rank": body.rank, "override": body.action == "approve" and body.rank is None,
             "reason": body.reason, "note": body.note, "reference_images_added": learned, "notify_job_id": job.id,
         })
@@ -117,8 +117,8 @@ def decide(services: Services, reviewer: Reviewer, case_id: int, body: DecisionB
     for model_id in learned_models:
         _index_learned_model(services, model_id)
     poke_notify(settings, case_id)
-    return {"case_id": case_id, "status": new_status, "decision_id": row["id"],
-            "decided_at": iso(row["decided_at"]), "implant_id": implant_id,
+    return {"case_id": case_id, "status": new_status, "decision_id": recorded.id,
+            "decided_at": iso(recorded.decided_at), "implant_id": implant_id,
             "reference_images_added": len(learned), "notify_job_id": job.id}
 
 
@@ -143,7 +143,7 @@ def redeliver(services: Services, reviewer: Reviewer, case_id: int) -> dict[str,
             raise Conflict(f"the delivery of case {case_id} is {state['state']}; only a failed one is retried")
         job = jobs.enqueue(conn, JobKind.NOTIFY, case_id=case_id, payload={"redelivery": True},
                            max_attempts=services.settings.notify_max_attempts)
-        cases.record_audit(conn, actor=reviewer.name, action="case.redeliver", case_id=case_id,
+        audit.record_audit(conn, actor=reviewer.name, action="case.redeliver", case_id=case_id,
                            details={"notify_job_id": job.id})
     log.info("case %d: delivery queued again by %s (job %d)", case_id, reviewer.name, job.id)
     poke_notify(services.settings, case_id)
@@ -164,10 +164,10 @@ def retry(services: Services, reviewer: Reviewer, case_id: int) -> dict[str, Any
         case = _locked_case(conn, case_id)
         if case.status != CaseStatus.FAILED:
             raise Conflict(f"case {case_id} is {case.status}; only a failed case is retried")
-        reopened = cases.reopen_failed_images(conn, case_id)
+        reopened = images.reopen_failed_images(conn, case_id)
         cases.set_case_status(conn, case_id, CaseStatus.RECEIVED)
         job = jobs.enqueue(conn, JobKind.FETCH, case_id=case_id, max_attempts=settings.fetch_max_attempts)
-        cases.record_audit(conn, actor=reviewer.name, action="case.retry", case_id=case_id,
+        audit.record_audit(conn, actor=reviewer.name, action="case.retry", case_id=case_id,
                            details={"fetch_job_id": job.id, "images_reopened": reopened})
     log.info("case %d: retried by %s (%d X-ray(s) to fetch again)", case_id, reviewer.name, reopened)
     poke_soon(settings.embed_url, settings.embed_token, {"case_id": case_id}, what=f"embed poke for case {case_id}")

@@ -291,22 +291,25 @@ def reembed_references(services: Services, *, progress: bool = True, readers: in
     return report
 
 
+Page = list[catalog.StoredReference]  # references still to embed under a model, in (implant_id, sha256) order
+
+
 def _missing_pages(services: Services, model_id: str, size: int,
-                   skip: set[tuple[int, str]]) -> Iterator[list[dict[str, Any]]]:
+                   skip: set[tuple[int, str]]) -> Iterator[Page]:
     after: tuple[int, str] | None = None
     while True:
         with services.db.transaction() as conn:
             rows = catalog.references_missing_model(conn, model_id, after=after, limit=size)
         if not rows:
             return
-        after = (rows[-1]["implant_id"], rows[-1]["sha256"])
-        rows = [row for row in rows if (row["implant_id"], row["sha256"]) not in skip]
+        after = (rows[-1].implant_id, rows[-1].sha256)
+        rows = [row for row in rows if (row.implant_id, row.sha256) not in skip]
         if rows:
             yield rows
 
 
 def _read_page(services: Services, pool: ThreadPoolExecutor,
-               pages: Iterator[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[bytes | None]] | None:
+               pages: Iterator[Page]) -> tuple[Page, list[bytes | None]] | None:
     rows = next(pages, None)
     if rows is None:
         return None
@@ -317,10 +320,10 @@ def _read_page(services: Services, pool: ThreadPoolExecutor,
         except ObjectNotFound:
             return None
 
-    return rows, list(pool.map(read, [row["storage_key"] for row in rows]))
+    return rows, list(pool.map(read, [row.storage_key for row in rows]))
 
 
-def _embed_page(services: Services, rows: list[dict[str, Any]], blobs: list[bytes | None], report: ReembedReport,
+def _embed_page(services: Services, rows: Page, blobs: list[bytes | None], report: ReembedReport,
                 skip: set[tuple[int, str]]) -> None:
     encoder = services.encoder
     readable = {position: blob for position, blob in enumerate(blobs) if blob is not None}
@@ -328,21 +331,21 @@ def _embed_page(services: Services, rows: list[dict[str, Any]], blobs: list[byte
     embedded = embed_references(services, list(readable.values()))
     with services.db.transaction() as conn:
         for position, row in enumerate(rows):
-            key = (row["implant_id"], row["sha256"])
+            key = (row.implant_id, row.sha256)
             if blobs[position] is None:
-                report.failed[row["storage_key"]] = "not in object storage"
+                report.failed[row.storage_key] = "not in object storage"
                 skip.add(key)
                 continue
             number = numbers[position]
             if number in embedded.errors:
-                report.failed[row["storage_key"]] = str(embedded.errors[number])
+                report.failed[row.storage_key] = str(embedded.errors[number])
                 skip.add(key)
                 continue
             reference = embedded.references[number]
             report.added += catalog.add_reference_image(
-                conn, implant_id=row["implant_id"], storage_key=row["storage_key"], sha256=row["sha256"],
-                model_id=encoder.model_id, embedding=reference.embedding, source=row["source"],
-                source_case_id=row["source_case_id"], crop_key=reference.crop_key, summary=reference.summary)[1]
+                conn, implant_id=row.implant_id, storage_key=row.storage_key, sha256=row.sha256,
+                model_id=encoder.model_id, embedding=reference.embedding, source=row.source,
+                source_case_id=row.source_case_id, crop_key=reference.crop_key, summary=reference.summary)[1]
 
 
 def _count_left(services: Services, model_id: str, skip: set[tuple[int, str]]) -> int:

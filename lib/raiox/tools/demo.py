@@ -228,7 +228,7 @@ def seed_demo(services: Services, *, count: int = 6, say: Callable[[str], None] 
 
     model_id = services.encoder.model_id
     with services.db.transaction() as conn:
-        known = any(row["model_id"] == model_id for row in catalog_sql.catalog_summary(conn))
+        known = any(row.model_id == model_id for row in catalog_sql.catalog_summary(conn))
     if not known:
         imported = import_manifest(services, write_demo_catalog(services.settings.raiox_home / "demo-catalog"),
                                    progress=False)

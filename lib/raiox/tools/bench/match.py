@@ -140,7 +140,7 @@ def _measure_exact(db: Database, model: BenchModel, *, k: int, count: int) -> di
             start = time.perf_counter()
             rows = catalog.top_implants(conn, probe, model.model_id, k=k, candidates=EXACT)
             timings.append(time.perf_counter() - start)
-            agree += {row["implant_id"] for row in rows} == truth
+            agree += {row.implant_id for row in rows} == truth
     return {**latency_summary(timings), "queries": count, "agrees_with_numpy": round(agree / count, 4)}
 
 

@@ -157,7 +157,7 @@ def require_references(services: Services) -> None:
     from raiox.repository import catalog
 
     with services.db.transaction() as conn:
-        if not any(row["references"] for row in catalog.catalog_summary(conn)):
+        if not any(row.references for row in catalog.catalog_summary(conn)):
             raise click.ClickException("the catalog is empty: import one first (raiox catalog import MANIFEST; "
                                        "docs/examples/catalog.csv shows the columns)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -40,11 +41,11 @@ def db_status(settings: Settings, as_json: bool) -> None:
         info = migration_sql.server_info(conn)
         applied = migrations.applied_migrations(conn)
         pending = migrations.pending_migrations(conn)
-    report = {
+    report: dict[str, Any] = {
         "database": redact_url(url),
         "embedded": settings.database_url is None,
-        "postgres": info["postgres"],
-        "pgvector": info["pgvector"],
+        "postgres": info.postgres,
+        "pgvector": info.pgvector,
         "applied": [f"{m.version:04d}_{m.name}" for m in applied],
         "pending": [f"{m.version:04d}_{m.name}" for m in pending],
         "storage": open_store(settings).describe(),

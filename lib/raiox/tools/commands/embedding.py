@@ -193,15 +193,14 @@ def catalog_list(services: Services, as_json: bool) -> None:
         rows = catalog.catalog_summary(conn)
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row, default=str))
+            click.echo(json.dumps(row.model_dump(), default=str))
         return
     if not rows:
         click.echo("the catalog is empty: raiox catalog import MANIFEST")
         return
     click.echo(f"{'manufacturer':<24} {'system':<28} {'refs':>5}  model")
     for row in rows:
-        click.echo(f"{row['manufacturer'][:24]:<24} {row['system'][:28]:<28} {row['references']:>5}  "
-                   f"{row['model_id'] or '-'}")
+        click.echo(f"{row.manufacturer[:24]:<24} {row.system[:28]:<28} {row.references:>5}  {row.model_id or '-'}")
 
 
 @click.command("match")

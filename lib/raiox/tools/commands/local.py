@@ -168,4 +168,4 @@ def batch_test_command(services: Services, folder: Path, url: str | None, token:
 
 def _has_references(services: Services) -> bool:
     with services.db.transaction() as conn:
-        return any(row["references"] for row in catalog.catalog_summary(conn))
+        return any(row.references for row in catalog.catalog_summary(conn))

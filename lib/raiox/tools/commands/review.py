@@ -56,9 +56,9 @@ def reviewer_disable(services: Services, name: str) -> None:
 @pass_services
 def reviewer_list(services: Services) -> None:
     """Reviewers, whether each is enabled, and when their password was set."""
-    for row in accounts.list_reviewers(services):
-        state = "disabled" if row["disabled"] else "enabled"
-        click.echo(f"{row['name']:<24} {state:<9} password set {row['password_changed_at']:%Y-%m-%d %H:%M}")
+    for reviewer in accounts.list_reviewers(services):
+        state = "disabled" if reviewer.disabled else "enabled"
+        click.echo(f"{reviewer.name:<24} {state:<9} password set {reviewer.password_changed_at:%Y-%m-%d %H:%M}")
 
 
 @click.group("case")
