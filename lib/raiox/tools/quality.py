@@ -1,4 +1,4 @@
-"""Identification quality: rendered held-out sets from either film generator, `raiox eval` (top-1/top-3 overall
+"""Identification quality: rendered held-out sets from any film generator, `raiox eval` (top-1/top-3 overall
 and per slice, the configured identifier beside the descriptor alone and a previous whole-film encoder, in one
 run), a lab's labelled folder through the production query, and rendered films written as a lab's folder."""
 
@@ -30,7 +30,9 @@ HELD_OUT_DISTANCE = 2.0  # any two held-out systems differ by at least two clear
 REFERENCE_SEEDS = 3_000_000
 QUERY_SEEDS = 5_000_000
 APPROVAL_SEEDS = 7_000_000
-RENDERERS = ("flat", "drr")
+RENDERERS = ("flat", "drr")  # the generators the shape encoder may train on (raiox render-cache)
+VALIDATION_RENDERERS = ("silhouette",)  # written apart from both, never trained on: eval only
+EVAL_RENDERERS = (*RENDERERS, *VALIDATION_RENDERERS)
 SLICES = ("upper-jaw", "restoration:crown", "restoration:abutment", "two-implants", "photographed", "rotated-180")
 
 
@@ -44,13 +46,27 @@ def systems_by_name(name: str) -> list[ImplantDesign]:
 
 
 def render_function(renderer: str) -> Callable[[ImplantDesign, int, SceneOptions], tuple[bytes, Any]]:
+    """The film generator called `renderer` (any of EVAL_RENDERERS; only RENDERERS may be trained on)."""
     if renderer == "flat":
         from raiox.tools.render import render_film
     elif renderer == "drr":
         from raiox.tools.render_drr import render_film
+    elif renderer == "silhouette":
+        from raiox.tools.render_silhouette import render_film
     else:
-        raise ValueError(f"unknown film generator {renderer!r}: `flat` or `drr`")
+        raise ValueError(f"unknown film generator {renderer!r}: one of {', '.join(EVAL_RENDERERS)}")
     return render_film
+
+
+def renderers_named(name: str) -> list[str]:
+    """What `raiox eval --renderer` runs: one generator, `both` (flat and drr) or `all` (every one)."""
+    if name == "both":
+        return list(RENDERERS)
+    if name == "all":
+        return list(EVAL_RENDERERS)
+    if name in EVAL_RENDERERS:
+        return [name]
+    raise ValueError(f"unknown film generator {name!r}: one of {', '.join(EVAL_RENDERERS)}, `both` or `all`")
 
 
 def split_sizes(design: ImplantDesign, references: int) -> tuple[list[ImplantDesign], list[ImplantDesign]]:

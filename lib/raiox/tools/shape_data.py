@@ -25,12 +25,21 @@ from raiox.shape.attributes import attribute_targets
 from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, canonical_crop, find_implants
 from raiox.tools.implant_designs import FilmTruth, ImplantDesign, ImplantTruth, SceneOptions
 
+# The generators training may use. The third one (`silhouette`, raiox.tools.render_silhouette) is for validation
+# only: a film of it in a training cache would make `raiox eval --renderer silhouette` measure nothing new.
 RENDERERS = ("flat", "drr")
 SHARD_FILMS = 256
 
 
+def _trainable(renderer: str) -> str:
+    if renderer not in RENDERERS:
+        raise ValueError(f"film generator {renderer!r} cannot make training films: one of {', '.join(RENDERERS)} "
+                         "(the silhouette generator is for validation only)")
+    return renderer
+
+
 def _render(renderer: str, design: ImplantDesign, seed: int) -> tuple[bytes, FilmTruth]:
-    if renderer == "flat":
+    if _trainable(renderer) == "flat":
         from raiox.tools.render import render_film
     else:
         from raiox.tools.render_drr import render_film
@@ -121,6 +130,7 @@ def build_cache(out: Path, designs: Sequence[ImplantDesign], *, films_per_system
     written are kept). Returns the number of films in the cache for this renderer."""
     from tqdm import tqdm
 
+    _trainable(renderer)
     out.mkdir(parents=True, exist_ok=True)
     (out / "systems.json").write_text(json.dumps([asdict(d) for d in designs]))
     rng = np.random.default_rng(seed)
@@ -153,6 +163,8 @@ def _as_completed(futures: dict[Future[dict[str, np.ndarray]], int]) -> Iterator
 
 def load_cache(folder: Path, renderers: Sequence[str] = RENDERERS) -> dict[str, np.ndarray]:
     """Every shard of the cache (of the given renderers) concatenated."""
+    for renderer in renderers:
+        _trainable(renderer)
     parts: dict[str, list[np.ndarray]] = {}
     for path in sorted(folder.glob("*.npz")):
         if path.name.endswith(".tmp.npz") or path.name.split("-")[0] not in renderers:

@@ -46,9 +46,11 @@ def _report_lines(report: Any) -> list[str]:
 @click.option("--rendered", default="heldout200", show_default=True,
               help="Rendered systems: `heldout<N>` (N systems no training set contains, any two visibly different) "
               "or `demo` (the 12 demo systems).")
-@click.option("--renderer", type=click.Choice(["flat", "drr", "both"]), default="both", show_default=True,
+@click.option("--renderer", type=click.Choice(["flat", "drr", "silhouette", "both", "all"]), default="both",
+              show_default=True,
               help="Film generator: `flat` (the one the shipped encoder was mostly trained on), `drr` (written "
-              "independently: a 3-D model projected as a radiograph), or both in turn.")
+              "independently: a 3-D model projected as a radiograph), `silhouette` (a third, written apart from "
+              "both and never trained on: validation only), `both` (flat and drr in turn) or `all` (every one).")
 @click.option("--references", default=4, show_default=True, type=click.IntRange(1, 50),
               help="Reference films per system (the catalog).")
 @click.option("--queries", default=6, show_default=True, type=click.IntRange(1, 50),
@@ -75,6 +77,7 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
         evaluate_folder,
         identifier_embedder,
         rendered_set,
+        renderers_named,
         segmentation,
         systems_by_name,
         whole_film_embedder,
@@ -112,7 +115,7 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
             embed = whole_film_embedder(encoder)
             contenders.append(("previous (whole film)", encoder.model_id, embed, embed))
         reports = []
-        for generator in (["flat", "drr"] if renderer == "both" else [renderer]):
+        for generator in renderers_named(renderer):
             films = rendered_set(designs, generator, references=references, queries=queries,
                                  progress=not as_json)
             identified.clear()
