@@ -119,7 +119,7 @@ def test_eval_command_compares_a_previous_whole_film_encoder_in_the_same_run(tin
     results = json.loads(run.stdout)["results"]
     assert [r["name"] for r in results] == ["identifier", "previous (whole film)"]
     assert all(r["systems"] == 3 and r["queries"] == 3 for r in results)
-    assert results[0]["model_id"].endswith("+shape-crop") and "+shape" not in results[1]["model_id"]
+    assert results[0]["model_id"].endswith("-crop") and "+find" not in results[1]["model_id"]
 
 
 def test_approvals_effect_adds_references_to_the_weakest_systems(tiny_encoder: Any) -> None:

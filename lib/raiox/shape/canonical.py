@@ -21,6 +21,8 @@ CROP_HEIGHT = 256
 CROP_DIAMETER = 36.0  # the implant's outer diameter in the crop, pixels
 PLATFORM_ROW = 24  # the platform's row in the crop: what sits on it stays in view above
 SEGMENT_SIDE = 512  # films are segmented at most this many pixels a side
+# How implants are found and cropped: part of every model id, so that a catalog cropped another way is re-embedded.
+FINDER_VERSION = 2
 _DEBUG = False
 _THREADED = 0.15  # periodicity above which a row counts as threaded
 _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
@@ -146,24 +148,66 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
                 continue
             rows, cols = np.nonzero(inside)
             ys, xs = (rows + 0.5) * shrink, (cols + 0.5) * shrink
-            cy, cx = float(ys.mean()), float(xs.mean())
-            cov = np.cov(np.stack([xs - cx, ys - cy]))
-            values, vectors = np.linalg.eigh(cov)
-            axis = (float(vectors[0, 1]), float(vectors[1, 1]))  # the larger eigenvalue's vector
-            along = (xs - cx) * axis[0] + (ys - cy) * axis[1]
-            across = -(xs - cx) * axis[1] + (ys - cy) * axis[0]
-            width = float(np.percentile(across, 97) - np.percentile(across, 3)) + shrink
-            extent = (float(along.min()) - shrink, float(along.max()) + shrink)
-            if extent[1] - extent[0] < 2.5 * shrink or width < 2 * shrink:
+            whole = _outline(xs, ys, shrink, fraction)
+            if whole is None:
                 continue
-            if len(rows) > 0.2 * small.size or width > 0.4 * min(grey.shape):
-                continue  # the film itself on a photographed screen, a glare, an exposed border: not an implant
-            duplicate = any(math.dist((cx, cy), c.centre) < 0.5 * c.width and abs(np.dot(axis, c.axis)) > 0.95
-                            for c in found)
-            if not duplicate:
-                found.append(_Candidate((cx, cy), axis, extent, width, fraction))
-                kept[inside] = np.maximum(kept[inside], len(rows))
+            parts = []
+            if len(rows) <= 0.2 * small.size and whole.width <= 0.4 * min(grey.shape):
+                parts.append(whole)  # else the film on a photographed screen, a glare, an exposed border
+            # An implant under a crown as bright as itself is one component with the crown: its narrow stretch is
+            # looked at on its own too.
+            narrow = _narrow_stretch(xs, ys, whole, shrink)
+            if narrow is not None:
+                part = _outline(*narrow, shrink, fraction)
+                if part is not None and part.width <= 0.4 * min(grey.shape):
+                    parts.append(part)
+            for part in parts:
+                duplicate = any(math.dist(part.centre, c.centre) < 0.5 * c.width
+                                and abs(np.dot(part.axis, c.axis)) > 0.95 for c in found)
+                if not duplicate:
+                    found.append(part)
+                    kept[inside] = np.maximum(kept[inside], len(rows))
     return found
+
+
+def _outline(xs: np.ndarray, ys: np.ndarray, shrink: int, level: float) -> _Candidate | None:
+    """A component's centre, principal axis, extent along it and width across (film pixels); None when too small."""
+    cy, cx = float(ys.mean()), float(xs.mean())
+    if len(xs) < 3:
+        return None
+    _, vectors = np.linalg.eigh(np.cov(np.stack([xs - cx, ys - cy])))
+    axis = (float(vectors[0, 1]), float(vectors[1, 1]))  # the larger eigenvalue's vector
+    along = (xs - cx) * axis[0] + (ys - cy) * axis[1]
+    across = -(xs - cx) * axis[1] + (ys - cy) * axis[0]
+    width = float(np.percentile(across, 97) - np.percentile(across, 3)) + shrink
+    extent = (float(along.min()) - shrink, float(along.max()) + shrink)
+    if extent[1] - extent[0] < 2.5 * shrink or width < 2 * shrink:
+        return None
+    return _Candidate((cx, cy), axis, extent, width, level)
+
+
+def _narrow_stretch(xs: np.ndarray, ys: np.ndarray, whole: _Candidate,
+                    shrink: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels of a component's longest stretch along its axis that is much narrower than its widest part (an
+    implant below its crown), when that stretch is elongated and not the whole component."""
+    (cx, cy), (ax, ay) = whole.centre, whole.axis
+    along = (xs - cx) * ax + (ys - cy) * ay
+    across = -(xs - cx) * ay + (ys - cy) * ax
+    bins = ((along - along.min()) / shrink).astype(int)
+    count = int(bins.max()) + 1
+    if count < 8:
+        return None
+    low, high = np.full(count, np.inf), np.full(count, -np.inf)
+    np.minimum.at(low, bins, across)
+    np.maximum.at(high, bins, across)
+    widths = np.where(np.isfinite(low), high - low + shrink, 0.0)
+    narrow = (widths > 0) & (widths < 0.65 * float(np.percentile(widths, 95)))
+    start, end = _longest_run(narrow)
+    stretch = end - start
+    if stretch < 4 or stretch > 0.85 * count or stretch * shrink < 1.5 * float(np.median(widths[start:end])):
+        return None
+    keep = (bins >= start) & (bins < end)
+    return xs[keep], ys[keep]
 
 
 @dataclass
@@ -430,7 +474,11 @@ def _finding(grey: np.ndarray, candidate: _Candidate, profile: _Profile, implant
     ax, ay = candidate.axis
     length = candidate.extent[1] - candidate.extent[0]
     start = candidate.extent[0] - 0.1 * length - 4 * profile.scale  # band row 0, as _straighten placed it
-    centre_offset = (np.nanmedian((profile.left + profile.right) / 2) - _BAND_WIDTH / 2) * profile.scale
+    # The centre line is the implant's own (a crown in the same component may sit off its axis).
+    middle = ((profile.left + profile.right) / 2)[max(0, implant.start):max(implant.start + 1, implant.end)]
+    if np.isnan(middle).all():
+        middle = (profile.left + profile.right) / 2
+    centre_offset = (np.nanmedian(middle) - _BAND_WIDTH / 2) * profile.scale
 
     def film(row: float) -> tuple[float, float]:
         along = start + row * profile.scale

@@ -28,7 +28,7 @@ from raiox.adapters.encoder import Encoder, EncoderUnavailable
 from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, load_radiograph
 from raiox.shape import network
 from raiox.shape.attributes import ReadAttributes, read_attributes
-from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, Finding, canonical_crop, find_implants
+from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, FINDER_VERSION, Finding, canonical_crop, find_implants
 from raiox.shape.descriptor import DESCRIPTOR_SIZE, ShapeDescriptor, describe
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,8 @@ class ShapeIdentifier:
         self.max_implants = max_implants
         digest = model.weights_digest()[:16]
         prefix = "random-" if random_weights else ""
-        suffix = f"+shape-d{self.descriptor_weight:.2f}" if model.kind == "shape" else "+shape-crop"
+        finder = f"+find{FINDER_VERSION}"
+        suffix = f"{finder}-d{self.descriptor_weight:.2f}" if model.kind == "shape" else f"{finder}-crop"
         self.model_name = model.name
         self.model_id = f"{model.name}@{prefix}{digest}{suffix}"
         self.device = str(getattr(model, "device", None) or getattr(getattr(model, "encoder", None), "device", "cpu"))
