@@ -15,6 +15,7 @@ from PIL import Image
 from fakes import FileServer
 from raiox.intake.http import ROUTES
 from raiox.intake.worker import run_fetch_jobs
+from raiox.repository import images as image_sql
 from raiox.review import accounts, decisions
 from raiox.services import Services
 from raiox.tools.simulator import jotform_fields, multipart
@@ -131,6 +132,10 @@ def test_permanent_trouble_fails_the_xray_at_once(services: Services, files: Fil
     assert [i["status"] for i in images] == ["stored", "failed", "failed", "failed"]
     assert "HTTP 404" in images[1]["error"] and "not a JPEG, PNG, TIFF or DICOM" in images[2]["error"]
     assert "link-local or metadata" in images[3]["error"]
+    with services.db.transaction() as conn:  # as `raiox bench intake` reads them: by URL, in the order recorded
+        outcomes = image_sql.fetch_outcomes(conn)
+    assert [(o.source_url, o.status, o.error) for o in outcomes] == [(url, i["status"], i["error"])
+                                                                     for url, i in zip(urls, images, strict=True)]
 
 
 def test_passing_trouble_is_retried_with_backoff_until_it_works(services: Services, files: FileServer) -> None:

@@ -11,14 +11,18 @@ from typing import Any
 from click.testing import CliRunner
 
 from raiox import deletions
-from raiox.embed.worker import run_embed_jobs
+from raiox.delivery.worker import NotifyReport
+from raiox.embed.worker import EmbedReport, run_embed_jobs
+from raiox.intake.inbox import InboxReport
+from raiox.intake.reconcile import ReconcileReport
+from raiox.intake.worker import FetchReport
 from raiox.job_runner import beat
 from raiox.repository import cases, findings
 from raiox.review import accounts, decisions, queue, system
 from raiox.review.http import handle
 from raiox.services import Services
-from raiox.sweeper.round import sweep
-from raiox.sweeper.stored import sweep_intake
+from raiox.sweeper.round import Handover, SweepReport, sweep
+from raiox.sweeper.stored import IntakeSweep, sweep_intake
 from raiox.tools.cli import main as cli
 from raiox.web.http import HttpRequest
 from support import make_xray, submit_case
@@ -128,8 +132,27 @@ def test_the_retention_period_erases_delivered_cases_in_the_sweep(catalogued: Se
     assert report.erased == [case_id]
     assert rows(catalogued, "SELECT erased_by FROM cases WHERE id = %s", case_id)[0]["erased_by"] == "system:retention"
     assert catalogued.store.exists(key)  # left for a sweep that has object storage
-    assert sweep_intake(catalogued)["objects_deleted"] == 1 + len(crops)  # the film and its implants' crops
+    assert sweep_intake(catalogued).objects_deleted == 1 + len(crops)  # the film and its implants' crops
     assert not catalogued.store.exists(key) and crops and not any(catalogued.store.exists(c) for c in crops)
+
+
+def test_a_rounds_report_says_whether_it_worked_and_reads_as_json_part_by_part() -> None:
+    quiet = {"claimed": 0, "retried": 0, "failed": 0, "lost": 0, "errors": []}
+    idle = SweepReport(notify=NotifyReport(), embed=Handover())
+    assert not idle.worked and idle.as_dict() == {"notify": {**quiet, "notified": 0}, "embed": {"due": 0}}
+    handed = SweepReport(notify=NotifyReport(), embed=Handover(2, "HTTP 200"))  # embed does the work, not this round
+    assert not handed.worked and handed.as_dict()["embed"] == {"due": 2, "poke": "HTTP 200"}
+    fetched = SweepReport(notify=NotifyReport(), embed=EmbedReport(),
+                          intake=IntakeSweep(inbox=InboxReport(), fetch=FetchReport(claimed=1)))
+    assert fetched.worked and fetched.as_dict()["intake"] == {
+        "inbox": {"recorded": 0, "duplicates": 0, "refused": 0, "errors": []},
+        "fetch": {**quiet, "claimed": 1, "fetched": 0, "images_stored": 0}, "objects_deleted": 0}
+    assert fetched.as_dict()["embed"] == {**quiet, "ready": 0, "skipped": 0, "images_embedded": 0}
+    checked = SweepReport(notify=NotifyReport(), embed=Handover(), reconcile=ReconcileReport(forms=["f"], seen=3))
+    assert not checked.worked and checked.as_dict()["reconcile"] == {"forms": ["f"], "seen": 3, "recorded": 0,
+                                                                     "refused": 0, "errors": []}
+    assert SweepReport(notify=NotifyReport(), embed=Handover(), reconcile=ReconcileReport(recorded=1)).worked
+    assert SweepReport(notify=NotifyReport(), embed=EmbedReport(claimed=1)).worked
 
 
 def test_the_system_view_shows_jobs_heartbeats_and_what_needs_attention(catalogued: Services) -> None:

@@ -13,6 +13,7 @@ def test_one_model_reports_latency_recall_and_index_size() -> None:
     assert row["references"] == 2_000 and row["implants"] == 200
     assert row["recall_at_3"] == 1.0 and row["exact"]["agrees_with_numpy"] == 1.0  # the exact answer is right
     assert row["index_mb"] > 0 and row["hnsw"]["p50_ms"] > 0 and row["exact"]["queries"] == 5
+    assert row["table_mb"] > row["index_mb"] / 10 and report["server"]["shared_buffers"].endswith("B")
 
 
 def test_two_models_compare_one_shared_graph_with_one_per_model() -> None:

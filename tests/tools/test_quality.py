@@ -22,6 +22,7 @@ from raiox.tools.quality import (
     REFERENCE_SEEDS,
     SLICES,
     TRAIN_SYSTEMS_SEED,
+    database_films,
     evaluate,
     evaluate_folder,
     identifier_embedder,
@@ -103,6 +104,24 @@ def test_folder_eval_goes_through_the_database(catalogued: Any, tmp_path: Path) 
         (tmp_path / "films" / f"S{seed}" / "a.png").write_bytes(make_xray(seed))  # the reference itself
     report = evaluate_folder(catalogued, tmp_path / "films")
     assert (report.queries, report.top1, report.top3) == (2, 1.0, 1.0)
+
+
+def test_database_films_are_the_references_and_approved_cases_films_each_once(catalogued: Any) -> None:
+    from raiox.repository import decisions
+    from support import make_xray, submit_case
+
+    approved = submit_case(catalogued, "approved", [make_xray(10), make_xray(99)])  # one film is S10's reference
+    submit_case(catalogued, "undecided", [make_xray(98)])
+    with catalogued.db.transaction() as conn:
+        s10 = conn.execute("SELECT id FROM implants WHERE system = 'S10'").fetchone()["id"]
+        decisions.insert_decision(conn, case_id=approved, decision="approved", implant_id=s10, chosen_rank=1,
+                                  reviewer="brenda", reason=None, note=None)
+        gone = conn.execute("SELECT storage_key FROM reference_images JOIN implants ON implants.id = implant_id "
+                            "WHERE system = 'S14'").fetchone()["storage_key"]
+    catalogued.store.delete(gone)  # unreadable: one film less, not a failed run
+    films = database_films(catalogued)
+    assert sorted(label for label, _ in films) == ["Maker S10", "Maker S10", "Maker S11", "Maker S12", "Maker S13"]
+    assert ("Maker S10", make_xray(99)) in films  # the approved case's own film, under its decided system
 
 
 def test_eval_command_compares_a_previous_whole_film_encoder_in_the_same_run(tiny_checkpoint: Path,

@@ -136,10 +136,11 @@ def reconcile(services: Services, *, force: bool = False, since: datetime | None
     return report
 
 
-def reconcile_when_due(services: Services) -> dict[str, Any] | None:
-    """The sweeper's share: reconcile forms that are due, when reconciliation is configured; else None."""
+def reconcile_when_due(services: Services) -> ReconcileReport | None:
+    """The sweeper's share: reconcile forms that are due, when reconciliation is configured; None when it is not
+    configured or no form was due."""
     settings = services.settings
     if not settings.jotform_reconcile_minutes or not settings.jotform_form_ids or settings.jotform_api_key is None:
         return None
     report = reconcile(services)
-    return report.__dict__ if report.forms else None
+    return report if report.forms else None

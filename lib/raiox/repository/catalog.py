@@ -70,6 +70,14 @@ class ImplantListing(ImplantSizes):
     reference_storage_key: str | None
 
 
+class LabelledFilm(Record):
+    """A film whose implant system is known, in object storage: a reference image or an approved case's X-ray,
+    labelled "manufacturer system"."""
+
+    storage_key: str
+    label: str
+
+
 class CatalogSize(Record):
     """How many implant systems the catalog has, and its reference images per model id."""
 
@@ -123,6 +131,21 @@ def upsert_implant(
     )
     assert implant is not None
     return implant
+
+
+def add_numbered_implants(conn: Connection, count: int, *, manufacturer: str = "Bench") -> int:
+    """`count` implant systems of one manufacturer, "System 1" to "System <count>", in one statement (the
+    scratch catalogs of `raiox bench match`); returns the first one's id, the others' following it in order
+    (one statement on a sequence no other session draws from meanwhile)."""
+    row = conn.execute(
+        """WITH added AS (INSERT INTO implants (manufacturer, system)
+                          SELECT %s, 'System ' || n FROM generate_series(1, %s) AS n RETURNING id)
+           SELECT min(id) AS id FROM added""",
+        (manufacturer, count),
+    ).fetchone()
+    if row is None or row["id"] is None:
+        raise ValueError(f"no implants added (count {count})")
+    return int(row["id"])
 
 
 def add_reference_image(
@@ -283,6 +306,13 @@ def ensure_model_index(conn: Connection, model_id: str, *, build_memory: str | N
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_INDEX_LOCK_CLASS, name))
 
 
+def relation_bytes(conn: Connection, relation: str) -> int:
+    """Size on disk of the catalog's table or one of its indexes (`reference_images`, `model_index_name(…)`),
+    in bytes; 0 when there is no such relation."""
+    row = conn.execute("SELECT pg_relation_size(to_regclass(%s)) AS size", (relation,)).fetchone()
+    return int(row["size"] or 0) if row else 0
+
+
 def implant_count(conn: Connection, model_id: str) -> int:
     """Implants that have at least one reference embedded by this model."""
     row = conn.execute(
@@ -344,6 +374,27 @@ def count_references_missing_model(conn: Connection, model_id: str) -> int:
         {"model_id": model_id},
     ).fetchone()
     return int(row["n"]) if row else 0
+
+
+def labelled_films(conn: Connection) -> list[LabelledFilm]:
+    """Every film whose implant system is known (`raiox eval` against the database): the reference images of
+    every model and the stored X-rays of approved cases, each image once per implant."""
+    return rows.many(
+        conn, LabelledFilm,
+        """
+        SELECT DISTINCT ON (films.sha256, films.implant_id) films.storage_key,
+               implants.manufacturer || ' ' || implants.system AS label
+          FROM (SELECT implant_id, storage_key, sha256 FROM reference_images
+                UNION ALL
+                SELECT d.implant_id, ci.storage_key, ci.sha256
+                  FROM review_decisions d JOIN case_images ci ON ci.case_id = d.case_id
+                 WHERE d.decision = 'approved' AND ci.status IN ('stored', 'embedded')
+                   AND ci.storage_key IS NOT NULL
+               ) films
+          JOIN implants ON implants.id = films.implant_id
+         ORDER BY films.sha256, films.implant_id
+        """,
+    )
 
 
 # An implant's size ranges as the review page reads them (NULL where the catalog does not say).

@@ -39,6 +39,14 @@ class PendingImage(Record):
     upload: bytes | None
 
 
+class FetchOutcome(Record):
+    """An X-ray submitted by URL and how its fetch ended so far: its status and, when it failed, why."""
+
+    source_url: str
+    status: ImageStatus
+    error: str | None
+
+
 _IMAGE_COLUMNS = """id, case_id, position, storage_key, status, error, width, height, content_type, model_id,
                     pixel_spacing_row_mm, pixel_spacing_col_mm"""
 
@@ -106,6 +114,12 @@ def pending_images(conn: Connection, case_ids: list[int]) -> list[PendingImage]:
             WHERE case_id = ANY(%s) AND status = 'pending' ORDER BY case_id, position""",
         (case_ids,),
     )
+
+
+def fetch_outcomes(conn: Connection) -> list[FetchOutcome]:
+    """Every X-ray submitted by URL, in the order recorded, with its status and error (`raiox bench intake`)."""
+    return rows.many(conn, FetchOutcome,
+                     "SELECT source_url, status, error FROM case_images WHERE source_url IS NOT NULL ORDER BY id")
 
 
 def store_image(conn: Connection, image_id: int, *, storage_key: str, sha256: str, size_bytes: int,

@@ -1,4 +1,5 @@
-"""SQL for the migration ledger and the advisory lock that serialises migrators."""
+"""SQL for the migration ledger and the advisory lock that serialises migrators, and what the server says of
+itself (its versions and settings)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,10 @@ def server_info(conn: Connection) -> ServerInfo:
     )
     assert row is not None
     return row
+
+
+def server_setting(conn: Connection, name: str) -> str:
+    """A server setting as SHOW prints it (`shared_buffers` → `128MB`)."""
+    row = conn.execute("SELECT current_setting(%s) AS value", (name,)).fetchone()
+    assert row is not None  # current_setting answers one row, or raises for a name it does not know
+    return str(row["value"])

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from raiox.repository import catalog
 from raiox.services import Services
 from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions, demo_catalog, random_systems
 
@@ -369,25 +370,11 @@ def database_films(services: Services) -> list[tuple[str, bytes]]:
     """The catalog's reference images (every model's, each image once) and approved cases' films, labelled
     by implant system ("manufacturer system"); objects that cannot be read are skipped with a warning."""
     with services.db.transaction() as conn:
-        rows = conn.execute(
-            """
-            SELECT DISTINCT ON (films.sha256, films.implant_id) films.storage_key,
-                   implants.manufacturer || ' ' || implants.system AS label
-              FROM (SELECT implant_id, storage_key, sha256 FROM reference_images
-                    UNION ALL
-                    SELECT d.implant_id, ci.storage_key, ci.sha256
-                      FROM review_decisions d JOIN case_images ci ON ci.case_id = d.case_id
-                     WHERE d.decision = 'approved' AND ci.status IN ('stored', 'embedded')
-                       AND ci.storage_key IS NOT NULL
-                   ) films
-              JOIN implants ON implants.id = films.implant_id
-             ORDER BY films.sha256, films.implant_id
-            """
-        ).fetchall()
+        labelled = catalog.labelled_films(conn)
     films = []
-    for row in rows:
+    for film in labelled:
         try:
-            films.append((row["label"], services.store.get(row["storage_key"])))
+            films.append((film.label, services.store.get(film.storage_key)))
         except Exception as exc:  # noqa: BLE001 - a missing object is one film less, not a failed run
-            log.warning("skipping %s: %s", row["storage_key"], exc)
+            log.warning("skipping %s: %s", film.storage_key, exc)
     return films

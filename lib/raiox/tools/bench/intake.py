@@ -67,6 +67,7 @@ def run_scenario(scenario: str, scale: int = 1) -> dict[str, Any]:
     from raiox import migrations
     from raiox.database import database_url
     from raiox.intake.worker import run_fetch_jobs
+    from raiox.repository import images
     from raiox.services import Services
     from raiox.tools.devserver import start_dev_server
     from raiox.tools.local import BASE_PATH, free_port, isolated_settings, scratch_home
@@ -115,13 +116,13 @@ def run_scenario(scenario: str, scale: int = 1) -> dict[str, Any]:
             stop.set()
             poller.join()
             with services.db.transaction() as conn:
-                rows = conn.execute("SELECT source_url, status, error FROM case_images ORDER BY id").fetchall()
+                outcomes = images.fetch_outcomes(conn)
         finally:
             server.shutdown()
     return {
         "scenario": scenario,
-        "films": {row["source_url"].rsplit("/", 1)[-1]: (row["status"] if row["status"] != "failed"
-                                                          else f"failed: {row['error']}") for row in rows},
+        "films": {film.source_url.rsplit("/", 1)[-1]: (film.status if film.status != "failed"
+                                                        else f"failed: {film.error}") for film in outcomes},
         "fetch_seconds": round(elapsed, 1), "claimed": report.claimed,
         "peak_rss_before_fetch_mib": before, "peak_rss_mib": _rss_mib(),
         "children_peak_rss_mib": _rss_mib(resource.RUSAGE_CHILDREN),

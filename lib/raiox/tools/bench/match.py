@@ -20,6 +20,7 @@ from raiox import migrations
 from raiox.database import Connection, Database, connect, embedded_database_url, stop_embedded_database
 from raiox.embed.matching import find_candidates
 from raiox.repository import catalog
+from raiox.repository import migrations as migration_sql
 from raiox.tools.bench.common import latency_summary
 
 EXACT = 2**31 - 1  # candidates: every row
@@ -164,15 +165,7 @@ def _build_model_index(url: str, model_id: str, **options: Any) -> float:
 
 def _megabytes(db: Database, relation: str) -> float:
     with db.transaction() as conn:
-        row = conn.execute("SELECT pg_relation_size(to_regclass(%s)) AS size", (relation,)).fetchone()
-    return round(int(row["size"] or 0) / 2**20, 1) if row else 0.0
-
-
-def _server_setting(conn: Connection, name: str) -> str:
-    row = conn.execute(f"SHOW {name}").fetchone()
-    if row is None:  # SHOW always answers one row
-        raise RuntimeError(f"SHOW {name} answered nothing")
-    return str(row[name])
+        return round(catalog.relation_bytes(conn, relation) / 2**20, 1)
 
 
 def _scratch_database(admin_url: str, name: str) -> str:
@@ -181,14 +174,6 @@ def _scratch_database(admin_url: str, name: str) -> str:
     url = make_conninfo(admin_url, dbname=name)
     migrations.migrate(url)
     return url
-
-
-def _insert_implants(conn: Connection, count: int) -> int:
-    conn.execute("INSERT INTO implants (manufacturer, system) "
-                 "SELECT 'Bench', 'System ' || n FROM generate_series(1, %s) AS n", (count,))
-    row = conn.execute("SELECT min(id) AS id FROM implants").fetchone()
-    assert row is not None
-    return int(row["id"])
 
 
 def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 200, k: int = 3,
@@ -216,7 +201,8 @@ def bench_match(sizes: tuple[int, ...] = (10_000, 100_000), *, queries: int = 20
                                             exact_queries=exact_queries, rng=rng, more_ef_search=more_ef_search,
                                             **options) for size in sizes]
             with connect(admin_url) as conn:
-                server = {name: _server_setting(conn, name) for name in ("server_version", "shared_buffers")}
+                server = {name: migration_sql.server_setting(conn, name)
+                          for name in ("server_version", "shared_buffers")}
         finally:
             stop_embedded_database(pgdata)
     return {"benchmark": "match", "scenario": "two_models" if two_models else "one_model",
@@ -243,7 +229,7 @@ def _bench_one_model(admin_url: str, size: int, *, queries: int, k: int, ef_sear
     with Database(url, max_size=1) as db:
         start = time.perf_counter()
         with db.transaction() as conn:
-            first_id = _insert_implants(conn, size // per_implant)
+            first_id = catalog.add_numbered_implants(conn, size // per_implant)
             model = _load_model(conn, MAIN, synthetic_centres(size // per_implant, rng, structured),
                                 first_id=first_id, per_implant=per_implant, queries=queries, k=k, rng=rng)
         load_seconds = time.perf_counter() - start
@@ -279,7 +265,7 @@ def _bench_two_models(admin_url: str, size: int, *, queries: int, k: int, ef_sea
     retrained_implants = round(size * minority) // per_implant
     with Database(url, max_size=1) as db:
         with db.transaction() as conn:
-            first_id = _insert_implants(conn, implants)
+            first_id = catalog.add_numbered_implants(conn, implants)
             centres = synthetic_centres(implants, rng, structured)
             models = [_load_model(conn, MAIN, centres, first_id=first_id, per_implant=per_implant,
                                   queries=queries, k=k, rng=rng),

@@ -85,10 +85,11 @@ def bench_identify_command(settings: Settings, as_json: bool, films: int) -> Non
         click.echo(json.dumps(report))
         return
     click.echo(f"{report['model_id']} on {report['device']}, {films} rendered films per generator")
-    for renderer, row in report["renderers"].items():
-        stages = ", ".join(f"{name} {ms} ms" for name, ms in row["stages_ms"].items())
-        click.echo(f"{renderer}: {row['one_at_a_time_ms']} ms per film one at a time, {row['batched_ms']} ms batched "
-                   f"({row['pixels_per_film'] / 1e6:.2f} Mpx, {row['implants_per_film']} implants per film; {stages})")
+    for renderer, result in report["renderers"].items():
+        stages = ", ".join(f"{name} {ms} ms" for name, ms in result["stages_ms"].items())
+        click.echo(f"{renderer}: {result['one_at_a_time_ms']} ms per film one at a time, "
+                   f"{result['batched_ms']} ms batched ({result['pixels_per_film'] / 1e6:.2f} Mpx, "
+                   f"{result['implants_per_film']} implants per film; {stages})")
 
 
 @bench_group.command("match")
@@ -129,21 +130,21 @@ def bench_match_command(as_json: bool, sizes: tuple[int, ...], queries: int, ef_
     click.echo(f"{report['data']} synthetic embeddings, {report['references_per_implant']} references per "
                f"implant, ef_search {report['ef_search']}, {report['queries']} queries, "
                f"shared_buffers {report['server']['shared_buffers']}")
-    for row in report["results"]:
+    for result in report["results"]:
         if report["scenario"] == "one_model":
-            hnsw = row["hnsw"]
-            click.echo(f"{row['references']:>8} refs: HNSW p50 {hnsw['p50_ms']} ms p99 {hnsw['p99_ms']} ms"
-                       f" | exact p50 {row['exact']['p50_ms']} ms p99 {row['exact']['p99_ms']} ms"
-                       f" | x{row['exact_over_hnsw_p50']} | recall@3 {row['recall_at_3']}"
-                       f" | index build {row['index_build_s']} s, {row['index_mb']} MB")
-            for other in row["ef_search_sweep"][1:]:
+            hnsw = result["hnsw"]
+            click.echo(f"{result['references']:>8} refs: HNSW p50 {hnsw['p50_ms']} ms p99 {hnsw['p99_ms']} ms"
+                       f" | exact p50 {result['exact']['p50_ms']} ms p99 {result['exact']['p99_ms']} ms"
+                       f" | x{result['exact_over_hnsw_p50']} | recall@3 {result['recall_at_3']}"
+                       f" | index build {result['index_build_s']} s, {result['index_mb']} MB")
+            for other in result["ef_search_sweep"][1:]:
                 click.echo(f"{'':>14}ef_search {other['ef_search']}: p50 {other['p50_ms']} ms p99 {other['p99_ms']} "
                            f"ms | recall@3 {other['recall_at_3']}")
             continue
-        for layout, measured in row["layouts"].items():
-            click.echo(f"{row['references']:>8} refs, {layout:<9} index ({measured['index_build_s']} s, "
+        for layout, measured in result["layouts"].items():
+            click.echo(f"{result['references']:>8} refs, {layout:<9} index ({measured['index_build_s']} s, "
                        f"{measured['index_mb']} MB):")
-            for model_id, counts in row["models"].items():
+            for model_id, counts in result["models"].items():
                 m = measured[model_id]
                 click.echo(f"    {model_id:<16} {counts['references']:>8} refs: p50 {m['p50_ms']} ms "
                            f"p99 {m['p99_ms']} ms | recall@3 {m['recall_at_3']} | "
@@ -167,9 +168,9 @@ def bench_webhook_command(as_json: bool, count: int) -> None:
         click.echo(json.dumps(report))
         return
     click.echo(f"{'scenario':<10} {'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}  statuses")
-    for row in report["results"]:
-        click.echo(f"{row['scenario']:<10} {row['concurrency']:>7} {row['requests']:>8} {row['p50_ms']:>8} "
-                   f"{row['p99_ms']:>8} {row['throughput_rps']:>7}  {row['statuses']}")
+    for result in report["results"]:
+        click.echo(f"{result['scenario']:<10} {result['concurrency']:>7} {result['requests']:>8} {result['p50_ms']:>8} "
+                   f"{result['p99_ms']:>8} {result['throughput_rps']:>7}  {result['statuses']}")
 
 
 @bench_group.command("intake")
@@ -194,16 +195,17 @@ def bench_intake_command(as_json: bool, scenarios: str, scale: int) -> None:
         click.echo(json.dumps(report))
         return
     click.echo("mix: " + ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in report["mix_bytes"].items()))
-    for row in report["results"]:
-        if "error" in row:
-            click.echo(f"{row['scenario']}: failed ({row['error']})\n{row['stderr_tail']}")
+    for result in report["results"]:
+        if "error" in result:
+            click.echo(f"{result['scenario']}: failed ({result['error']})\n{result['stderr_tail']}")
             continue
-        busy, idle = row["health_during_fetch"], row["health_idle"]
-        click.echo(f"{row['scenario']:<11} peak RSS {row['peak_rss_mib']:7.0f} MiB (before fetch "
-                   f"{row['peak_rss_before_fetch_mib']:.0f}), children's peak {row['children_peak_rss_mib']:.0f} MiB, "
-                   f"fetch {row['fetch_seconds']} s, /health p50 {busy.get('p50_ms')} ms max {busy.get('max_ms')} ms "
+        busy, idle = result["health_during_fetch"], result["health_idle"]
+        click.echo(f"{result['scenario']:<11} peak RSS {result['peak_rss_mib']:7.0f} MiB (before fetch "
+                   f"{result['peak_rss_before_fetch_mib']:.0f}), "
+                   f"children's peak {result['children_peak_rss_mib']:.0f} MiB, fetch {result['fetch_seconds']} s, "
+                   f"/health p50 {busy.get('p50_ms')} ms max {busy.get('max_ms')} ms "
                    f"(idle p50 {idle.get('p50_ms')} ms)")
-        for film, outcome in row["films"].items():
+        for film, outcome in result["films"].items():
             click.echo(f"    {film:<18} {outcome}")
 
 
