@@ -133,6 +133,11 @@ def upsert_implant(
     return implant
 
 
+def set_spec(conn: Connection, implant_id: int, spec: dict[str, Any]) -> None:
+    """Keep the spec sheet an implant system's reference films were rendered from."""
+    conn.execute("UPDATE implants SET spec = %s WHERE id = %s", (Jsonb(spec), implant_id))
+
+
 def add_numbered_implants(conn: Connection, count: int, *, manufacturer: str = "Bench") -> int:
     """`count` implant systems of one manufacturer, "System 1" to "System <count>", in one statement (the
     scratch catalogs of `raiox bench match`); returns the first one's id, the others' following it in order

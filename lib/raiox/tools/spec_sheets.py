@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raiox.repository import catalog
@@ -168,7 +167,7 @@ def import_specs(services: Services, specs: list[SpecSheet], *, films_per_system
                 conn, spec.manufacturer, spec.system, implant_type="tapered" if spec.body != "parallel"
                 else "parallel-walled", connection=spec.connection, notes="rendered from its spec sheet",
                 diameter_mm=(min(diameters), max(diameters)), length_mm=(min(lengths), max(lengths)))
-            conn.execute("UPDATE implants SET spec = %s WHERE id = %s", (Jsonb(spec.model_dump()), implant.id))
+            catalog.set_spec(conn, implant.id, spec.model_dump())
             for position, film in enumerate(films):
                 stored = services.store.put(film, namespace="references", extension=".png")
                 reference = embedded.references[position]

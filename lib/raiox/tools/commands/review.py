@@ -103,9 +103,9 @@ def status_command(services: Services, as_json: bool) -> None:
     for warning in report["warnings"]:
         click.echo(f"warning: {warning}")
     click.echo(f"{'jobs':<8} {'due':>5} {'retry':>6} {'running':>8} {'failed':>7}  oldest due")
-    for kind, row in report["jobs"].items():
-        click.echo(f"{kind:<8} {row['due']:>5} {row['waiting_to_retry']:>6} {row['running']:>8} {row['failed']:>7}"
-                   f"  {row['oldest_due_seconds']:.0f} s")
+    for kind, counts in report["jobs"].items():
+        click.echo(f"{kind:<8} {counts['due']:>5} {counts['waiting_to_retry']:>6} {counts['running']:>8} "
+                   f"{counts['failed']:>7}  {counts['oldest_due_seconds']:.0f} s")
     click.echo("cases    " + ", ".join(f"{status} {n}" for status, n in sorted(report["cases"].items())))
     click.echo(f"needs attention {report['needs_attention']}, failed deliveries {report['failed_deliveries']}")
     for name, beat in report["heartbeats"].items():

@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 import requests
+from psycopg.rows import dict_row
 from pydantic import SecretStr, ValidationError
 
+from raiox.repository import migrations
 from raiox.settings import Settings, redact_url
 from raiox.tools.deploy.envfile import Resolved, breaks_yaml
 from raiox.tools.deploy.manifest import function_settings, manifest_functions, optional_names, placeholders
@@ -102,15 +104,16 @@ def _check_function_settings(function: str, environment: dict[str, str], resolve
 
 def check_database(database_url: str) -> list[Finding]:
     try:
-        with psycopg.connect(database_url, connect_timeout=int(NETWORK_TIMEOUT_SECONDS)) as connection:
-            row = connection.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        with psycopg.connect(database_url, connect_timeout=int(NETWORK_TIMEOUT_SECONDS),
+                             row_factory=dict_row) as connection:
+            pgvector = migrations.server_info(connection).pgvector
     except psycopg.Error as exc:
         return [_problem("database", f"cannot connect to {redact_url(database_url)} "
                                      f"({type(exc).__name__}: {_first_line(exc)})")]
-    if row is None:
+    if pgvector is None:
         return [_problem("database", "reachable, but pgvector is not installed: run `raiox db migrate` with "
                                      "this DATABASE_URL")]
-    return [_ok("database", f"reachable, pgvector {row[0]}")]
+    return [_ok("database", f"reachable, pgvector {pgvector}")]
 
 
 def check_bucket(storage_url: str, endpoint: str | None, region: str, key: str, secret: str) -> list[Finding]:
