@@ -42,7 +42,7 @@ def dev_command(settings: Settings, host: str, port: int, local_reviewer: bool, 
     in dev mode a sign-in for the admin page is printed (reviewer `local-reviewer`, a new password on every
     start). The access log leaves out query strings (they carry tokens). SIGINT (Ctrl-C) and SIGTERM stop it,
     and the embedded PostgreSQL with it; one an earlier run left running is reused, never started twice."""
-    stop_on_sigterm()
+    stop_on_signals()
     port = port or free_port(host)
     try:
         _run_dev(settings, host, port, local_reviewer=local_reviewer, demo=demo)
@@ -67,14 +67,16 @@ def _run_dev(settings: Settings, host: str, port: int, *, local_reviewer: bool, 
         _serve(server, serving, services, host, port, local_reviewer=local_reviewer, demo=demo)
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a service manager, `kill`) ends the process as Ctrl-C does, so its `finally` blocks run and the
-    embedded PostgreSQL it started is stopped; Python's default would end it on the spot."""
+def stop_on_signals() -> None:
+    """SIGTERM (a service manager, `kill`) and SIGINT end the process as Ctrl-C does, so its `finally` blocks run
+    and the embedded PostgreSQL it started is stopped. Python's default would end it on the spot at SIGTERM, and
+    would leave SIGINT ignored when the process was started so (a script's background job, some CI runners)."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def _serve(server: BaseWSGIServer, serving: threading.Thread, services: Services, host: str, port: int, *,
