@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from scipy import ndimage
 
@@ -302,13 +303,10 @@ def _periodicity(edges: list[np.ndarray], metal: np.ndarray, diameter: float) ->
         ripple = ripple - ndimage.uniform_filter1d(ripple, size=window, mode="nearest")
         # A floor of a ripple 1.5 % of the diameter deep: a smooth wall's noise is no thread
         energy = ndimage.uniform_filter1d(ripple * ripple, size=window, mode="nearest") + (0.015 * diameter) ** 2
-        best = np.zeros(len(metal))
-        for lag in lags:
-            shifted = np.roll(ripple, -lag)
-            shifted[-lag:] = 0
-            product = ndimage.uniform_filter1d(ripple * shifted, size=window, mode="nearest")
-            best = np.maximum(best, product / energy)
-        scores += best
+        # Row k of `ahead` is the ripple lags[k] rows further on (zero past the end): every lag in one pass.
+        ahead = sliding_window_view(np.concatenate([ripple, np.zeros(int(lags[-1]))]), len(ripple))[lags]
+        products = ndimage.uniform_filter1d(ripple * ahead, size=window, axis=1, mode="nearest")
+        scores += np.maximum(products.max(axis=0) / energy, 0.0)
     scores = scores / len(edges)
     scores[~metal] = 0.0
     return np.clip(scores, 0.0, 1.0)
@@ -455,7 +453,7 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
     """The implants on a film, most implant-like first (at most `limit`); one fallback finding (found=False,
     the whole film) when nothing implant-like stands out."""
     grey = _grey(image)
-    findings: list[Finding] = []
+    located: list[_Located] = []
     sample = grey[::4, ::4]
     film_median, film_high = float(np.median(sample)), float(np.percentile(sample, 99.8))
     for candidate in _candidates(grey):
@@ -463,13 +461,27 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
         implant = _measure(profile)
         if implant is None or implant.score <= 0:
             continue
-        findings.append(_finding(grey, candidate, profile, implant))
-    findings = _distinct(sorted(findings, key=lambda f: -f.score))
-    implants = [f for f in findings if f.score >= 0.35 * findings[0].score] if findings else []
-    return implants[:limit] or [whole_film(grey)]
+        located.append(_locate(candidate, profile, implant))
+    distinct = _distinct(sorted(located, key=lambda f: -f.score))
+    implants = [f for f in distinct if f.score >= 0.35 * distinct[0].score][:limit] if distinct else []
+    # Only the implants kept are cropped (most candidates are not).
+    return [Finding(_normalised(_sample(grey, _Frame(f.platform_xy, f.apex_xy, f.diameter_px), CROP_WIDTH,
+                                        CROP_HEIGHT)), f.platform_xy, f.apex_xy, f.diameter_px, True, f.score, f.margin)
+            for f in implants] or [whole_film(grey)]
 
 
-def _finding(grey: np.ndarray, candidate: _Candidate, profile: _Profile, implant: _Implant) -> Finding:
+@dataclass(frozen=True)
+class _Located:
+    """An implant found on the film, before it is cropped."""
+
+    platform_xy: tuple[float, float]
+    apex_xy: tuple[float, float]
+    diameter_px: float
+    score: float
+    margin: float
+
+
+def _locate(candidate: _Candidate, profile: _Profile, implant: _Implant) -> _Located:
     cx, cy = candidate.centre
     ax, ay = candidate.axis
     length = candidate.extent[1] - candidate.extent[0]
@@ -486,14 +498,12 @@ def _finding(grey: np.ndarray, candidate: _Candidate, profile: _Profile, implant
 
     top, bottom = film(implant.start), film(implant.end)
     platform, apex = (top, bottom) if implant.platform_at_start else (bottom, top)
-    diameter = implant.diameter * profile.scale
-    crop = _normalised(_sample(grey, _Frame(platform, apex, diameter), CROP_WIDTH, CROP_HEIGHT))
-    return Finding(crop, platform, apex, diameter, True, implant.score, implant.margin)
+    return _Located(platform, apex, implant.diameter * profile.scale, implant.score, implant.margin)
 
 
-def _distinct(findings: list[Finding]) -> list[Finding]:
+def _distinct(findings: list[_Located]) -> list[_Located]:
     """One finding per implant: a weaker one whose axis lies within a stronger one's body is the same implant."""
-    kept: list[Finding] = []
+    kept: list[_Located] = []
     for finding in findings:
         centre = ((finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2)
         if not any(_inside(centre, other) for other in kept):
@@ -501,7 +511,7 @@ def _distinct(findings: list[Finding]) -> list[Finding]:
     return kept
 
 
-def _inside(point: tuple[float, float], finding: Finding) -> bool:
+def _inside(point: tuple[float, float], finding: _Located) -> bool:
     (px, py), (ax, ay) = finding.platform_xy, finding.apex_xy
     length = max(math.hypot(ax - px, ay - py), 1e-6)
     along = ((point[0] - px) * (ax - px) + (point[1] - py) * (ay - py)) / length
