@@ -2,7 +2,9 @@
 crops it (turned platform-up with the ground truth when it guessed the ends wrong), the same crop upside
 down (for the orientation head), and the shape attributes of its system at the size drawn.
 
-A cache is a folder of `shard-NNNNN.npz` files plus `systems.json`; building it resumes where it stopped.
+A cache is a folder of `<renderer>-<systems>x<films>s<seed>-NNNNN.npz` shards plus `systems.json`; building it
+resumes where it stopped, and a build with another renderer, seed or count of films adds its films beside the
+others (training reads every shard). System numbers are the same in every build: the first N of one list.
 """
 
 from __future__ import annotations
@@ -132,14 +134,17 @@ def build_cache(out: Path, designs: Sequence[ImplantDesign], *, films_per_system
 
     _trainable(renderer)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "systems.json").write_text(json.dumps([asdict(d) for d in designs]))
+    listed = out / "systems.json"
+    if not listed.exists() or len(json.loads(listed.read_text())) < len(designs):
+        listed.write_text(json.dumps([asdict(d) for d in designs]))
     rng = np.random.default_rng(seed)
     items = [(number, asdict(design), int(rng.integers(0, 2**31 - 1)))
              for number, design in enumerate(designs) for _ in range(films_per_system)]
     order = rng.permutation(len(items))
     items = [items[i] for i in order]
     shards = [items[i:i + SHARD_FILMS] for i in range(0, len(items), SHARD_FILMS)]
-    todo = [(n, shard) for n, shard in enumerate(shards) if not (out / f"{renderer}-{n:05d}.npz").exists()]
+    layout = f"{renderer}-{len(designs)}x{films_per_system}s{seed}"
+    todo = [(n, shard) for n, shard in enumerate(shards) if not (out / f"{layout}-{n:05d}.npz").exists()]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 2, mp_context=context) as pool, \
             tqdm(total=len(items), initial=(len(shards) - len(todo)) * SHARD_FILMS, desc=f"rendering {renderer}",
@@ -148,7 +153,7 @@ def build_cache(out: Path, designs: Sequence[ImplantDesign], *, films_per_system
         for future in _as_completed(futures):
             n = futures[future]
             arrays = future.result()
-            path = out / f"{renderer}-{n:05d}.npz"
+            path = out / f"{layout}-{n:05d}.npz"
             np.savez(path.with_suffix(".tmp.npz"), allow_pickle=True, **arrays)
             path.with_suffix(".tmp.npz").rename(path)
             bar.update(len(arrays["systems"]))

@@ -263,7 +263,8 @@ def render_films_command(out: Path, rendered: str, renderer: str, skip: int, fil
 def render_cache_command(out: Path, renderer: str, systems: int, films_per_system: int, seed: int,
                          workers: int | None) -> None:
     """Render training films once into OUT (outside git): each film's implant as the canonicaliser crops it,
-    for `raiox train --cache`. Resumes where an interrupted run stopped."""
+    for `raiox train --cache`. Resumes where an interrupted run stopped; another renderer, seed or number of
+    films adds its films beside those already in OUT."""
     from raiox.tools.implant_designs import random_systems
     from raiox.tools.quality import TRAIN_SYSTEMS_SEED
     from raiox.tools.shape_data import build_cache
