@@ -16,7 +16,7 @@ from raiox.shape.identifier import ShapeIdentifier
 from raiox.tools.implant_designs import random_systems
 from raiox.tools.render import render
 from raiox.tools.shape_data import build_cache, load_cache
-from raiox.tools.shape_train import ShapeTraining, augment, fine_tune_on_films, train_shape
+from raiox.tools.shape_train import ShapeTraining, _vary_look, augment, fine_tune_on_films, train_shape
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,15 @@ def test_the_cache_holds_crops_both_ways_up_and_resumes(cache: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")} == stamp  # nothing rendered twice
 
 
+def test_more_films_of_the_same_systems_add_up_in_one_cache(tmp_path: Path) -> None:
+    build_cache(tmp_path, random_systems(3, seed=77), films_per_system=2, renderer="flat", seed=1, workers=1,
+                progress=False)
+    build_cache(tmp_path, random_systems(2, seed=77), films_per_system=2, renderer="flat", seed=2, workers=1,
+                progress=False)
+    assert np.bincount(load_cache(tmp_path)["systems"]).tolist() == [4, 4, 2]
+    assert len(json.loads((tmp_path / "systems.json").read_text())) == 3  # the longer list is kept
+
+
 def test_augmentation_is_reproducible_from_its_seed_and_varies_between_seeds() -> None:
     import torch
 
@@ -46,6 +55,25 @@ def test_augmentation_is_reproducible_from_its_seed_and_varies_between_seeds() -
     assert first.shape == crops.shape and 0 <= float(first.min()) and float(first.max()) <= 255
     assert torch.equal(first, augment(crops, torch.Generator().manual_seed(1)))
     assert not torch.allclose(first, augment(crops, torch.Generator().manual_seed(2)))
+
+
+def test_another_look_saturates_the_metal_on_some_crops_but_never_the_bone_around_it() -> None:
+    import torch
+
+    crop = torch.full((CROP_HEIGHT, CROP_WIDTH), 0.4)
+    crop[20:120, 16:48] = 0.72  # a grey implant, as the flat generator draws one, its threads a little brighter
+    crop[20:120:8, 16:48] = 0.8
+    batch = crop.expand(64, 1, CROP_HEIGHT, CROP_WIDTH).clone()
+    generator = torch.Generator().manual_seed(3)
+
+    def rand(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(64, generator=generator)
+
+    looks = _vary_look(batch, rand, generator)[:, 0]
+    metal, bone = looks[:, 30:110, 20:44], looks[:, 150:, :]
+    saturated = (metal > 0.97).float().mean(dim=(1, 2)) > 0.9
+    assert 10 <= int(saturated.sum()) <= 50  # a part of the batch, not all of it
+    assert float(bone.median(dim=1).values.median(dim=1).values.max()) < 0.8
 
 
 def test_training_checkpoints_resumes_and_writes_a_loadable_encoder(cache: Path, tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ def augment(crops: Any, generator: Any) -> Any:
     theta[:, 1, 2] = rand(-0.07, 0.07)
     grid = torch.nn.functional.affine_grid(theta, [n, 1, height, width], align_corners=False)
     x = torch.nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    x = x.clamp(1e-4, 1) ** rand(0.65, 1.5).view(n, 1, 1, 1)
+    x = _vary_look(x, rand, generator)
+    x = x.clamp(1e-4, 1) ** rand(0.6, 1.6).view(n, 1, 1, 1)
     x = (x - 0.5) * rand(0.75, 1.25).view(n, 1, 1, 1) + 0.5 + rand(-0.1, 0.1).view(n, 1, 1, 1)
     sigma = float(torch.rand(1, generator=generator)) * 1.3
     if sigma > 0.3:
@@ -81,6 +82,40 @@ def augment(crops: Any, generator: Any) -> Any:
         x = torch.nn.functional.conv2d(x, taps.view(1, 1, -1, 1), padding=(radius, 0))
     x = x + rand(0.0, 0.05).view(n, 1, 1, 1) * torch.randn(x.shape, device=device, generator=generator)
     return (x.clamp(0, 1) * 255).squeeze(1)
+
+
+def _vary_look(x: Any, rand: Any, generator: Any) -> Any:
+    """Another film generator's look of the same crop: the metal saturated to white (a denser exposure, as
+    film and most digital sensors show titanium; only the outline's threads remain), a sharpened edge, uneven
+    bone density at two scales. Each applied to a random part of the batch, so the encoder learns the outline
+    and profile that every look shares rather than one renderer's shading."""
+    import torch
+
+    n, _, height, width = x.shape
+    device = x.device
+
+    def some(share: float) -> Any:
+        return (torch.rand(n, device=device, generator=generator) < share).float().view(n, 1, 1, 1)
+
+    def smooth_noise(rows: int, cols: int) -> Any:
+        noise = torch.randn(n, 1, rows, cols, device=device, generator=generator)
+        return torch.nn.functional.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)
+
+    # Saturate: the brightest 3–20 % of the crop goes to white, never the bone around it (well above the median).
+    ordered = x.flatten(1).sort(dim=1).values
+    rank = (rand(0.8, 0.97) * (ordered.shape[1] - 1)).long().view(n, 1)
+    ceiling = torch.maximum(ordered.gather(1, rank), ordered[:, ordered.shape[1] // 2:][:, :1] + 0.25)
+    ceiling = ceiling.clamp(max=1.0).view(n, 1, 1, 1)
+    floor = rand(0.0, 0.25).view(n, 1, 1, 1) * ceiling
+    saturated = ((x - floor) / (ceiling - floor)).clamp(0, 1)
+    x = torch.lerp(x, saturated, some(0.45))
+    # Sharpen: the edge overshoots as a processed digital film's does.
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    x = x + some(0.3) * rand(0.3, 1.5).view(n, 1, 1, 1) * (x - blurred)
+    # Bone: slow density changes and fine trabecular texture, mostly where the crop is not metal.
+    x = x + some(0.5) * rand(0.0, 0.15).view(n, 1, 1, 1) * smooth_noise(6, 2)
+    x = x + some(0.5) * rand(0.0, 0.08).view(n, 1, 1, 1) * smooth_noise(64, 16) * (1 - x).clamp(0, 1)
+    return x.clamp(0, 1)
 
 
 def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any,
