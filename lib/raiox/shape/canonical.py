@@ -465,9 +465,8 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
     distinct = _distinct(sorted(located, key=lambda f: -f.score))
     implants = [f for f in distinct if f.score >= 0.35 * distinct[0].score][:limit] if distinct else []
     # Only the implants kept are cropped (most candidates are not).
-    return [Finding(_normalised(_sample(grey, _Frame(f.platform_xy, f.apex_xy, f.diameter_px), CROP_WIDTH,
-                                        CROP_HEIGHT)), f.platform_xy, f.apex_xy, f.diameter_px, True, f.score, f.margin)
-            for f in implants] or [whole_film(grey)]
+    return [Finding(_crop(grey, f.platform_xy, f.apex_xy, f.diameter_px), f.platform_xy, f.apex_xy, f.diameter_px,
+                    True, f.score, f.margin) for f in implants] or [whole_film(grey)]
 
 
 @dataclass(frozen=True)
@@ -532,4 +531,9 @@ def whole_film(grey: np.ndarray) -> Finding:
 def canonical_crop(image: Image.Image, platform_xy: tuple[float, float], apex_xy: tuple[float, float],
                    diameter_px: float) -> np.ndarray:
     """The canonical crop of an implant whose axis and diameter are known (ground truth, a reviewer's mark)."""
-    return _normalised(_sample(_grey(image), _Frame(platform_xy, apex_xy, diameter_px), CROP_WIDTH, CROP_HEIGHT))
+    return _crop(_grey(image), platform_xy, apex_xy, diameter_px)
+
+
+def _crop(grey: np.ndarray, platform_xy: tuple[float, float], apex_xy: tuple[float, float],
+          diameter_px: float) -> np.ndarray:
+    return _normalised(_sample(grey, _Frame(platform_xy, apex_xy, diameter_px), CROP_WIDTH, CROP_HEIGHT))
