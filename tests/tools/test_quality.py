@@ -141,6 +141,24 @@ def test_eval_command_compares_a_previous_whole_film_encoder_in_the_same_run(tin
     assert results[0]["model_id"].endswith("-crop") and "+find" not in results[1]["model_id"]
 
 
+def test_eval_command_compares_a_previous_shape_encoder_on_the_same_films(tmp_path: Path) -> None:
+    from raiox.shape.identifier import SHIPPED_SHAPE_ENCODER
+
+    previous = tmp_path / "run.pt"
+    shutil.copy(SHIPPED_SHAPE_ENCODER, previous)
+    shutil.copy(SHIPPED_SHAPE_ENCODER.with_name(SHIPPED_SHAPE_ENCODER.name + ".json"), tmp_path / "run.pt.json")
+    run = subprocess.run([sys.executable, "-m", "raiox.tools.cli", "eval", "--json", "--rendered", "heldout3",
+                          "--renderer", "flat", "--references", "1", "--queries", "2", "--no-descriptor",
+                          "--previous", str(previous)],
+                         env={"RAIOX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    shipped, again = json.loads(run.stdout)["results"]
+    assert (shipped["name"], again["name"]) == ("identifier", "previous (shape encoder)")
+    assert again["model_id"] == shipped["model_id"] and "+find" in again["model_id"]  # the same weights, the same id
+    assert (again["top1"], again["top3"], again["queries"]) == (shipped["top1"], shipped["top3"], 6)
+
+
 def test_approvals_effect_adds_references_to_the_weakest_systems(tiny_encoder: Any) -> None:
     from raiox.tools.quality import approvals_effect
 

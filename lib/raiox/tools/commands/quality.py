@@ -61,8 +61,9 @@ def _report_lines(report: Any) -> list[str]:
 @click.option("--descriptor/--no-descriptor", default=True, show_default=True,
               help="Also evaluate the measured descriptor alone, in the same run.")
 @click.option("--previous", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Also evaluate a whole-film open_clip checkpoint with a sidecar, e.g. the encoder Raiox shipped "
-              "before identifying by shape (docs/quality.md says how to get it).")
+              help="Also evaluate another checkpoint on the same films: a shape encoder (e.g. the one shipped before "
+              "this one) or a whole-film open_clip checkpoint with a sidecar, such as the encoder Raiox shipped "
+              "before identifying by shape (docs/quality.md says how to get either).")
 @click.option("--approvals", default=0, show_default=True, type=click.IntRange(0),
               help="Also measure learning from approvals: this many approved films become references of the "
               "weakest quarter of systems, whose accuracy is shown before and after.")
@@ -80,7 +81,6 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
         renderers_named,
         segmentation,
         systems_by_name,
-        whole_film_embedder,
     )
 
     # Inputs first: loading the encoder takes seconds.
@@ -106,14 +106,7 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
             alone = ShapeIdentifier(identifier.model, descriptor_weight=1.0)
             contenders.append(("descriptor alone", "descriptor", *identifier_embedder(alone)))
         if previous is not None:
-            from raiox.adapters.encoder import Encoder, EncoderUnavailable, resolve_weights
-
-            try:
-                encoder = Encoder.load(*resolve_weights("", str(previous)), device=identifier.device)
-            except EncoderUnavailable as exc:
-                raise click.BadParameter(str(exc), param_hint="--previous") from None
-            embed = whole_film_embedder(encoder)
-            contenders.append(("previous (whole film)", encoder.model_id, embed, embed))
+            contenders.append(_previous_contender(previous, identifier))
         reports = []
         for generator in renderers_named(renderer):
             films = rendered_set(designs, generator, references=references, queries=queries,
@@ -250,6 +243,27 @@ def render_films_command(out: Path, rendered: str, renderer: str, skip: int, fil
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(f"wrote {count} films to {out}" + (f" and {out / 'catalog.jsonl'}" if manifest else ""))
+
+
+def _previous_contender(previous: Path, identifier: Any) -> tuple[str, str, Any, Any]:
+    """`--previous`: a shape encoder identifies as the configured one does (same finder and descriptor weight);
+    an open_clip checkpoint embeds the whole film, as Raiox matched before identifying by shape."""
+    from raiox.adapters.encoder import Encoder, EncoderUnavailable, resolve_weights
+    from raiox.shape import network
+    from raiox.shape.identifier import ShapeIdentifier, ShapeModel
+    from raiox.tools.quality import identifier_embedder, whole_film_embedder
+
+    try:
+        if network.is_shape_checkpoint(previous):
+            model, _, sidecar = network.load(previous)
+            other = ShapeIdentifier(ShapeModel(model, str(sidecar.get("name", "raiox-shape")), identifier.device),
+                                    descriptor_weight=identifier.descriptor_weight)
+            return ("previous (shape encoder)", other.model_id, *identifier_embedder(other))
+        encoder = Encoder.load(*resolve_weights("", str(previous)), device=identifier.device)
+    except EncoderUnavailable as exc:
+        raise click.BadParameter(str(exc), param_hint="--previous") from None
+    embed = whole_film_embedder(encoder)
+    return ("previous (whole film)", encoder.model_id, embed, embed)
 
 
 @click.command("render-cache")
