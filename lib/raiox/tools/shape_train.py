@@ -104,7 +104,8 @@ def _vary_look(x: Any, rand: Any, generator: Any) -> Any:
     # Saturate: the brightest 3–20 % of the crop goes to white, never the bone around it (well above the median).
     ordered = x.flatten(1).sort(dim=1).values
     rank = (rand(0.8, 0.97) * (ordered.shape[1] - 1)).long().view(n, 1)
-    ceiling = torch.maximum(ordered.gather(1, rank), ordered[:, ordered.shape[1] // 2:][:, :1] + 0.25)
+    median = ordered[:, ordered.shape[1] // 2].view(n, 1)
+    ceiling = torch.maximum(ordered.gather(1, rank), median + 0.25)
     ceiling = ceiling.clamp(max=1.0).view(n, 1, 1, 1)
     floor = rand(0.0, 0.25).view(n, 1, 1, 1) * ceiling
     saturated = ((x - floor) / (ceiling - floor)).clamp(0, 1)
