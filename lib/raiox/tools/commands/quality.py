@@ -250,14 +250,13 @@ def _previous_contender(previous: Path, identifier: Any) -> tuple[str, str, Any,
     an open_clip checkpoint embeds the whole film, as Raiox matched before identifying by shape."""
     from raiox.adapters.encoder import Encoder, EncoderUnavailable, resolve_weights
     from raiox.shape import network
-    from raiox.shape.identifier import ShapeIdentifier, ShapeModel
+    from raiox.shape.identifier import ShapeIdentifier
     from raiox.tools.quality import identifier_embedder, whole_film_embedder
 
     try:
         if network.is_shape_checkpoint(previous):
-            model, _, sidecar = network.load(previous)
-            other = ShapeIdentifier(ShapeModel(model, str(sidecar.get("name", "raiox-shape")), identifier.device),
-                                    descriptor_weight=identifier.descriptor_weight)
+            other = ShapeIdentifier.load("", str(previous), device=identifier.device,
+                                         descriptor_weight=identifier.descriptor_weight)
             return ("previous (shape encoder)", other.model_id, *identifier_embedder(other))
         encoder = Encoder.load(*resolve_weights("", str(previous)), device=identifier.device)
     except EncoderUnavailable as exc:
