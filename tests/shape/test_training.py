@@ -16,7 +16,14 @@ from raiox.shape.identifier import ShapeIdentifier
 from raiox.tools.implant_designs import random_systems
 from raiox.tools.render import render
 from raiox.tools.shape_data import build_cache, load_cache
-from raiox.tools.shape_train import ShapeTraining, _vary_look, augment, fine_tune_on_films, train_shape
+from raiox.tools.shape_train import (
+    ShapeTraining,
+    _vary_look,
+    augment,
+    fine_tune_on_films,
+    renderer_balance,
+    train_shape,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +52,12 @@ def test_more_films_of_the_same_systems_add_up_in_one_cache(tmp_path: Path) -> N
                 progress=False)
     assert np.bincount(load_cache(tmp_path)["systems"]).tolist() == [4, 4, 2]
     assert len(json.loads((tmp_path / "systems.json").read_text())) == 3  # the longer list is kept
+
+
+def test_each_generator_is_drawn_as_often_however_many_films_it_rendered_of_a_system() -> None:
+    chances = renderer_balance(np.asarray([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1], np.int8))
+    assert chances[:4].sum() == pytest.approx(0.5) and chances[4:].sum() == pytest.approx(0.5)
+    assert renderer_balance(np.asarray([1, 1, 1], np.int8)) == pytest.approx([1 / 3] * 3)
 
 
 def test_augmentation_is_reproducible_from_its_seed_and_varies_between_seeds() -> None:

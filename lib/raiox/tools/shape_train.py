@@ -148,6 +148,15 @@ def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any,
     return total, {**{k: float(v.detach()) for k, v in parts.items()}, "train_top1": right}
 
 
+def renderer_balance(renderers: np.ndarray) -> np.ndarray:
+    """Each film's chance of being drawn among one system's films: every generator in the cache equally likely,
+    however many films each rendered of the system (a cache that adds films of one generator does not drown
+    the other)."""
+    kinds, inverse, counts = np.unique(renderers, return_inverse=True, return_counts=True)
+    chance = 1.0 / (len(kinds) * counts[inverse])
+    return np.asarray(chance / chance.sum(), dtype=np.float64)
+
+
 def _schedule(step: int, steps: int, warmup: int = 300) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -209,6 +218,7 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
         rows_of_class.setdefault(int(labels_all[position]), []).append(int(position))
     usable = [c for c, rows in rows_of_class.items() if len(rows) >= 2]
     by_class = {c: np.asarray(rows_of_class[c]) for c in usable}
+    chances = {c: renderer_balance(data["renderer"][rows]) for c, rows in by_class.items()}
     crops = torch.from_numpy(data["crops"])
     upside = torch.from_numpy(data["upside_down"])
     attributes = torch.from_numpy(data["attributes"])
@@ -264,7 +274,7 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
         for group, lr in zip(optimizer.param_groups, base, strict=True):
             group["lr"] = lr * factor
         chosen = rng.choice(class_ids, size=min(run.systems_per_batch, len(class_ids)), replace=False)
-        index = np.concatenate([rng.choice(by_class[c], size=run.films_per_system,
+        index = np.concatenate([rng.choice(by_class[c], size=run.films_per_system, p=chances[c],
                                            replace=len(by_class[c]) < run.films_per_system) for c in chosen])
         batch = augment(crops[index], generator).contiguous()
         flip_index = index[rng.choice(len(index), size=len(index) // 4, replace=False)]
