@@ -10,6 +10,7 @@ import pytest
 from raiox.database import Connection, Database
 from raiox.embed.matching import find_candidates
 from raiox.repository import catalog
+from raiox.tools.quality import rank_systems
 
 MODEL = "test-model"
 
@@ -55,12 +56,15 @@ def test_top_k_gives_distinct_implants_best_first(db: Database, clustered_catalo
             assert len({c.implant_id for c in candidates}) == 3  # never two slots for one implant
             sims = [c.similarity for c in candidates]
             assert sims == sorted(sims, reverse=True)
-            # The reported similarity is the cosine similarity of that implant's best reference.
-            best = conn.execute(
-                "SELECT max(1 - (embedding <=> %s)) AS s FROM reference_images "
-                "WHERE implant_id = %s AND model_id = %s", (centres[target], candidates[0].implant_id, MODEL)
-            ).fetchone()["s"]
-            assert candidates[0].similarity == pytest.approx(best, abs=1e-5)
+            # The reported similarity blends the cosines of that implant's two best references; the reference
+            # shown is its best.
+            rows = conn.execute(
+                "SELECT id, 1 - (embedding <=> %s) AS s FROM reference_images WHERE implant_id = %s AND model_id = %s "
+                "ORDER BY s DESC LIMIT 2", (centres[target], candidates[0].implant_id, MODEL)).fetchall()
+            weight = catalog.SECOND_REFERENCE_WEIGHT
+            assert candidates[0].similarity == pytest.approx((rows[0]["s"] + weight * rows[1]["s"]) / (1 + weight),
+                                                             abs=1e-5)
+            assert candidates[0].reference_image_id == rows[0]["id"]
 
 
 def test_models_are_never_compared(db: Database, clustered_catalog: dict) -> None:
@@ -119,17 +123,23 @@ def test_top_k_statement_uses_the_models_own_hnsw_index(db: Database) -> None:
     _two_model_catalog(db, rng, {MODEL: 100, RETRAINED: 40})
     with db.transaction() as conn:
         for model, other in ((MODEL, RETRAINED), (RETRAINED, MODEL)):
-            params = {"query": _unit(rng.normal(size=512)), "model_id": model, "k": 3, "candidates": 64}
+            params = {"query": _unit(rng.normal(size=512)), "model_id": model, "k": 3, "candidates": 64,
+                      "second_weight": catalog.SECOND_REFERENCE_WEIGHT,
+                      "same_picture": catalog.SAME_PICTURE_SIMILARITY}
             plan = _plan(conn, catalog.TOP_IMPLANTS_SQL, params)
             assert catalog.model_index_name(model) in plan, plan
             assert catalog.model_index_name(other) not in plan
         # A model without an index of its own is never matched through another model's graph: exact scan.
-        params = {"query": _unit(rng.normal(size=512)), "model_id": "no-index-yet", "k": 3, "candidates": 64}
+        params = {"query": _unit(rng.normal(size=512)), "model_id": "no-index-yet", "k": 3, "candidates": 64,
+                      "second_weight": catalog.SECOND_REFERENCE_WEIGHT,
+                      "same_picture": catalog.SAME_PICTURE_SIMILARITY}
         assert "hnsw" not in _plan(conn, catalog.TOP_IMPLANTS_SQL, params)
         # The control: ordering by an expression of the distance cannot use the index.
         by_expression = catalog.TOP_IMPLANTS_SQL.replace(
             "ORDER BY embedding <=> %(query)s", "ORDER BY 1 - (embedding <=> %(query)s) DESC")
-        params = {"query": _unit(rng.normal(size=512)), "model_id": MODEL, "k": 3, "candidates": 64}
+        params = {"query": _unit(rng.normal(size=512)), "model_id": MODEL, "k": 3, "candidates": 64,
+                      "second_weight": catalog.SECOND_REFERENCE_WEIGHT,
+                      "same_picture": catalog.SAME_PICTURE_SIMILARITY}
         assert catalog.model_index_name(MODEL) not in _plan(conn, by_expression, params)
     assert {row["tablename"] for row in _indexes(db) if "hnsw" in row["indexname"]} == {"reference_images"}
     assert not [row for row in _indexes(db) if row["indexname"] == "reference_images_embedding_hnsw"]
@@ -158,10 +168,7 @@ def test_minority_model_gets_exact_answers_from_its_own_index(
     with caplog.at_level(logging.INFO, logger="raiox.embed.matching"), db.transaction() as conn:
         before = conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass) AS n", (index,)).fetchone()["n"]
         for query in queries:
-            best = {}
-            for implant_id, similarity in zip(implants, vectors @ query, strict=True):
-                best[implant_id] = max(best.get(implant_id, -2.0), float(similarity))
-            exact = sorted(best, key=lambda implant_id: -best[implant_id])[:3]
+            exact = [int(label) for label, _ in rank_systems(query, vectors, implants.astype(str).tolist())[:3]]
             assert [c.implant_id for c in find_candidates(conn, query, RETRAINED, k=3)] == exact
         scans = conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass) AS n", (index,)).fetchone()["n"]
     assert scans - before == len(queries)

@@ -56,12 +56,23 @@ def test_new_films_show_other_sizes_than_the_references() -> None:
         assert all(d.sizes == ((d.length_mm,), (d.diameter_mm,)) for d in references + queries)
 
 
-def test_rank_systems_keeps_each_systems_best_reference_over_every_implant() -> None:
-    refs = np.eye(4, dtype=np.float32)
-    ranked = rank_systems(np.array([0.9, 0.1, 0.8, 0.0], dtype=np.float32), refs, ["a", "b", "a", "c"])
-    assert [label for label, _ in ranked] == ["a", "b", "c"] and ranked[0][1] == pytest.approx(0.9)
-    two = np.array([[0.0, 0.2, 0.0, 0.1], [0.0, 0.0, 0.0, 0.95]], dtype=np.float32)  # a film with two implants
-    assert rank_systems(two, refs, ["a", "b", "a", "c"])[0] == ("c", pytest.approx(0.95))
+def test_rank_systems_blends_each_systems_two_best_references_and_keeps_its_best_implant() -> None:
+    refs = np.eye(5, dtype=np.float32)
+    labels = ["a", "b", "a", "c", "a"]
+    ranked = rank_systems(np.array([0.9, 0.1, 0.6, 0.0, 0.2], dtype=np.float32), refs, labels)
+    assert [label for label, _ in ranked] == ["a", "b", "c"]
+    assert ranked[0][1] == pytest.approx((0.9 + 0.5 * 0.6) / 1.5)  # its third reference plays no part
+    assert ranked[1][1] == pytest.approx(0.1)  # one reference counts twice
+    # One stray reference no longer wins against a system whose references agree.
+    stray = rank_systems(np.array([0.7, 0.9, 0.7, 0.0, 0.0], dtype=np.float32), np.eye(5, dtype=np.float32),
+                         ["a", "b", "a", "b", "b"])
+    assert [label for label, _ in stray] == ["a", "b"]
+    # The very same picture as a reference (a film sent again after its approval) decides alone.
+    again = rank_systems(np.array([0.7, 1.0, 0.7, 0.0, 0.0], dtype=np.float32), np.eye(5, dtype=np.float32),
+                         ["a", "b", "a", "b", "b"])
+    assert again[0] == ("b", pytest.approx(1.0))
+    two = np.array([[0.0, 0.2, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.95, 0.0]], dtype=np.float32)  # two implants
+    assert rank_systems(two, refs, labels)[0] == ("c", pytest.approx(0.95))
 
 
 def test_eval_reports_overall_per_slice_and_is_complete(tiny_encoder: Any) -> None:

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class Candidate(BaseModel):
-    """One proposed implant system; similarity is the cosine similarity of its best reference image."""
+    """One proposed implant system: its similarity (its two best references' cosines blended,
+    `catalog.SECOND_REFERENCE_WEIGHT`) and its best reference image."""
 
     rank: int
     implant_id: int

@@ -26,7 +26,8 @@ class ImplantSizes(Record):
 
 
 class NearestImplant(Record):
-    """An implant system near a vector: its best reference under the model and that reference's similarity."""
+    """An implant system near a vector: its best reference under the model and the system's similarity (its two
+    best references' cosines blended, SECOND_REFERENCE_WEIGHT)."""
 
     implant_id: int
     reference_image_id: int
@@ -201,24 +202,41 @@ def _retire_rendered(conn: Connection, implant_id: int, model_id: str) -> None:
         {"implant": implant_id, "model": model_id})
 
 
-# One statement: the HNSW scan yields `candidates` nearest references (bare `<=>` + LIMIT, so the index
-# is used), then each implant keeps its best reference and the k best implants are returned.
+# A system's similarity blends its best reference's cosine with its second best's (1 : this weight; a system with
+# one reference counts it twice): with four references of a system, one film cropped or turned badly no longer
+# decides alone. Measured with `raiox eval` (docs/quality.md, "Ranking systems").
+SECOND_REFERENCE_WEIGHT = 0.5
+# ...except that a reference of the very same picture (a film sent again after a reviewer approved it) decides alone.
+SAME_PICTURE_SIMILARITY = 0.9999
+
+# One statement: the HNSW scan yields `candidates` nearest references (bare `<=>` + LIMIT, so the index is used);
+# every reference of the implants among them is then compared exactly (few rows, through the implant_id index),
+# each implant scored on its two best, and the k best implants returned with their best reference.
 TOP_IMPLANTS_SQL = """
     WITH nearest AS (
-        SELECT id, implant_id, storage_key, embedding <=> %(query)s AS distance
+        SELECT implant_id
           FROM reference_images
          WHERE model_id = %(model_id)s
          ORDER BY embedding <=> %(query)s
          LIMIT %(candidates)s
+    ), scored AS (
+        SELECT implant_id, id, storage_key, 1 - (embedding <=> %(query)s) AS similarity,
+               row_number() OVER (PARTITION BY implant_id ORDER BY embedding <=> %(query)s, id) AS place
+          FROM reference_images
+         WHERE model_id = %(model_id)s AND implant_id IN (SELECT implant_id FROM nearest)
     ), best AS (
-        SELECT DISTINCT ON (implant_id) implant_id, id, storage_key, distance
-          FROM nearest
-         ORDER BY implant_id, distance, id
+        SELECT first.implant_id, first.id, first.storage_key,
+               CASE WHEN first.similarity >= %(same_picture)s THEN first.similarity
+                    ELSE (first.similarity + %(second_weight)s * coalesce(second.similarity, first.similarity))
+                         / (1 + %(second_weight)s) END AS similarity
+          FROM scored AS first
+          LEFT JOIN scored AS second ON second.implant_id = first.implant_id AND second.place = 2
+         WHERE first.place = 1
     )
-    SELECT best.implant_id, best.id AS reference_image_id, best.storage_key,
-           1 - best.distance AS similarity, implants.manufacturer, implants.system
+    SELECT best.implant_id, best.id AS reference_image_id, best.storage_key, best.similarity,
+           implants.manufacturer, implants.system
       FROM best JOIN implants ON implants.id = best.implant_id
-     ORDER BY best.distance, best.implant_id
+     ORDER BY best.similarity DESC, best.implant_id
      LIMIT %(k)s
 """
 
@@ -234,7 +252,9 @@ def top_implants(
     # Never a server-side prepared statement: only a plan made with the model id's value can use that
     # model's partial index (a generic plan cannot prove `model_id = $1` matches its predicate).
     return rows.many(conn, NearestImplant, TOP_IMPLANTS_SQL,
-                     {"query": query, "model_id": model_id, "k": k, "candidates": candidates}, prepare=False)
+                     {"query": query, "model_id": model_id, "k": k, "candidates": candidates,
+                      "second_weight": SECOND_REFERENCE_WEIGHT, "same_picture": SAME_PICTURE_SIMILARITY},
+                     prepare=False)
 
 
 # The per-model HNSW index (migration 0005 creates the same one, by the same name, for models present then).

@@ -71,7 +71,7 @@ def _load_model(conn: Connection, model_id: str, centres: np.ndarray, *, first_i
     # A query is a new film of a catalogued implant: its centre plus more noise than the references.
     targets = rng.integers(0, len(centres), size=queries)
     probes = _unit(centres[targets] + rng.normal(scale=0.4 / np.sqrt(512), size=(queries, 512)))
-    best = np.empty((len(centres), queries), dtype=np.float32)  # best similarity per implant and query
+    scores = np.empty((len(centres), queries), dtype=np.float32)  # each implant's similarity to each query
     with conn.cursor().copy("COPY reference_images (implant_id, storage_key, sha256, model_id, embedding) "
                             "FROM STDIN WITH (FORMAT BINARY)") as copy:
         copy.set_types(["bigint", "text", "text", "text", "vector"])
@@ -79,15 +79,17 @@ def _load_model(conn: Connection, model_id: str, centres: np.ndarray, *, first_i
             chunk = centres[start:start + _CHUNK]
             noise = rng.normal(scale=0.3 / np.sqrt(512), size=(len(chunk), per_implant, 512)).astype(np.float32)
             refs = _unit(chunk[:, None, :] + noise)
-            best[start:start + len(chunk)] = (refs.reshape(-1, 512) @ probes.T).reshape(
-                len(chunk), per_implant, queries).max(axis=1)
+            ranked = np.sort((refs.reshape(-1, 512) @ probes.T).reshape(len(chunk), per_implant, queries), axis=1)
+            second = ranked[:, -2] if per_implant > 1 else ranked[:, -1]  # as TOP_IMPLANTS_SQL scores an implant
+            scores[start:start + len(chunk)] = (ranked[:, -1] + catalog.SECOND_REFERENCE_WEIGHT * second) / (
+                1 + catalog.SECOND_REFERENCE_WEIGHT)  # (no reference is the query's own picture here)
             for offset, implant_refs in enumerate(refs):
                 number = start + offset
                 for ref_number, ref in enumerate(implant_refs):
                     sha = f"{number:032x}{ref_number:032x}"
                     copy.write_row((first_id + number, f"references/{sha[:2]}/{sha}.png", sha, model_id, ref))
     truth = []
-    for column in best.T:
+    for column in scores.T:
         top = np.argpartition(-column, k)[:k + 1] if len(column) > k + 1 else np.arange(len(column))
         ordered = sorted(top.tolist(), key=lambda number: (-column[number], number))[:k]
         truth.append({first_id + number for number in ordered})
