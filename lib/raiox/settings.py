@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         "weights.",
     )
     raiox_descriptor_weight: float = Field(
-        default=0.15, ge=0.0, le=0.9,
+        default=0.05, ge=0.0, le=0.9,
         description="Share of the measured shape descriptor in the similarity of two implants (the rest is the "
         "shape encoder's embedding); part of the model id. Not used with open_clip models.",
     )

@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_checkpoint_path_alone_loads_the_shape_encoder(checkpoint: Path) -> None:
     identifier = ShapeIdentifier.load("", str(checkpoint), device="cpu")
     assert identifier.model.kind == "shape" and identifier.model_id.startswith("raiox-shape-s@")
-    assert identifier.model_id.endswith(f"+find{FINDER_VERSION}-d0.15")
+    assert identifier.model_id.endswith(f"+find{FINDER_VERSION}-d0.05")
     again = ShapeIdentifier.load("", str(checkpoint), device="cpu", descriptor_weight=0.3)
     assert again.model_id != identifier.model_id  # the descriptor's share changes the vectors
 

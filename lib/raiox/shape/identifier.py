@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 EMBEDDING_DIM = 512  # the schema's vector(512)
 SHIPPED = "shipped"
 SHIPPED_SHAPE_ENCODER = Path(str(resources.files("raiox.shape") / "weights" / "shape-encoder.pt"))
+# The descriptor's share of the cosine (RAIOX_DESCRIPTOR_WEIGHT's default): as the encoder learnt to read shape,
+# a smaller share ranked better on every rendered held-out generator (docs/quality.md, "Ranking systems").
+DEFAULT_DESCRIPTOR_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,9 @@ class ClipCropModel:
 class ShapeIdentifier:
     """Loaded once per process (`Services.encoder`); thread-safe for `identify` and `encode`."""
 
-    def __init__(self, model: CropModel, *, descriptor_weight: float = 0.15, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 batch_size: int = 64, max_implants: int = 4, random_weights: bool = False) -> None:
+    def __init__(self, model: CropModel, *, descriptor_weight: float = DEFAULT_DESCRIPTOR_WEIGHT,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 64, max_implants: int = 4,
+                 random_weights: bool = False) -> None:
         self.model = model
         self.descriptor_weight = descriptor_weight if model.kind == "shape" else 0.0
         self.max_pixels = max_pixels
@@ -179,7 +183,8 @@ class ShapeIdentifier:
 
     @classmethod
     def load(cls, model_name: str, pretrained: str, *, device: str = "auto", batch_size: int = 64,
-             max_pixels: int = DEFAULT_MAX_PIXELS, descriptor_weight: float = 0.15) -> ShapeIdentifier:
+             max_pixels: int = DEFAULT_MAX_PIXELS,
+             descriptor_weight: float = DEFAULT_DESCRIPTOR_WEIGHT) -> ShapeIdentifier:
         device = _device(device)
         weights = SHIPPED_SHAPE_ENCODER if pretrained.strip() in ("", SHIPPED) else Path(pretrained)
         if (pretrained.strip() in ("", SHIPPED) or weights.suffix == ".pt") and network.is_shape_checkpoint(weights):
