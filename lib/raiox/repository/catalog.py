@@ -209,6 +209,13 @@ SECOND_REFERENCE_WEIGHT = 0.5
 # ...except that a reference of the very same picture (a film sent again after a reviewer approved it) decides alone.
 SAME_PICTURE_SIMILARITY = 0.9999
 
+
+def system_similarity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Systems' similarities from their best and second-best references' cosines (second = first for a system
+    with one reference), as TOP_IMPLANTS_SQL computes them."""
+    blended = (first + SECOND_REFERENCE_WEIGHT * second) / (1 + SECOND_REFERENCE_WEIGHT)
+    return np.asarray(np.where(first >= SAME_PICTURE_SIMILARITY, first, blended))
+
 # One statement: the HNSW scan yields `candidates` nearest references (bare `<=>` + LIMIT, so the index is used);
 # every reference of the implants among them is then compared exactly (few rows, through the implant_id index),
 # each implant scored on its two best, and the k best implants returned with their best reference.

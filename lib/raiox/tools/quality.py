@@ -148,21 +148,17 @@ def rank_systems(query: np.ndarray, references: np.ndarray, labels: Sequence[str
     (one query vector each), a system's similarity blends its best and second-best reference's cosines
     (1 : SECOND_REFERENCE_WEIGHT; the very same picture decides alone); the film keeps each system's best over its
     implants."""
-    weight = catalog.SECOND_REFERENCE_WEIGHT
     names = sorted(set(labels))
     column = {name: k for k, name in enumerate(names)}
     owner = np.asarray([column[label] for label in labels])
     best: dict[str, float] = {}
     for similarity in np.atleast_2d(query) @ references.T:
-        first = np.full(len(names), -np.inf)
-        second = np.full(len(names), -np.inf)
-        for system, value in zip(owner.tolist(), similarity.tolist(), strict=True):
-            if value > first[system]:
-                first[system], second[system] = value, first[system]
-            elif value > second[system]:
-                second[system] = value
-        second = np.where(np.isfinite(second), second, first)
-        scores = np.where(first >= catalog.SAME_PICTURE_SIMILARITY, first, (first + weight * second) / (1 + weight))
+        order = np.lexsort((-similarity, owner))  # by system, its best reference first
+        owners, ranked = owner[order], similarity[order]
+        _, starts = np.unique(owners, return_index=True)  # every system has a reference: one start each
+        following = np.minimum(starts + 1, len(order) - 1)
+        has_second = (starts + 1 < len(order)) & (owners[following] == owners[starts])
+        scores = catalog.system_similarity(ranked[starts], np.where(has_second, ranked[following], ranked[starts]))
         for name, score in zip(names, scores.tolist(), strict=True):
             best[name] = max(best.get(name, -2.0), score)
     return sorted(best.items(), key=lambda item: -item[1])

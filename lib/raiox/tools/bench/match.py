@@ -80,9 +80,8 @@ def _load_model(conn: Connection, model_id: str, centres: np.ndarray, *, first_i
             noise = rng.normal(scale=0.3 / np.sqrt(512), size=(len(chunk), per_implant, 512)).astype(np.float32)
             refs = _unit(chunk[:, None, :] + noise)
             ranked = np.sort((refs.reshape(-1, 512) @ probes.T).reshape(len(chunk), per_implant, queries), axis=1)
-            second = ranked[:, -2] if per_implant > 1 else ranked[:, -1]  # as TOP_IMPLANTS_SQL scores an implant
-            scores[start:start + len(chunk)] = (ranked[:, -1] + catalog.SECOND_REFERENCE_WEIGHT * second) / (
-                1 + catalog.SECOND_REFERENCE_WEIGHT)  # (no reference is the query's own picture here)
+            second = ranked[:, -2] if per_implant > 1 else ranked[:, -1]
+            scores[start:start + len(chunk)] = catalog.system_similarity(ranked[:, -1], second)
             for offset, implant_refs in enumerate(refs):
                 number = start + offset
                 for ref_number, ref in enumerate(implant_refs):
