@@ -6,9 +6,20 @@ import math
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from raiox.adapters.imaging import load_radiograph
-from raiox.shape.canonical import CROP_DIAMETER, CROP_HEIGHT, CROP_WIDTH, PLATFORM_ROW, canonical_crop, find_implants
+from raiox.shape.canonical import (
+    CROP_DIAMETER,
+    CROP_HEIGHT,
+    CROP_WIDTH,
+    PLATFORM_ROW,
+    _Frame,
+    _opened,
+    _sample,
+    canonical_crop,
+    find_implants,
+)
 from raiox.tools.implant_designs import SceneOptions, random_systems
 from raiox.tools.render import render_film
 
@@ -66,3 +77,22 @@ def test_the_crop_puts_the_platform_at_its_row_and_the_diameter_at_its_width() -
     assert abs(rows[0] - PLATFORM_ROW) <= 3  # the implant starts at the platform row
     widest = max(np.ptp(np.flatnonzero(row)) + 1 for row in metal[PLATFORM_ROW:PLATFORM_ROW + 60] if row.any())
     assert 0.8 * CROP_DIAMETER <= widest <= 1.15 * CROP_DIAMETER
+
+
+def test_the_fast_opening_is_scipys_binary_opening() -> None:
+    rng = np.random.default_rng(4)
+    for shape in [(1, 9), (2, 2), (3, 3), (5, 7), (64, 40)]:
+        for density in (0.3, 0.6, 0.9):
+            mask = rng.random(shape) < density
+            assert np.array_equal(_opened(mask), ndimage.binary_opening(mask)), (shape, density)
+
+
+def test_sampling_is_bilinear_interpolation_at_each_crop_pixels_film_position() -> None:
+    rng = np.random.default_rng(5)
+    grey = rng.random((300, 200)).astype(np.float32)
+    for frame in (_Frame((90.0, 60.0), (120.0, 230.0), 20.0), _Frame((150.0, 250.0), (40.0, 90.0), 30.0)):
+        crop = _sample(grey, frame, CROP_WIDTH, CROP_HEIGHT)
+        points = [frame.film_point(u + 0.5, v + 0.5) for v in range(CROP_HEIGHT) for u in range(CROP_WIDTH)]
+        xs, ys = np.array(points).T
+        expected = ndimage.map_coordinates(grey, [ys, xs], order=1, mode="constant", cval=0.0)
+        assert np.allclose(crop.ravel(), expected, atol=1e-5)

@@ -95,16 +95,20 @@ def _sample(grey: np.ndarray, frame: _Frame, width: int, height: int) -> np.ndar
         offset = (left, top)
     else:
         offset = (0, 0)
-    us, vs = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
     (px, py), (ax, ay) = frame.platform, frame.apex
     length = max(math.hypot(ax - px, ay - py), 1e-6)
     down = ((ax - px) / length, (ay - py) / length)
     right = (-down[1], down[0])
-    du, dv = (us - width / 2) * scale, (vs - PLATFORM_ROW) * scale
-    fx = px + du * right[0] + dv * down[0]
-    fy = py + du * right[1] + dv * down[1]
-    coords = np.stack([(fy - offset[1]) / factor - 0.5 * (factor > 1), (fx - offset[0]) / factor - 0.5 * (factor > 1)])
-    return ndimage.map_coordinates(source, coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+    # Crop pixel (v, u) lies on the film at platform + (u + ½ - width/2)·scale·right + (v + ½ - PLATFORM_ROW)·scale
+    # ·down: one affine map from crop (row, column) to source (row, column).
+    step = scale / factor
+    matrix = np.array([[down[1] * step, right[1] * step], [down[0] * step, right[0] * step]])
+    u0, v0 = 0.5 - width / 2, 0.5 - PLATFORM_ROW
+    half = 0.5 * (factor > 1)
+    origin = np.array([(py - offset[1]) / factor + (u0 * right[1] + v0 * down[1]) * step - half,
+                       (px - offset[0]) / factor + (u0 * right[0] + v0 * down[0]) * step - half])
+    return ndimage.affine_transform(source, matrix, origin, output_shape=(height, width), order=1, mode="constant",
+                                    cval=0.0).astype(np.float32)
 
 
 def _normalised(crop: np.ndarray) -> np.ndarray:
@@ -127,7 +131,7 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
     shrink = max(1, math.ceil(max(grey.shape) / SEGMENT_SIDE))
     small = np.asarray(Image.fromarray(grey, mode="F").reduce(shrink), dtype=np.float32) if shrink > 1 else grey
     small = ndimage.gaussian_filter(small, 1.0)
-    low, high = float(np.percentile(small, 50)), float(np.percentile(small, 99.8))
+    low, high = (float(v) for v in np.percentile(small, [50, 99.8]))
     if high - low < 0.12:  # nothing clearly brighter than bone
         return []
     found: list[_Candidate] = []
@@ -135,20 +139,24 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
     kept = np.zeros(small.shape, dtype=np.int32)  # pixels of components kept at a higher threshold (their area)
     for fraction in _THRESHOLDS:
         level = low + fraction * (high - low)
-        mask = ndimage.binary_opening(small >= level, iterations=1)
+        mask = _opened(small >= level)
         labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
         if count == 0:
             continue
-        areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        boxes = ndimage.find_objects(labels)
         for number in np.flatnonzero(areas >= min_area) + 1:
-            inside = labels == number
-            holds = kept[inside]
+            box = boxes[number - 1]
+            assert box is not None  # every label up to `count` has pixels
+            inside = labels[box] == number  # the component within its bounding box
+            kept_here = kept[box]  # a view: kept's pixels in that box
+            holds = kept_here[inside]
             # At a lower threshold an object may merge with bone, teeth or its neighbour: a component much larger
             # than one already kept inside it is that merge, not another implant.
             if holds.any() and len(holds) > 2.5 * float(holds[holds > 0].max()):
                 continue
             rows, cols = np.nonzero(inside)
-            ys, xs = (rows + 0.5) * shrink, (cols + 0.5) * shrink
+            ys, xs = (rows + box[0].start + 0.5) * shrink, (cols + box[1].start + 0.5) * shrink
             whole = _outline(xs, ys, shrink, fraction)
             if whole is None:
                 continue
@@ -167,8 +175,20 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
                                 and abs(np.dot(part.axis, c.axis)) > 0.95 for c in found)
                 if not duplicate:
                     found.append(part)
-                    kept[inside] = np.maximum(kept[inside], len(rows))
+                    kept_here[inside] = np.maximum(kept_here[inside], len(rows))
     return found
+
+
+def _opened(mask: np.ndarray) -> np.ndarray:
+    """`ndimage.binary_opening(mask)` (a 3×3 cross, nothing outside the mask) in a few shifted ANDs and ORs."""
+    eroded = np.zeros_like(mask)
+    eroded[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:])
+    opened = eroded.copy()
+    opened[1:] |= eroded[:-1]
+    opened[:-1] |= eroded[1:]
+    opened[:, 1:] |= eroded[:, :-1]
+    opened[:, :-1] |= eroded[:, 1:]
+    return opened
 
 
 def _outline(xs: np.ndarray, ys: np.ndarray, shrink: int, level: float) -> _Candidate | None:
@@ -180,7 +200,8 @@ def _outline(xs: np.ndarray, ys: np.ndarray, shrink: int, level: float) -> _Cand
     axis = (float(vectors[0, 1]), float(vectors[1, 1]))  # the larger eigenvalue's vector
     along = (xs - cx) * axis[0] + (ys - cy) * axis[1]
     across = -(xs - cx) * axis[1] + (ys - cy) * axis[0]
-    width = float(np.percentile(across, 97) - np.percentile(across, 3)) + shrink
+    high, low = np.percentile(across, [97, 3])
+    width = float(high - low) + shrink
     extent = (float(along.min()) - shrink, float(along.max()) + shrink)
     if extent[1] - extent[0] < 2.5 * shrink or width < 2 * shrink:
         return None
@@ -455,7 +476,7 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
     grey = _grey(image)
     located: list[_Located] = []
     sample = grey[::4, ::4]
-    film_median, film_high = float(np.median(sample)), float(np.percentile(sample, 99.8))
+    film_median, film_high = (float(v) for v in np.percentile(sample, [50, 99.8]))
     for candidate in _candidates(grey):
         profile = _straighten(grey, candidate, film_median, film_high)
         implant = _measure(profile)
