@@ -27,6 +27,9 @@ FINDER_VERSION = 2
 _DEBUG = False
 _THREADED = 0.15  # periodicity above which a row counts as threaded
 _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
+# A finding is kept when it scores at least this share of the best one: a neighbour half out of the film or under a
+# bright crown scores far below a whole implant, and missing the implant asked about costs more than one extra panel.
+_KEPT_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -484,7 +487,7 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
             continue
         located.append(_locate(candidate, profile, implant))
     distinct = _distinct(sorted(located, key=lambda f: -f.score))
-    implants = [f for f in distinct if f.score >= 0.35 * distinct[0].score][:limit] if distinct else []
+    implants = [f for f in distinct if f.score >= _KEPT_SHARE * distinct[0].score][:limit] if distinct else []
     # Only the implants kept are cropped (most candidates are not).
     return [Finding(_crop(grey, f.platform_xy, f.apex_xy, f.diameter_px), f.platform_xy, f.apex_xy, f.diameter_px,
                     True, f.score, f.margin) for f in implants] or [whole_film(grey)]
