@@ -183,9 +183,13 @@ def inputs(tmp_path: Path) -> Iterator[dict[str, Path]]:
     not_an_image.write_text("manufacturer,system,images\nAcme,One,notes.txt\n")
     good = folder / "catalog.csv"
     good.write_text("manufacturer,system,images\nAcme,One,film.png\n")
+    other_architecture = folder / "other.pt"
+    other_architecture.write_bytes(b"weights")
+    (folder / "other.pt.json").write_text('{"kind": "raiox-shape", "config": {"widths": [8, 16, 32, 64], '
+                                          '"embed_dim": 64}}')
     yield {"text": text, "film": film, "not_films": not_films.parent, "empty": empty, "labelled": labelled.parent,
            "missing_column": missing_column, "missing_image": missing_image, "not_an_image": not_an_image,
-           "good": good, "folder": folder}
+           "good": good, "other_architecture": other_architecture, "folder": folder}
 
 
 class NotAWebhook(BaseHTTPRequestHandler):
@@ -256,6 +260,8 @@ def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int,
         (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"] + "/absent"], "does not exist"),
         (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"], "--pretrained", i["text"]],
          "not a shape encoder checkpoint"),
+        (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"], "--pretrained",
+          i["other_architecture"]], "another architecture than --config raiox-shape-s"),
         (["worker", "--poll", "-1"], "not in the range"),
     ]
 

@@ -117,12 +117,17 @@ def load(path: Path) -> tuple[Any, ShapeNetConfig, dict[str, Any]]:
     import torch
 
     sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-    fields = sidecar["config"]
-    config = ShapeNetConfig(widths=tuple(fields["widths"]), embed_dim=fields["embed_dim"])
+    config = checkpoint_config(path)
     model = build(config)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval(), config, sidecar
+
+
+def checkpoint_config(path: Path) -> ShapeNetConfig:
+    """The architecture a checkpoint's sidecar names."""
+    fields = json.loads(path.with_name(path.name + ".json").read_text())["config"]
+    return ShapeNetConfig(widths=tuple(fields["widths"]), embed_dim=fields["embed_dim"])
 
 
 def is_shape_checkpoint(path: Path) -> bool:

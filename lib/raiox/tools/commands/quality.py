@@ -184,6 +184,9 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
             init = SHIPPED_SHAPE_ENCODER if pretrained.strip() in ("", SHIPPED) else Path(pretrained)
             if not network.is_shape_checkpoint(init):
                 raise click.BadParameter(f"{pretrained} is not a shape encoder checkpoint", param_hint="--pretrained")
+            if network.checkpoint_config(init) != network.ShapeNetConfig.named(config_name):
+                raise click.BadParameter(f"{pretrained} is another architecture than --config {config_name}; name its "
+                                         "own (its .json sidecar says which)", param_hint="--pretrained")
         line = train_shape(ShapeTraining(cache=cache, out=out, config=config_name, steps=steps, minutes=minutes,
                                          lr=lr or 2e-3, seed=seed, init=init))
         click.echo(f"step {line.get('step')}: validation top-1 {line.get('val_top1', 0):.1%}, "
