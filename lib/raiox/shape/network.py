@@ -117,7 +117,7 @@ def load(path: Path) -> tuple[Any, ShapeNetConfig, dict[str, Any]]:
     import torch
 
     sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-    config = checkpoint_config(path)
+    config = _named_in(sidecar)
     model = build(config)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -126,7 +126,11 @@ def load(path: Path) -> tuple[Any, ShapeNetConfig, dict[str, Any]]:
 
 def checkpoint_config(path: Path) -> ShapeNetConfig:
     """The architecture a checkpoint's sidecar names."""
-    fields = json.loads(path.with_name(path.name + ".json").read_text())["config"]
+    return _named_in(json.loads(path.with_name(path.name + ".json").read_text()))
+
+
+def _named_in(sidecar: dict[str, Any]) -> ShapeNetConfig:
+    fields = sidecar["config"]
     return ShapeNetConfig(widths=tuple(fields["widths"]), embed_dim=fields["embed_dim"])
 
 
