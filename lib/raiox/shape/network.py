@@ -27,7 +27,11 @@ class ShapeNetConfig:
         path = resources.files("raiox.shape") / "shape_configs" / f"{name}.json"
         if not path.is_file():
             raise KeyError(name)
-        fields = json.loads(path.read_text())
+        return cls.of(json.loads(path.read_text()))
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> ShapeNetConfig:
+        """From its fields as a config file or a checkpoint's sidecar holds them."""
         return cls(widths=tuple(fields["widths"]), embed_dim=fields["embed_dim"])
 
 
@@ -117,7 +121,7 @@ def load(path: Path) -> tuple[Any, ShapeNetConfig, dict[str, Any]]:
     import torch
 
     sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-    config = _named_in(sidecar)
+    config = ShapeNetConfig.of(sidecar["config"])
     model = build(config)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -126,12 +130,7 @@ def load(path: Path) -> tuple[Any, ShapeNetConfig, dict[str, Any]]:
 
 def checkpoint_config(path: Path) -> ShapeNetConfig:
     """The architecture a checkpoint's sidecar names."""
-    return _named_in(json.loads(path.with_name(path.name + ".json").read_text()))
-
-
-def _named_in(sidecar: dict[str, Any]) -> ShapeNetConfig:
-    fields = sidecar["config"]
-    return ShapeNetConfig(widths=tuple(fields["widths"]), embed_dim=fields["embed_dim"])
+    return ShapeNetConfig.of(json.loads(path.with_name(path.name + ".json").read_text())["config"])
 
 
 def is_shape_checkpoint(path: Path) -> bool:
