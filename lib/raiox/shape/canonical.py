@@ -23,7 +23,7 @@ CROP_DIAMETER = 36.0  # the implant's outer diameter in the crop, pixels
 PLATFORM_ROW = 24  # the platform's row in the crop: what sits on it stays in view above
 SEGMENT_SIDE = 512  # films are segmented at most this many pixels a side
 # How implants are found and cropped: part of every model id, so that a catalog cropped another way is re-embedded.
-FINDER_VERSION = 2
+FINDER_VERSION = 3
 _DEBUG = False
 _THREADED = 0.15  # periodicity above which a row counts as threaded
 _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
@@ -266,11 +266,12 @@ def _straighten(grey: np.ndarray, candidate: _Candidate, film_median: float, fil
     smooth = ndimage.gaussian_filter1d(band, 0.7, axis=1)
     # The edge lies a third of the way from what surrounds the metal to the metal, measured in the band itself:
     # a threshold near the metal's brightest would shrink the outline, since a cylinder's projection thins at
-    # its sides.
+    # its sides. What surrounds it is the brighter side: with air or soft tissue on one side and bone on the
+    # other, a level between the two would take the bone for metal and measure the implant far too wide.
     quarter = _BAND_WIDTH // 4
     core = smooth[:, _BAND_WIDTH // 2 - 3:_BAND_WIDTH // 2 + 4]
     metal_level = float(np.percentile(core, 85))
-    surround = float(np.median(np.concatenate([smooth[:, :quarter // 2], smooth[:, -quarter // 2:]])))
+    surround = max(float(np.median(smooth[:, :quarter // 2])), float(np.median(smooth[:, -quarter // 2:])))
     level = surround + 0.35 * (metal_level - surround)
     left, right = edges_around_axis(smooth, level)
     metal = ~np.isnan(left)
