@@ -14,7 +14,9 @@ from raiox.shape.canonical import (
     CROP_HEIGHT,
     CROP_WIDTH,
     PLATFORM_ROW,
+    _distinct,
     _Frame,
+    _Located,
     _opened,
     _sample,
     canonical_crop,
@@ -100,6 +102,27 @@ def test_an_implant_between_dark_and_bright_surroundings_is_measured_at_its_own_
             sized += bool(on_it) and abs(on_it[0].diameter_px / implant.diameter_px - 1) < 0.2
             films += 1
     assert sized >= 0.8 * films
+
+
+def test_a_bright_highlight_inside_an_implant_neither_hides_it_nor_counts_as_one() -> None:
+    # Only the highlight clears the highest metal threshold; the implant around it, at a lower one, was taken for
+    # the highlight merged with bone and skipped, so the film's one finding was a sliver 9 pixels wide.
+    rng = np.random.default_rng(5)
+    film = 0.3 + 0.04 * rng.standard_normal((500, 400))
+    rows, cols = np.arange(500)[:, None], np.arange(400)[None, :]
+    teeth = 5 * np.abs((rows - 130) % 16 - 8) / 8  # threads: a 16-pixel pitch, 5 pixels deep
+    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 200) <= 30 - teeth)] = 0.75
+    film[(rows >= 180) & (rows < 260) & (np.abs(cols - 196) <= 4)] = 1.0
+    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    assert [f.found for f in findings] == [True]
+    assert 48 <= findings[0].diameter_px <= 66 and 200 <= findings[0].length_px <= 280
+
+
+def test_a_thin_short_finding_within_another_is_a_fragment_of_it_whatever_its_score() -> None:
+    implant = _Located((200.0, 130.0), (200.0, 370.0), 58.0, score=0.5, margin=0.3)
+    sliver = _Located((170.0, 140.0), (230.0, 140.0), 9.0, score=3.0, margin=0.3)  # a highlight read as threaded
+    neighbour = _Located((320.0, 130.0), (320.0, 300.0), 20.0, score=1.0, margin=0.3)  # thin, but beside it
+    assert _distinct([sliver, neighbour, implant]) == [neighbour, implant]
 
 
 def test_a_film_without_metal_falls_back_to_the_whole_film() -> None:

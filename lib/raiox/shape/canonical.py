@@ -155,8 +155,10 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
             kept_here = kept[box]  # a view: kept's pixels in that box
             holds = kept_here[inside]
             # At a lower threshold an object may merge with bone, teeth or its neighbour: a component much larger
-            # than one already kept inside it is that merge, not another implant.
-            if holds.any() and len(holds) > 2.5 * float(holds[holds > 0].max()):
+            # than one already kept inside it is that merge, not another implant. A small fragment kept above (a
+            # highlight, a part cut off by a seam) vetoes nothing: the implant around it shows at a lower level.
+            largest = float(holds.max()) if holds.size else 0.0
+            if largest > 0 and len(holds) > 2.5 * largest and largest >= 4 * min_area:
                 continue
             rows, cols = np.nonzero(inside)
             ys, xs = (rows + box[0].start + 0.5) * shrink, (cols + box[1].start + 0.5) * shrink
@@ -526,13 +528,23 @@ def _locate(candidate: _Candidate, profile: _Profile, implant: _Implant) -> _Loc
 
 
 def _distinct(findings: list[_Located]) -> list[_Located]:
-    """One finding per implant: a weaker one whose axis lies within a stronger one's body is the same implant."""
+    """One finding per implant: a weaker one whose axis lies within a stronger one's body is the same implant, and
+    so is a much thinner and shorter one within any other's body (a highlight or a fragment, however threaded)."""
     kept: list[_Located] = []
     for finding in findings:
-        centre = ((finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2)
-        if not any(_inside(centre, other) for other in kept):
+        if not any(_inside(_middle(finding), other) for other in kept):
             kept.append(finding)
-    return kept
+    return [f for f in kept if not any(_fragment_of(f, other) for other in kept if other is not f)]
+
+
+def _middle(finding: _Located) -> tuple[float, float]:
+    return (finding.platform_xy[0] + finding.apex_xy[0]) / 2, (finding.platform_xy[1] + finding.apex_xy[1]) / 2
+
+
+def _fragment_of(finding: _Located, other: _Located) -> bool:
+    return (2.5 * finding.diameter_px < other.diameter_px
+            and math.dist(finding.platform_xy, finding.apex_xy) < math.dist(other.platform_xy, other.apex_xy)
+            and _inside(_middle(finding), other))
 
 
 def _inside(point: tuple[float, float], finding: _Located) -> bool:
