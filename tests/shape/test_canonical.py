@@ -118,6 +118,18 @@ def test_a_bright_highlight_inside_an_implant_neither_hides_it_nor_counts_as_one
     assert 48 <= findings[0].diameter_px <= 66 and 200 <= findings[0].length_px <= 280
 
 
+def test_a_threaded_post_far_narrower_than_the_implant_is_not_an_implant() -> None:
+    # Implants on one film share its magnification and differ at most about twofold in width; a root-canal post
+    # or a filling's edge can ripple like threads and score high, but a quarter of the implant's width it is none.
+    rng = np.random.default_rng(5)
+    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
+    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
+    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 150) <= 30 - 5 * np.abs((rows - 130) % 16 - 8) / 8)] = 0.9
+    film[(rows >= 200) & (rows < 300) & (np.abs(cols - 380) <= 7 - 2 * np.abs((rows - 200) % 8 - 4) / 4)] = 0.9
+    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    assert len(findings) == 1 and abs(findings[0].platform_xy[0] - 150) < 10
+
+
 def test_a_thin_short_finding_within_another_is_a_fragment_of_it_whatever_its_score() -> None:
     implant = _Located((200.0, 130.0), (200.0, 370.0), 58.0, score=0.5, margin=0.3)
     sliver = _Located((170.0, 140.0), (230.0, 140.0), 9.0, score=3.0, margin=0.3)  # a highlight read as threaded

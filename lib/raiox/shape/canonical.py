@@ -30,6 +30,9 @@ _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and
 # A finding is kept when it scores at least this share of the best one: a neighbour half out of the film or under a
 # bright crown scores far below a whole implant, and missing the implant asked about costs more than one extra panel.
 _KEPT_SHARE = 0.15
+# Implants on one film share its magnification, and none is under a third as wide as another (3 to 7 mm, measured
+# within a fifth): anything narrower than that beside the best finding is a filling, a post or a speck.
+_NARROWEST_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -490,7 +493,8 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
             continue
         located.append(_locate(candidate, profile, implant))
     distinct = _distinct(sorted(located, key=lambda f: -f.score))
-    implants = [f for f in distinct if f.score >= _KEPT_SHARE * distinct[0].score][:limit] if distinct else []
+    implants = [f for f in distinct if f.score >= _KEPT_SHARE * distinct[0].score
+                and f.diameter_px >= _NARROWEST_SHARE * distinct[0].diameter_px][:limit] if distinct else []
     # Only the implants kept are cropped (most candidates are not).
     return [Finding(_crop(grey, f.platform_xy, f.apex_xy, f.diameter_px), f.platform_xy, f.apex_xy, f.diameter_px,
                     True, f.score, f.margin) for f in implants] or [whole_film(grey)]
