@@ -130,6 +130,19 @@ def test_a_threaded_post_far_narrower_than_the_implant_is_not_an_implant() -> No
     assert len(findings) == 1 and abs(findings[0].platform_xy[0] - 150) < 10
 
 
+def test_an_implant_threaded_only_near_its_apex_is_kept_beside_a_fully_threaded_one() -> None:
+    # A long smooth neck (or fine threads that barely reach the outline) scored a hundredth of a fully threaded
+    # neighbour, below the share a finding must reach to be kept.
+    rng = np.random.default_rng(5)
+    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
+    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
+    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 150) <= 30 - 5 * np.abs((rows - 130) % 16 - 8) / 8)] = 0.9
+    apical_threads = np.where(rows >= 347, 5 * np.abs((rows - 140) % 16 - 8) / 8, 0)
+    film[(rows >= 140) & (rows < 370) & (np.abs(cols - 350) <= 30 - apical_threads)] = 0.9
+    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    assert sorted(round(f.platform_xy[0], -1) for f in findings) == [150, 350]
+
+
 def test_a_thin_short_finding_within_another_is_a_fragment_of_it_whatever_its_score() -> None:
     implant = _Located((200.0, 130.0), (200.0, 370.0), 58.0, score=0.5, margin=0.3)
     sliver = _Located((170.0, 140.0), (230.0, 140.0), 9.0, score=3.0, margin=0.3)  # a highlight read as threaded

@@ -423,7 +423,9 @@ def _measure(profile: _Profile) -> _Implant | None:
     metal = float(np.median(profile.band[max(0, start):max(start + 1, end), centre - 3:centre + 4]))
     brightness = float(np.clip((metal - profile.film_median) / max(profile.film_high - profile.film_median, 1e-3),
                                0, 1)) ** 2
-    score = float(np.clip(elongation / 2.5, 0, 1.5) * (0.05 + thread_share) ** 2 * brightness
+    # Threads weigh most, but a smooth stretch still counts: fine threads that barely reach the outline, or a
+    # long smooth neck, scored a hundredth of a threaded neighbour and were dropped from the film.
+    score = float(np.clip(elongation / 2.5, 0, 1.5) * (0.25 + thread_share) ** 2 * brightness
                   * math.sqrt(diameter * profile.scale))
     return _Implant(start, end, diameter, score, platform_at_start, abs(vote))
 
