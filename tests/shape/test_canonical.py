@@ -143,6 +143,19 @@ def test_an_implant_threaded_only_near_its_apex_is_kept_beside_a_fully_threaded_
     assert sorted(round(f.platform_xy[0], -1) for f in findings) == [150, 350]
 
 
+def test_the_implant_in_the_middle_comes_first_and_one_the_edge_cuts_last() -> None:
+    # A film is taken centred on the implant asked about; a longer neighbour scored higher and became the case's
+    # first implant, whose candidates the reviewer sees first (the demo's short implant fell out of its top 3).
+    rng = np.random.default_rng(5)
+    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
+    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
+    for x, top, bottom in ((10, 100, 420), (250, 150, 330), (440, 100, 420)):  # cut, short and central, long
+        film[(rows >= top) & (rows < bottom) & (np.abs(cols - x) <= 30 - 5 * np.abs((rows - top) % 16 - 8) / 8)] = 0.9
+    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    assert [round(f.platform_xy[0], -1) for f in findings] == [250, 440, 20]
+    assert findings[1].score > findings[0].score
+
+
 def test_a_thin_short_finding_within_another_is_a_fragment_of_it_whatever_its_score() -> None:
     implant = _Located((200.0, 130.0), (200.0, 370.0), 58.0, score=0.5, margin=0.3)
     sliver = _Located((170.0, 140.0), (230.0, 140.0), 9.0, score=3.0, margin=0.3)  # a highlight read as threaded

@@ -44,7 +44,7 @@ class Finding:
     apex_xy: tuple[float, float]
     diameter_px: float
     found: bool  # False: no implant stood out, and the crop is the whole film squeezed in (a fallback)
-    score: float  # how implant-like: threads, elongation, size (the best first on a film)
+    score: float  # how implant-like: threads, elongation, size
     orientation_margin: float  # how clearly the platform end was told from the apex end (0: a guess)
 
     @property
@@ -482,8 +482,8 @@ def _cavity(profile: _Profile, t0: int, t1: int, diameter: float, *, at_start: b
 
 
 def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
-    """The implants on a film, most implant-like first (at most `limit`); one fallback finding (found=False,
-    the whole film) when nothing implant-like stands out."""
+    """The implants on a film, whole ones before those the film's edge cuts, the most implant-like and central first
+    (at most `limit`); one fallback finding (found=False, the whole film) when nothing implant-like stands out."""
     grey = _grey(image)
     located: list[_Located] = []
     sample = grey[::4, ::4]
@@ -495,8 +495,11 @@ def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
             continue
         located.append(_locate(candidate, profile, implant))
     distinct = _distinct(sorted(located, key=lambda f: -f.score))
-    implants = [f for f in distinct if f.score >= _KEPT_SHARE * distinct[0].score
-                and f.diameter_px >= _NARROWEST_SHARE * distinct[0].diameter_px][:limit] if distinct else []
+    kept = [f for f in distinct if f.score >= _KEPT_SHARE * distinct[0].score
+            and f.diameter_px >= _NARROWEST_SHARE * distinct[0].diameter_px] if distinct else []
+    # A film is taken centred on the implant asked about, whole: one the film's edge cuts is a neighbour and comes
+    # after every whole one, and the nearer the middle, the more a finding counts.
+    implants = sorted(kept, key=lambda f: (_cut_by_edge(f, grey.shape), -f.score * _centrality(f, grey.shape)))[:limit]
     # Only the implants kept are cropped (most candidates are not).
     return [Finding(_crop(grey, f.platform_xy, f.apex_xy, f.diameter_px), f.platform_xy, f.apex_xy, f.diameter_px,
                     True, f.score, f.margin) for f in implants] or [whole_film(grey)]
@@ -531,6 +534,24 @@ def _locate(candidate: _Candidate, profile: _Profile, implant: _Implant) -> _Loc
     top, bottom = film(implant.start), film(implant.end)
     platform, apex = (top, bottom) if implant.platform_at_start else (bottom, top)
     return _Located(platform, apex, implant.diameter * profile.scale, implant.score, implant.margin)
+
+
+def _centrality(finding: _Located, shape: tuple[int, ...]) -> float:
+    """1 at the film's middle, ½ at a corner."""
+    half_diagonal = math.hypot(shape[0], shape[1]) / 2
+    x, y = _middle(finding)
+    return 1 - 0.5 * min(1.0, math.hypot(x - shape[1] / 2, y - shape[0] / 2) / half_diagonal)
+
+
+def _cut_by_edge(finding: _Located, shape: tuple[int, ...]) -> bool:
+    """Whether the implant's outline (platform to apex, its diameter wide) runs off the film."""
+    (px, py), (ax, ay) = finding.platform_xy, finding.apex_xy
+    length = max(math.hypot(ax - px, ay - py), 1e-6)
+    half = finding.diameter_px / 2
+    across = (-(ay - py) / length * half, (ax - px) / length * half)
+    slack = 0.15 * finding.diameter_px
+    return any(not (-slack <= x + sign * across[0] <= shape[1] + slack and -slack <= y + sign * across[1] <= shape[0]
+                    + slack) for x, y in ((px, py), (ax, ay)) for sign in (-1, 1))
 
 
 def _distinct(findings: list[_Located]) -> list[_Located]:
