@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,30 @@ def _located(finding, implant) -> tuple[bool, bool]:  # type: ignore[no-untyped-
                for a, b in (ends, ends[::-1]))  # where it lies, whichever end it took for the platform
     right_way = math.dist(finding.platform_xy, implant.platform_xy) < math.dist(finding.platform_xy, implant.apex_xy)
     return near, right_way
+
+
+class _Bar(NamedTuple):
+    """A bright vertical bar on a synthetic film: threads as teeth `depth` deep every `pitch` rows on both sides,
+    from row `threads_from` on."""
+
+    x: int
+    top: int
+    bottom: int
+    half_width: float = 30
+    depth: float = 5
+    pitch: int = 16
+    threads_from: int = 0
+    grey: float = 0.9
+
+
+def _synthetic_film(*bars: _Bar, width: int = 500) -> Image.Image:
+    film = 0.3 + 0.04 * np.random.default_rng(5).standard_normal((500, width))  # bone-like noise
+    rows, cols = np.arange(500)[:, None], np.arange(width)[None, :]
+    for bar in bars:
+        teeth = bar.depth * np.abs((rows - bar.top) % bar.pitch - bar.pitch / 2) / (bar.pitch / 2)
+        teeth = np.where(rows >= bar.threads_from, teeth, 0)
+        film[(rows >= bar.top) & (rows < bar.bottom) & (np.abs(cols - bar.x) <= bar.half_width - teeth)] = bar.grey
+    return Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8))
 
 
 def _centre(a) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -107,13 +132,8 @@ def test_an_implant_between_dark_and_bright_surroundings_is_measured_at_its_own_
 def test_a_bright_highlight_inside_an_implant_neither_hides_it_nor_counts_as_one() -> None:
     # Only the highlight clears the highest metal threshold; the implant around it, at a lower one, was taken for
     # the highlight merged with bone and skipped, so the film's one finding was a sliver 9 pixels wide.
-    rng = np.random.default_rng(5)
-    film = 0.3 + 0.04 * rng.standard_normal((500, 400))
-    rows, cols = np.arange(500)[:, None], np.arange(400)[None, :]
-    teeth = 5 * np.abs((rows - 130) % 16 - 8) / 8  # threads: a 16-pixel pitch, 5 pixels deep
-    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 200) <= 30 - teeth)] = 0.75
-    film[(rows >= 180) & (rows < 260) & (np.abs(cols - 196) <= 4)] = 1.0
-    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    findings = find_implants(_synthetic_film(_Bar(200, 130, 370, grey=0.75),
+                                             _Bar(196, 180, 260, half_width=4, depth=0, grey=1.0), width=400))
     assert [f.found for f in findings] == [True]
     assert 48 <= findings[0].diameter_px <= 66 and 200 <= findings[0].length_px <= 280
 
@@ -121,37 +141,22 @@ def test_a_bright_highlight_inside_an_implant_neither_hides_it_nor_counts_as_one
 def test_a_threaded_post_far_narrower_than_the_implant_is_not_an_implant() -> None:
     # Implants on one film share its magnification and differ at most about twofold in width; a root-canal post
     # or a filling's edge can ripple like threads and score high, but a quarter of the implant's width it is none.
-    rng = np.random.default_rng(5)
-    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
-    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
-    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 150) <= 30 - 5 * np.abs((rows - 130) % 16 - 8) / 8)] = 0.9
-    film[(rows >= 200) & (rows < 300) & (np.abs(cols - 380) <= 7 - 2 * np.abs((rows - 200) % 8 - 4) / 4)] = 0.9
-    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    findings = find_implants(_synthetic_film(_Bar(150, 130, 370), _Bar(380, 200, 300, half_width=7, depth=2, pitch=8)))
     assert len(findings) == 1 and abs(findings[0].platform_xy[0] - 150) < 10
 
 
 def test_an_implant_threaded_only_near_its_apex_is_kept_beside_a_fully_threaded_one() -> None:
     # A long smooth neck (or fine threads that barely reach the outline) scored a hundredth of a fully threaded
     # neighbour, below the share a finding must reach to be kept.
-    rng = np.random.default_rng(5)
-    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
-    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
-    film[(rows >= 130) & (rows < 370) & (np.abs(cols - 150) <= 30 - 5 * np.abs((rows - 130) % 16 - 8) / 8)] = 0.9
-    apical_threads = np.where(rows >= 347, 5 * np.abs((rows - 140) % 16 - 8) / 8, 0)
-    film[(rows >= 140) & (rows < 370) & (np.abs(cols - 350) <= 30 - apical_threads)] = 0.9
-    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    findings = find_implants(_synthetic_film(_Bar(150, 130, 370), _Bar(350, 140, 370, threads_from=347)))
     assert sorted(round(f.platform_xy[0], -1) for f in findings) == [150, 350]
 
 
 def test_the_implant_in_the_middle_comes_first_and_one_the_edge_cuts_last() -> None:
     # A film is taken centred on the implant asked about; a longer neighbour scored higher and became the case's
     # first implant, whose candidates the reviewer sees first (the demo's short implant fell out of its top 3).
-    rng = np.random.default_rng(5)
-    film = 0.3 + 0.04 * rng.standard_normal((500, 500))
-    rows, cols = np.arange(500)[:, None], np.arange(500)[None, :]
-    for x, top, bottom in ((10, 100, 420), (250, 150, 330), (440, 100, 420)):  # cut, short and central, long
-        film[(rows >= top) & (rows < bottom) & (np.abs(cols - x) <= 30 - 5 * np.abs((rows - top) % 16 - 8) / 8)] = 0.9
-    findings = find_implants(Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)))
+    cut, central_and_short, long = _Bar(10, 100, 420), _Bar(250, 150, 330), _Bar(440, 100, 420)
+    findings = find_implants(_synthetic_film(cut, central_and_short, long))
     assert [round(f.platform_xy[0], -1) for f in findings] == [250, 440, 20]
     assert findings[1].score > findings[0].score
 
