@@ -3,6 +3,7 @@ erasure and retention. A case's X-rays, rankings and trail are in `images`, `mat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -60,6 +61,17 @@ def get_case(conn: Connection, case_id: int, *, lock: bool = False) -> Case | No
     """The case; `lock` holds its row until the transaction ends (deciders on one case queue up here)."""
     return rows.one(conn, Case, f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = %s {'FOR UPDATE' if lock else ''}",
                     (case_id,))
+
+
+def case_ids_with_status(conn: Connection, status: CaseStatus, among: Sequence[int] | None = None) -> list[int]:
+    """The cases in `status` (of `among`, if given), their rows held until the transaction ends so that no
+    decision moves them meanwhile."""
+    if among is None:
+        found = conn.execute("SELECT id FROM cases WHERE status = %s ORDER BY id FOR UPDATE", (status,))
+    else:
+        found = conn.execute("SELECT id FROM cases WHERE status = %s AND id = ANY(%s) ORDER BY id FOR UPDATE",
+                             (status, list(among)))
+    return [row["id"] for row in found]
 
 
 def set_case_status(conn: Connection, case_id: int, status: CaseStatus, *, error: str | None = None) -> Case:

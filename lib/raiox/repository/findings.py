@@ -107,3 +107,36 @@ def crop_keys_of_case(conn: Connection, case_id: int) -> list[str]:
             WHERE case_images.case_id = %(case)s AND crop_key IS NOT NULL
            UNION SELECT crop_key FROM reference_images WHERE source_case_id = %(case)s AND crop_key IS NOT NULL""",
         {"case": case_id})]
+
+
+class ImplantVector(Record):
+    """One implant's stored vector, where it is (case, X-ray, position on it)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    case_id: int
+    case_image_id: int
+    position: int
+    embedding: Vector
+
+
+def implant_vectors(conn: Connection, case_ids: list[int], model_id: str) -> list[ImplantVector]:
+    """The vectors of every implant on the cases' X-rays that `model_id` embedded."""
+    return rows.many(
+        conn, ImplantVector,
+        """SELECT case_images.case_id, image_findings.case_image_id, image_findings.position, image_findings.embedding
+             FROM image_findings
+             JOIN case_images ON case_images.id = image_findings.case_image_id
+                             AND case_images.model_id = image_findings.model_id
+            WHERE case_images.case_id = ANY(%s) AND case_images.status = 'embedded' AND case_images.model_id = %s
+            ORDER BY case_images.case_id, case_images.position, image_findings.position""",
+        (case_ids, model_id),
+    )
+
+
+def cases_embedded_by_other_models(conn: Connection, case_ids: list[int], model_id: str) -> list[int]:
+    """Those of the cases with an X-ray that another model than `model_id` embedded."""
+    return [row["case_id"] for row in conn.execute(
+        """SELECT DISTINCT case_id FROM case_images
+            WHERE case_id = ANY(%s) AND status = 'embedded' AND model_id <> %s ORDER BY case_id""",
+        (case_ids, model_id))]

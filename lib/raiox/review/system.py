@@ -34,9 +34,11 @@ def catalog_warnings(size: catalog.CatalogSize, encoders: dict[str, str]) -> lis
     """What keeps every case from getting candidates: no catalog, or an encoder with no references of its own."""
     if not size.implants or not size.references:
         return ["The catalog is empty: no case can get candidates until one is imported "
-                "(raiox catalog import MANIFEST; docs/examples/catalog.csv shows the columns)."]
+                "(raiox catalog import MANIFEST; docs/examples/catalog.csv shows the columns), which then ranks "
+                "the waiting cases again."]
     return [f"The encoder {model_id} ({reporter}) has no reference images: its cases get no candidates until "
-            "`raiox catalog reembed` embeds the catalog with it." for model_id, reporter in encoders.items()
+            "`raiox catalog reembed` embeds the catalog with it; then `raiox case rematch` ranks the waiting cases "
+            "again." for model_id, reporter in encoders.items()
             if not size.references.get(model_id)]
 
 

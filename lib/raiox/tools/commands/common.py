@@ -24,6 +24,7 @@ from raiox.services import Services
 from raiox.settings import Settings, redact_url
 
 if TYPE_CHECKING:
+    from raiox.embed.rematch import RematchReport
     from raiox.shape.identifier import ShapeIdentifier
 
 log = logging.getLogger(__name__)
@@ -228,3 +229,13 @@ class RaioxGroup(click.Group):
 
 def stdin_is_terminal() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
+
+
+def describe_rematch(report: RematchReport) -> str:
+    """One line on what ranking the waiting cases again did."""
+    if not report.ranked and not report.reembedding:
+        return "no case awaiting review to rank again"
+    parts = [f"{len(report.ranked)} case(s) awaiting review ranked again against the catalog (model {report.model_id})"]
+    if report.reembedding:
+        parts.append(f"{len(report.reembedding)} embedded by another encoder handed back to the embed step")
+    return "; ".join(parts)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from raiox.embed.matching import film_candidates, match_implants
+from raiox.embed.rematch import rematch
 from raiox.errors import RaioxError
 from raiox.job_runner import default_worker_name
 from raiox.repository import catalog
@@ -20,6 +21,7 @@ from raiox.tools.catalog import ManifestError, check_manifest, import_manifest, 
 from raiox.tools.commands.common import (
     CommandServices,
     checked_image,
+    describe_rematch,
     loaded_encoder,
     pass_services,
     require_references,
@@ -60,6 +62,14 @@ def catalog_import(services: Services, manifest: Path, quiet: bool) -> None:
         f"{report.implants} implant rows, {report.images} images: {report.references_added} references "
         f"added, {report.references_present} already present (model {report.model_id})"
     )
+    _rank_waiting_cases_again(services, "cli:catalog-import")
+
+
+def _rank_waiting_cases_again(services: Services, actor: str) -> None:
+    """Cases that waited for review while the catalog lacked these references get them as candidates now."""
+    report = rematch(services, actor=actor)
+    if report.ranked or report.reembedding:
+        click.echo(describe_rematch(report))
 
 
 def _add_specs(services: Services, specs: list[Any], films: int) -> None:
@@ -73,6 +83,7 @@ def _add_specs(services: Services, specs: list[Any], films: int) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{report.implants} systems from spec sheets: {report.references_added} reference films rendered "
                f"and embedded (model {report.model_id}); real films added later take over")
+    _rank_waiting_cases_again(services, "cli:catalog-specs")
 
 
 @catalog_group.command("import-specs")

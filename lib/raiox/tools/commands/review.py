@@ -1,4 +1,5 @@
-"""Commands for review and operations: reviewers of the admin page, erasing a case, the system at a glance."""
+"""Commands for review and operations: reviewers of the admin page, ranking waiting cases again, erasing a case,
+the system at a glance."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import sys
 import click
 
 from raiox import deletions
+from raiox.embed.rematch import rematch
 from raiox.errors import RaioxError
 from raiox.review import accounts, system
 from raiox.services import Services
-from raiox.tools.commands.common import pass_services, stdin_is_terminal
+from raiox.tools.commands.common import (
+    describe_rematch,
+    loaded_encoder,
+    pass_services,
+    require_references,
+    stdin_is_terminal,
+)
 
 
 @click.group("reviewer")
@@ -63,7 +71,22 @@ def reviewer_list(services: Services) -> None:
 
 @click.group("case")
 def case_group() -> None:
-    """One case: erase a patient's data on request."""
+    """Cases: rank those awaiting review again; erase a patient's data on request."""
+
+
+@case_group.command("rematch")
+@click.argument("case_ids", nargs=-1, type=click.IntRange(1))
+@pass_services
+def case_rematch(services: Services, case_ids: tuple[int, ...]) -> None:
+    """Rank the candidates of every case awaiting review (or of CASE_IDS) again, against the catalog as it is
+    now: after references were added, or after switching encoders (then the embed step embeds their X-rays
+    again). Decided cases keep the candidates their decision was made on. `catalog import` runs this itself."""
+    require_references(services)
+    loaded_encoder(services)
+    report = rematch(services, actor="cli:rematch", case_ids=case_ids or None)
+    for case_id, status in report.not_waiting.items():
+        click.echo(f"case {case_id} is not awaiting review ({status}): left as it is", err=True)
+    click.echo(describe_rematch(report))
 
 
 @case_group.command("erase")
