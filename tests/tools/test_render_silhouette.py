@@ -16,6 +16,7 @@ from PIL import Image
 from raiox.adapters.imaging import load_radiograph
 from raiox.shape.canonical import find_implants
 from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions, demo_catalog, random_systems
+from raiox.tools.quality import REFERENCE_SEEDS, split_sizes
 from raiox.tools.render_silhouette import render_film
 
 CATALOG = demo_catalog()
@@ -173,6 +174,19 @@ def test_it_is_for_validation_only(tmp_path: Path) -> None:
         load_cache(tmp_path, ["flat", "silhouette"])
     refused = CliRunner().invoke(render_cache_command, [str(tmp_path / "cache"), "--renderer", "silhouette"])
     assert refused.exit_code == 2 and not (tmp_path / "cache").exists()
+
+
+def test_render_films_draws_a_labs_folder_with_it(tmp_path: Path) -> None:
+    """Validation only means no training cache: a lab's folder of its films (to try eval --folder) is allowed."""
+    from raiox.tools.commands.quality import render_films_command
+
+    made = CliRunner().invoke(render_films_command, [str(tmp_path / "films"), "--rendered", "demo", "--renderer",
+                                                      "silhouette", "--films-per-system", "1", "--skip", "11"])
+    assert made.exit_code == 0, made.output
+    films = sorted((tmp_path / "films").glob("*/*"))
+    first_size = split_sizes(CATALOG[11], 4)[0][0]
+    assert len(films) == 1
+    assert films[0].read_bytes() == render_film(first_size, REFERENCE_SEEDS + 1100, SceneOptions())[0]
 
 
 def test_a_design_field_changes_the_film() -> None:

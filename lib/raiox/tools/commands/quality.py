@@ -226,8 +226,8 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rendered", default="heldout40", show_default=True,
               help="Rendered systems: `heldout<N>` or `demo`.")
-@click.option("--renderer", type=click.Choice(["flat", "drr"]), default="flat", show_default=True,
-              help="Film generator.")
+@click.option("--renderer", type=click.Choice(["flat", "drr", "silhouette"]), default="flat", show_default=True,
+              help="Film generator (`silhouette` is never trained on: a lab's folder of looks the encoder never saw).")
 @click.option("--skip", default=0, show_default=True, type=click.IntRange(0), help="Leave out the first N systems.")
 @click.option("--films-per-system", default=4, show_default=True, type=click.IntRange(1, 100))
 @click.option("--seeds", type=click.Choice(["reference", "eval"]), default="reference", show_default=True,
