@@ -18,8 +18,10 @@ from raiox.tools.render import render
 from raiox.tools.shape_data import build_cache, load_cache
 from raiox.tools.shape_train import (
     ShapeTraining,
+    _tone_curve,
     _vary_look,
     augment,
+    average_checkpoints,
     fine_tune_on_films,
     renderer_balance,
     train_shape,
@@ -89,6 +91,18 @@ def test_another_look_saturates_the_metal_on_some_crops_but_never_the_bone_aroun
     assert float(bone.median(dim=1).values.median(dim=1).values.max()) < 0.8
 
 
+def test_a_tone_curve_keeps_black_white_and_the_order_of_grey_levels_and_differs_per_crop() -> None:
+    import torch
+
+    ramp = torch.linspace(0, 1, 101).expand(16, 1, 1, 101).clone()
+    curves = _tone_curve(ramp, torch.Generator().manual_seed(0))[:, 0, 0]
+    assert torch.allclose(curves[:, 0], torch.zeros(16)) and torch.allclose(curves[:, -1], torch.ones(16))
+    assert bool((curves.diff(dim=1) >= 0).all())  # a brighter dose never turns darker
+    middles = curves[:, 50]
+    assert float(middles.max() - middles.min()) > 0.1  # each crop its own curve
+    assert bool((curves - ramp[:, 0, 0]).abs().amax(dim=1).gt(0.02).all())  # none left as it was
+
+
 def test_training_checkpoints_resumes_and_writes_a_loadable_encoder(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "shape.pt"
     run = ShapeTraining(cache=cache, out=out, steps=2, systems_per_batch=3, films_per_system=2, val_systems=1)
@@ -100,6 +114,31 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_encoder(cache: Path,
     assert train_shape(run, progress=False)["step"] == 3  # resumed from shape.pt.ckpt, one more step
     identifier = ShapeIdentifier.load("", str(out), device="cpu")
     assert identifier.encode_one(render(random_systems(1, seed=5)[0], 1)).shape == (512,)
+
+
+def test_averaging_checkpoints_writes_the_mean_of_their_weights(tmp_path: Path) -> None:
+    import torch
+
+    config = network.ShapeNetConfig.named("raiox-shape-s")
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"run{seed}.pt")
+        network.save(network.build(config), config, paths[-1], meta={"name": "raiox-shape-s", "steps": seed})
+    meta = average_checkpoints(paths, tmp_path / "mean.pt")
+    assert [entry["path"] for entry in meta["averaged"]] == ["run1.pt", "run2.pt"]
+    assert [entry["steps"] for entry in meta["averaged"]] == [1, 2]
+    first, second = (network.load(path)[0].state_dict() for path in paths)
+    mean, _, sidecar = network.load(tmp_path / "mean.pt")
+    assert sidecar["averaged"] == meta["averaged"] and sidecar["name"] == "raiox-shape-s"
+    weight = next(key for key, value in first.items() if value.is_floating_point() and value.numel() > 100)
+    expected = (first[weight] + second[weight]) / 2
+    assert not torch.allclose(first[weight], expected, atol=1e-3)
+    assert torch.allclose(mean.state_dict()[weight], expected, atol=2e-3)  # stored in half precision
+    small = network.ShapeNetConfig((8, 16, 32, 64), 64)
+    network.save(network.build(small), small, tmp_path / "small.pt", meta={"name": "small"})
+    with pytest.raises(ValueError, match="different architectures"):
+        average_checkpoints([paths[0], tmp_path / "small.pt"], tmp_path / "bad.pt")
 
 
 def test_fine_tuning_on_a_labs_films_reports_held_out_films_before_and_after(tmp_path: Path) -> None:

@@ -263,6 +263,9 @@ def bad_input_cases(inputs: dict[str, Path], taken_port: int, closed_port: int,
          "not a shape encoder checkpoint"),
         (["train", "--out", i["folder"] + "/m.pt", "--cache", i["folder"], "--pretrained",
           i["other_architecture"]], "another architecture than --config raiox-shape-s"),
+        (["train", "--out", i["folder"] + "/m.pt", "--average", i["text"]], "not a shape encoder checkpoint"),
+        (["train", "--out", i["folder"] + "/m.pt", "--average", i["other_architecture"], "--average",
+          str(REPO / "lib/raiox/shape/weights/shape-encoder.pt")], "different architectures"),
         (["worker", "--poll", "-1"], "not in the range"),
     ]
 

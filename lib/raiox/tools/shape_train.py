@@ -116,7 +116,23 @@ def _vary_look(x: Any, rand: Any, generator: Any) -> Any:
     # Bone: slow density changes and fine trabecular texture, mostly where the crop is not metal.
     x = x + some(0.5) * rand(0.0, 0.15).view(n, 1, 1, 1) * smooth_noise(6, 2)
     x = x + some(0.5) * rand(0.0, 0.08).view(n, 1, 1, 1) * smooth_noise(64, 16) * (1 - x).clamp(0, 1)
+    x = torch.lerp(x, _tone_curve(x.clamp(0, 1), generator), some(0.4))
     return x.clamp(0, 1)
+
+
+def _tone_curve(x: Any, generator: Any, knots: int = 6) -> Any:
+    """Each crop's grey levels through its own random rising curve (piecewise linear, `knots` pieces): film,
+    sensor and processing each map dose to grey in their own way, beyond what gamma and contrast vary."""
+    import torch
+
+    n = x.shape[0]
+    steps = 0.25 + torch.rand(n, knots, device=x.device, generator=generator)
+    levels = torch.cat([torch.zeros(n, 1, device=x.device), steps.cumsum(1)], 1)
+    levels = levels / levels[:, -1:]
+    flat = x.flatten(1) * knots
+    piece = flat.floor().clamp(max=knots - 1).long()
+    low, high = levels.gather(1, piece), levels.gather(1, piece + 1)
+    return (low + (flat - piece) * (high - low)).view_as(x)
 
 
 def _losses(model: Any, centres: Any, batch: Any, labels: Any, targets: Any,
@@ -298,6 +314,26 @@ def train_shape(run: ShapeTraining, *, progress: bool = True) -> dict[str, Any]:
     if window or not line:
         line = save_checkpoint()
     return line
+
+
+def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
+    """One encoder whose weights are the mean of several of one architecture (a "model soup": runs trained on from
+    one start stay close enough to average, and the mean can carry over to unseen looks better than either, as
+    run 8's did in docs/quality.md). Returns the sidecar written beside `out`."""
+    models = [network.load(path) for path in paths]
+    config = models[0][1]
+    if any(other != config for _, other, _ in models[1:]):
+        raise ValueError("the checkpoints to average are of different architectures")
+    model = models[0][0]
+    states = [m.state_dict() for m, _, _ in models]
+    model.load_state_dict({key: (sum(state[key] for state in states) / len(states) if value.is_floating_point()
+                                 else value) for key, value in states[0].items()})
+    kept = ("steps", "schedule_steps", "films", "systems", "renderers", "history")
+    meta = {"name": models[0][2].get("name", "raiox-shape"), "averaged": [
+        {"path": path.name, **{k: sidecar[k] for k in kept if k in sidecar}}
+        for path, (_, _, sidecar) in zip(paths, models, strict=True)]}
+    network.save(model, config, out, meta=meta)
+    return meta
 
 
 # Fine-tuning on a lab's own films ---------------------------------------------------------------------------

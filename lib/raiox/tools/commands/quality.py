@@ -139,6 +139,9 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
               help="Fine-tune on a lab's labelled films, <system>/<film> (as `raiox eval --folder` reads them).")
 @click.option("--from-database", "from_database", is_flag=True,
               help="Fine-tune on the catalog's reference images and approved cases' films.")
+@click.option("--average", "averaged", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Instead of training: OUT is the mean of these shape encoders' weights (repeat the option; "
+              "runs on from one start, as docs/quality.md's run 8).")
 @click.option("--pretrained", default=None,
               help="The shape encoder to start from [--folder/--from-database: the configured one, "
               "RAIOX_CLIP_PRETRAINED, `shipped` by default; --cache: none, random weights].")
@@ -159,24 +162,34 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
 @click.option("--reembed", is_flag=True, help="Then embed the database's reference images with the new model.")
 @pass_services
 def train_command(services: Services, cache: Path | None, folder: Path | None, from_database: bool,
-                  pretrained: str | None, config_name: str, steps: int, minutes: float | None, held_out: float,
-                  lr: float | None, seed: int, out: Path, reembed: bool) -> None:
+                  averaged: tuple[Path, ...], pretrained: str | None, config_name: str, steps: int,
+                  minutes: float | None, held_out: float, lr: float | None, seed: int, out: Path,
+                  reembed: bool) -> None:
     """Train the shape encoder on rendered crops (--cache; from scratch, or on from --pretrained), or fine-tune
-    it on a lab's labelled films (--folder) or the database's references and approved cases (--from-database)."""
+    it on a lab's labelled films (--folder) or the database's references and approved cases (--from-database), or
+    average trained ones (--average)."""
     from raiox.shape import network
     from raiox.shape.identifier import SHIPPED, SHIPPED_SHAPE_ENCODER
     from raiox.tools.catalog import reembed_catalog
-    from raiox.tools.shape_train import ShapeTraining, fine_tune_on_films, train_shape
+    from raiox.tools.shape_train import ShapeTraining, average_checkpoints, fine_tune_on_films, train_shape
 
-    if sum([cache is not None, folder is not None, from_database]) != 1:
-        raise click.UsageError("choose one of --cache, --folder or --from-database")
+    if sum([cache is not None, folder is not None, from_database, bool(averaged)]) != 1:
+        raise click.UsageError("choose one of --cache, --folder, --from-database or --average")
     if not 0 <= held_out < 1:
         raise click.BadParameter("between 0 and 1 (exclusive)", param_hint="--held-out")
     if minutes is not None and minutes <= 0:
         raise click.BadParameter("more than 0", param_hint="--minutes")
     if folder is not None:
         checked_labelled_folder(folder)
-    if cache is not None:
+    if averaged:
+        for path in averaged:
+            if not network.is_shape_checkpoint(path):
+                raise click.BadParameter(f"{path} is not a shape encoder checkpoint", param_hint="--average")
+        if len({network.checkpoint_config(path) for path in averaged}) > 1:
+            raise click.BadParameter("the checkpoints are of different architectures", param_hint="--average")
+        average_checkpoints(averaged, out)
+        click.echo(f"averaged the weights of {len(averaged)} shape encoders")
+    elif cache is not None:
         if config_name not in network.config_names():
             raise click.BadParameter(f"one of {', '.join(network.config_names())}", param_hint="--config")
         init = None
