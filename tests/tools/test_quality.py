@@ -190,7 +190,7 @@ def test_train_command_takes_one_source(tmp_path: Path) -> None:
     from raiox.tools.cli import main
 
     result = CliRunner().invoke(main, ["train", "--folder", str(tmp_path), "--from-database", "--out", "x.pt"])
-    assert result.exit_code != 0 and "choose one of --cache, --folder or --from-database" in result.output
+    assert result.exit_code != 0 and "choose one of --cache, --folder, --from-database or --average" in result.output
 
 
 def test_render_films_writes_a_labelled_folder_and_its_catalog(tmp_path: Path) -> None:
