@@ -1,5 +1,6 @@
 """Training the shape encoder: a cache rendered once and resumed, augmentation from a seed, a checkpoint that
-resumes and loads, and fine-tuning on a lab's films that reports held-out films before and after."""
+resumes and loads, and fine-tuning on a lab's films that keeps the batch statistics and reports held-out films
+before and after."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from raiox.tools.implant_designs import random_systems
 from raiox.tools.render import render
 from raiox.tools.shape_data import build_cache, load_cache
 from raiox.tools.shape_train import (
+    FineTuneReport,
     ShapeTraining,
     _tone_curve,
     _vary_look,
@@ -150,8 +152,22 @@ def test_fine_tuning_on_a_labs_films_reports_held_out_films_before_and_after(tmp
     network.save(network.build(config), config, start, meta={"name": "raiox-shape-s"})
     films = [(system.system, render(system, seed)) for system in random_systems(3, seed=12) for seed in range(4)]
     report = fine_tune_on_films(films, tmp_path / "lab.pt", start=start, source="test", minutes=0.02,
-                                held_out=0.25, progress=False)
+                                held_out=0.25, mix=0.5, progress=False)
     assert report.systems == 3 and report.films == 9 and report.steps >= 1
     assert set(report.held_out) == {"before", "after"} and report.held_out["after"]["queries"] == 3
     assert network.is_shape_checkpoint(tmp_path / "lab.pt")
     assert json.loads((tmp_path / "lab.pt.json").read_text())["started_from"] == str(start)
+    before, after = network.load(start)[0].state_dict(), network.load(tmp_path / "lab.pt")[0].state_dict()
+    statistics = [name for name in before if name.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(before[name], after[name]) for name in statistics)
+    assert any(not torch.allclose(before[name], after[name]) for name in before if name.endswith("weight"))
+
+
+def test_a_fine_tuning_report_is_harmed_when_held_out_films_match_worse() -> None:
+    def report(top1: float, top3: float) -> FineTuneReport:
+        return FineTuneReport(Path("lab.pt"), 9, 3, 1, 1.0, {"before": {"top1": 0.5, "top3": 0.8, "queries": 3},
+                                                            "after": {"top1": top1, "top3": top3, "queries": 3}})
+
+    assert report(0.4, 1.0).harmed and report(0.5, 0.7).harmed
+    assert not report(0.5, 0.8).harmed and not report(0.6, 0.7).harmed
+    assert not FineTuneReport(Path("lab.pt"), 9, 3, 1, 1.0).harmed  # nothing held out: nothing measured

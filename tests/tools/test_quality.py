@@ -193,6 +193,36 @@ def test_train_command_takes_one_source(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "choose one of --cache, --folder, --from-database or --average" in result.output
 
 
+def test_train_will_not_reembed_after_fine_tuning_that_harmed_its_held_out_films(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from raiox.tools import catalog, shape_train
+    from raiox.tools.cli import main
+    from raiox.tools.render import render
+
+    for system in random_systems(2, seed=5):
+        (tmp_path / "films" / system.system).mkdir(parents=True)
+        for seed in range(2):
+            (tmp_path / "films" / system.system / f"{seed}.png").write_bytes(render(system, seed))
+    asked: list[dict[str, Any]] = []
+
+    def harmful(films: list[tuple[str, bytes]], out: Path, **options: Any) -> shape_train.FineTuneReport:
+        asked.append(options)
+        return shape_train.FineTuneReport(out, 2, 2, 5, 1.0, {"before": {"top1": 0.5, "top3": 1.0, "queries": 2},
+                                                              "after": {"top1": 0.0, "top3": 1.0, "queries": 2}})
+
+    reembedded: list[Any] = []
+    monkeypatch.setattr(shape_train, "fine_tune_on_films", harmful)
+    monkeypatch.setattr(catalog, "reembed_catalog", reembedded.append)
+    monkeypatch.setenv("RAIOX_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(main, ["train", "--folder", str(tmp_path / "films"), "--out", str(tmp_path / "lab.pt"),
+                                       "--reembed"])
+    assert result.exit_code == 1 and "match worse" in result.output and "not re-embedded" in result.output
+    assert not reembedded
+    assert (asked[0]["lr"], asked[0]["mix"]) == (shape_train.FINE_TUNING_LR, shape_train.FINE_TUNING_MIX)
+
+
 def test_render_films_writes_a_labelled_folder_and_its_catalog(tmp_path: Path) -> None:
     from raiox.tools.quality import folder_films, write_film_folder
     from raiox.tools.render import render_film

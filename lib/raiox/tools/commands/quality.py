@@ -153,8 +153,12 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
               help="Time budget [--cache: none, run the schedule; --folder/--from-database: 8].")
 @click.option("--held-out", "held_out", default=0.25, show_default=True,
               help="--folder/--from-database: share of each system's films (never its last) left out of training "
-              "and matched against the rest before and after, to report what training did; 0 trains on all.")
-@click.option("--lr", default=None, type=float, help="Peak learning rate [--cache: 2e-3; fine-tuning: 1e-3].")
+              "and matched against the rest before and after, to report what training did (worse after: the "
+              "command fails and does not re-embed); 0 trains on all.")
+@click.option("--lr", default=None, type=float, help="Peak learning rate [--cache: 2e-3; fine-tuning: 2e-4].")
+@click.option("--mix", default=None, type=click.FloatRange(0, 1, min_open=True),
+              help="--folder/--from-database: how far the result goes from the starting encoder towards the "
+              "fine-tuned weights (1: all the way) [0.3].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write; its .json sidecar names the architecture, so RAIOX_CLIP_PRETRAINED=<out> "
@@ -163,15 +167,22 @@ def eval_command(services: Services, as_json: bool, rendered: str, renderer: str
 @pass_services
 def train_command(services: Services, cache: Path | None, folder: Path | None, from_database: bool,
                   averaged: tuple[Path, ...], pretrained: str | None, config_name: str, steps: int,
-                  minutes: float | None, held_out: float, lr: float | None, seed: int, out: Path,
-                  reembed: bool) -> None:
+                  minutes: float | None, held_out: float, lr: float | None, mix: float | None, seed: int,
+                  out: Path, reembed: bool) -> None:
     """Train the shape encoder on rendered crops (--cache; from scratch, or on from --pretrained), or fine-tune
     it on a lab's labelled films (--folder) or the database's references and approved cases (--from-database), or
     average trained ones (--average)."""
     from raiox.shape import network
     from raiox.shape.identifier import SHIPPED, SHIPPED_SHAPE_ENCODER
     from raiox.tools.catalog import reembed_catalog
-    from raiox.tools.shape_train import ShapeTraining, average_checkpoints, fine_tune_on_films, train_shape
+    from raiox.tools.shape_train import (
+        FINE_TUNING_LR,
+        FINE_TUNING_MIX,
+        ShapeTraining,
+        average_checkpoints,
+        fine_tune_on_films,
+        train_shape,
+    )
 
     if sum([cache is not None, folder is not None, from_database, bool(averaged)]) != 1:
         raise click.UsageError("choose one of --cache, --folder, --from-database or --average")
@@ -219,7 +230,7 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
             report = fine_tune_on_films(films, out, start=start_path,
                                         source=str(folder) if folder is not None else "database",
                                         minutes=minutes if minutes is not None else 8.0, held_out=held_out,
-                                        lr=lr or 1e-3, seed=seed,
+                                        lr=lr or FINE_TUNING_LR, mix=mix or FINE_TUNING_MIX, seed=seed,
                                         descriptor_weight=services.settings.raiox_descriptor_weight)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
@@ -228,6 +239,11 @@ def train_command(services: Services, cache: Path | None, folder: Path | None, f
         for when, result in report.held_out.items():
             click.echo(f"held-out films {when} training ({result['queries']}, matched against the training "
                        f"films): top-1 {result['top1']:.1%}, top-3 {result['top3']:.1%}")
+        if report.harmed:
+            raise click.ClickException(
+                f"training made the held-out films match worse: keep the current encoder. {out} is written only to "
+                f"be looked at{', and the catalog was not re-embedded' if reembed else ''}; more films per system, "
+                "a smaller --mix or a smaller --lr may do better")
     click.echo(f"wrote {out}; use it with RAIOX_CLIP_PRETRAINED={out} (its sidecar names the architecture)")
     if reembed:
         trained = services.settings.model_copy(update={"raiox_clip_model": "", "raiox_clip_pretrained": str(out)})
