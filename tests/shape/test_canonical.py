@@ -154,11 +154,12 @@ def test_an_implant_threaded_only_near_its_apex_is_kept_beside_a_fully_threaded_
 
 def test_the_implant_in_the_middle_comes_first_and_one_the_edge_cuts_last() -> None:
     # A film is taken centred on the implant asked about; a longer neighbour scored higher and became the case's
-    # first implant, whose candidates the reviewer sees first (the demo's short implant fell out of its top 3).
-    cut, central_and_short, long = _Bar(10, 100, 420), _Bar(250, 150, 330), _Bar(440, 100, 420)
+    # first implant, whose candidates the reviewer sees first (the demo's short implant fell out of its top 3),
+    # and a reference film's crop: on rendered films the first implant was the asked-for one on 4 films in 5.
+    cut, central_and_short, long = _Bar(10, 100, 420), _Bar(250, 180, 300), _Bar(420, 60, 460)
     findings = find_implants(_synthetic_film(cut, central_and_short, long))
-    assert [round(f.platform_xy[0], -1) for f in findings] == [250, 440, 20]
-    assert findings[1].score > findings[0].score
+    assert [round(f.platform_xy[0], -1) for f in findings] == [250, 420, 20]
+    assert findings[1].score > 1.5 * findings[0].score
 
 
 def test_a_thin_short_finding_within_another_is_a_fragment_of_it_whatever_its_score() -> None:

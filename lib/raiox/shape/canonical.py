@@ -23,7 +23,7 @@ CROP_DIAMETER = 36.0  # the implant's outer diameter in the crop, pixels
 PLATFORM_ROW = 24  # the platform's row in the crop: what sits on it stays in view above
 SEGMENT_SIDE = 512  # films are segmented at most this many pixels a side
 # How implants are found and cropped: part of every model id, so that a catalog cropped another way is re-embedded.
-FINDER_VERSION = 3
+FINDER_VERSION = 4
 _DEBUG = False
 _THREADED = 0.15  # periodicity above which a row counts as threaded
 _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
@@ -537,10 +537,11 @@ def _locate(candidate: _Candidate, profile: _Profile, implant: _Implant) -> _Loc
 
 
 def _centrality(finding: _Located, shape: tuple[int, ...]) -> float:
-    """1 at the film's middle, ½ at a corner."""
+    """1 at the film's middle, 0.1 halfway to a corner, 0.004 at a corner: a neighbour off to the side must look
+    far more implant-like than the implant in the middle to come before it."""
     half_diagonal = math.hypot(shape[0], shape[1]) / 2
     x, y = _middle(finding)
-    return 1 - 0.5 * min(1.0, math.hypot(x - shape[1] / 2, y - shape[0] / 2) / half_diagonal)
+    return (1 - 0.5 * min(1.0, math.hypot(x - shape[1] / 2, y - shape[0] / 2) / half_diagonal)) ** 8
 
 
 def _cut_by_edge(finding: _Located, shape: tuple[int, ...]) -> bool:
