@@ -325,15 +325,19 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
     if any(other != config for _, other, _ in models[1:]):
         raise ValueError("the checkpoints to average are of different architectures")
     model = models[0][0]
-    states = [m.state_dict() for m, _, _ in models]
-    model.load_state_dict({key: (sum(state[key] for state in states) / len(states) if value.is_floating_point()
-                                 else value) for key, value in states[0].items()})
+    model.load_state_dict(_weighted([m.state_dict() for m, _, _ in models], [1 / len(models)] * len(models)))
     kept = ("steps", "schedule_steps", "films", "systems", "renderers", "history")
     meta = {"name": models[0][2].get("name", "raiox-shape"), "averaged": [
         {"path": path.name, **{k: sidecar[k] for k in kept if k in sidecar}}
         for path, (_, _, sidecar) in zip(paths, models, strict=True)]}
     network.save(model, config, out, meta=meta)
     return meta
+
+
+def _weighted(states: Sequence[dict[str, Any]], shares: Sequence[float]) -> dict[str, Any]:
+    """Weights of one architecture combined, share by share; counters (not floating point) kept from the first."""
+    return {key: sum(share * state[key] for state, share in zip(states, shares, strict=True))
+            if value.is_floating_point() else value for key, value in states[0].items()}
 
 
 # Fine-tuning on a lab's own films ---------------------------------------------------------------------------
@@ -510,9 +514,7 @@ def fine_tune_on_films(films: Sequence[tuple[str, bytes]], out: Path, *, start: 
             print(json.dumps({"step": steps, "loss": round(float(loss), 3),
                               "minutes": round((time.monotonic() - started) / 60, 1)}), flush=True)
     model.eval()
-    tuned = model.state_dict()
-    model.load_state_dict({name: initial[name] + mix * (tuned[name] - initial[name]) if value.is_floating_point()
-                           else tuned[name] for name, value in initial.items()})
+    model.load_state_dict(_weighted([model.state_dict(), initial], [mix, 1 - mix]))
     report.steps = steps
     if queries is not None:
         report.held_out["after"] = _retrieval(model, training, queries, descriptor_weight)
