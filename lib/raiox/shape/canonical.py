@@ -23,7 +23,7 @@ CROP_DIAMETER = 36.0  # the implant's outer diameter in the crop, pixels
 PLATFORM_ROW = 24  # the platform's row in the crop: what sits on it stays in view above
 SEGMENT_SIDE = 512  # films are segmented at most this many pixels a side
 # How implants are found and cropped: part of every model id, so that a catalog cropped another way is re-embedded.
-FINDER_VERSION = 4
+FINDER_VERSION = 5
 _DEBUG = False
 _THREADED = 0.15  # periodicity above which a row counts as threaded
 _THRESHOLDS = (0.85, 0.72, 0.6)  # metal masks between the film's median (0) and its brightest (1)
@@ -33,6 +33,11 @@ _KEPT_SHARE = 0.15
 # Implants on one film share its magnification, and none is under a third as wide as another (3 to 7 mm, measured
 # within a fifth): anything narrower than that beside the best finding is a filling, a post or a speck.
 _NARROWEST_SHARE = 0.3
+# Crowns touching, or a bridge over two implants, make one component of several implants and their restorations, too
+# large or too wide to be an implant and joined along no one axis: one at least this many times the smallest kept is
+# also looked at in pieces, the narrow necks between them eroded away (a radius of `_NECK_SHARE` of its width).
+_SPLIT_AREA = 8
+_NECK_SHARE = 0.08
 
 
 @dataclass(frozen=True)
@@ -164,20 +169,15 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
             if largest > 0 and len(holds) > 2.5 * largest and largest >= 4 * min_area:
                 continue
             rows, cols = np.nonzero(inside)
-            ys, xs = (rows + box[0].start + 0.5) * shrink, (cols + box[1].start + 0.5) * shrink
-            whole = _outline(xs, ys, shrink, fraction)
+            whole, parts = _parts(rows + box[0].start, cols + box[1].start, shrink, fraction, small.size,
+                                  min(grey.shape))
             if whole is None:
                 continue
-            parts = []
-            if len(rows) <= 0.2 * small.size and whole.width <= 0.4 * min(grey.shape):
-                parts.append(whole)  # else the film on a photographed screen, a glare, an exposed border
-            # An implant under a crown as bright as itself is one component with the crown: its narrow stretch is
-            # looked at on its own too.
-            narrow = _narrow_stretch(xs, ys, whole, shrink)
-            if narrow is not None:
-                part = _outline(*narrow, shrink, fraction)
-                if part is not None and part.width <= 0.4 * min(grey.shape):
-                    parts.append(part)
+            if all(part is not whole for part in parts) and len(rows) >= _SPLIT_AREA * min_area:
+                for piece in _pieces(inside, round(_NECK_SHARE * whole.width / shrink)):
+                    piece_rows, piece_cols = np.nonzero(piece)
+                    parts += _parts(piece_rows + box[0].start, piece_cols + box[1].start, shrink, fraction,
+                                    small.size, min(grey.shape))[1]
             for part in parts:
                 duplicate = any(math.dist(part.centre, c.centre) < 0.5 * c.width
                                 and abs(np.dot(part.axis, c.axis)) > 0.95 for c in found)
@@ -185,6 +185,39 @@ def _candidates(grey: np.ndarray) -> list[_Candidate]:
                     found.append(part)
                     kept_here[inside] = np.maximum(kept_here[inside], len(rows))
     return found
+
+
+def _parts(rows: np.ndarray, cols: np.ndarray, shrink: int, fraction: float, size: int,
+           side: int) -> tuple[_Candidate | None, list[_Candidate]]:
+    """A component (its mask pixels' rows and columns) as a whole, and the candidates it yields: itself unless too
+    large or too wide to be an implant, and its narrow stretch."""
+    ys, xs = (rows + 0.5) * shrink, (cols + 0.5) * shrink
+    whole = _outline(xs, ys, shrink, fraction)
+    if whole is None:
+        return None, []
+    parts = []
+    if len(rows) <= 0.2 * size and whole.width <= 0.4 * side:
+        parts.append(whole)  # else the film on a photographed screen, a glare, an exposed border, a merge
+    # An implant under a crown as bright as itself is one component with the crown: its narrow stretch is
+    # looked at on its own too.
+    narrow = _narrow_stretch(xs, ys, whole, shrink)
+    if narrow is not None:
+        part = _outline(*narrow, shrink, fraction)
+        if part is not None and part.width <= 0.4 * side:
+            parts.append(part)
+    return whole, parts
+
+
+def _pieces(inside: np.ndarray, radius: int) -> list[np.ndarray]:
+    """The pieces of a component joined by necks narrower than 2 × `radius`, each grown back within the component;
+    none when eroding by `radius` leaves it in one piece."""
+    radius = max(2, radius)
+    labels, count = ndimage.label(ndimage.binary_erosion(inside, iterations=radius), structure=np.ones((3, 3)))
+    if count < 2:
+        return []
+    cores = [labels == n for n in range(1, count + 1)]
+    return [ndimage.binary_dilation(core, iterations=radius, mask=inside) for core in cores
+            if np.count_nonzero(core) >= 20]  # not a crumb the erosion left
 
 
 def _opened(mask: np.ndarray) -> np.ndarray:
