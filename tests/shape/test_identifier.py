@@ -11,7 +11,7 @@ import pytest
 from raiox.adapters.imaging import ImageError
 from raiox.shape import network
 from raiox.shape.canonical import FINDER_VERSION
-from raiox.shape.identifier import ShapeIdentifier, ShapeModel
+from raiox.shape.identifier import REFERENCE_AGREEMENT_MARGIN, ShapeIdentifier, ShapeModel, reference_implants
 from raiox.tools.implant_designs import SceneOptions, random_systems
 from raiox.tools.render import render_film
 
@@ -81,3 +81,24 @@ def test_the_encoder_turns_a_crop_it_judges_upside_down(checkpoint: Path) -> Non
     assert turned.turned and not guessed.turned
     assert turned.finding.platform_xy == guessed.finding.apex_xy
     assert turned.finding.apex_xy == guessed.finding.platform_xy
+
+
+def _unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_a_reference_film_stands_for_the_implant_its_systems_other_films_agree_with() -> None:
+    # The system's implant looks like (1, 0, 0); a film centred on a neighbour (0, 1, 0) with the system's implant
+    # beside it stands for the one its other films agree with; one where no other implant agrees far better keeps
+    # its first; so does a film with one implant, and one with nothing to agree with.
+    system, neighbour, near = _unit(1, 0, 0), _unit(0, 1, 0), _unit(1, 0.3, 0)
+    other = np.stack([system, _unit(0, 0, 1)])
+    centred_on_neighbour = np.stack([neighbour, near])
+    assert reference_implants([centred_on_neighbour, other, other]) == [1, 0, 0]
+    barely = np.stack([_unit(1, 0.5, 0), system])  # its first agrees within the margin of its second
+    assert float(system @ barely[1]) - float(system @ barely[0]) < REFERENCE_AGREEMENT_MARGIN
+    assert reference_implants([barely, other]) == [0, 0]
+    assert reference_implants([centred_on_neighbour]) == [0]
+    assert reference_implants([neighbour[None, :], other]) == [0, 0]
+    assert reference_implants([centred_on_neighbour], stored=[system, system]) == [1]  # kept references count

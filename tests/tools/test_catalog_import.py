@@ -157,3 +157,25 @@ def test_a_dicom_reference_is_stored_as_png(services: Services, tiny_encoder: En
     with services.db.transaction() as conn:
         [key] = [row["storage_key"] for row in conn.execute("SELECT storage_key FROM reference_images")]
     assert key.endswith(".png") and services.store.get(key).startswith(b"\x89PNG")
+
+
+def test_a_systems_films_choose_their_implants_together_and_beside_its_stored_references(
+        services: Services, tiny_encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Which implant of a reference film stands for its system depends on the system's other films: all of one
+    # import's films of a system are weighed together, and with the references already stored.
+    from raiox.tools import catalog as catalog_tools
+
+    weighed: list[tuple[int, int]] = []  # (films, stored references) per system
+    choose = catalog_tools.reference_implants
+    monkeypatch.setattr(catalog_tools, "reference_implants",
+                        lambda films, stored=(): weighed.append((len(films), len(stored))) or choose(films, stored))
+    a, b = _write_images(tmp_path / "refs", [1, 2, 3]), _write_images(tmp_path / "refs", [4])
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(f"manufacturer,system,images\nAcme,Tapered Pro,{'|'.join(a)}\nZenith,Straight,{b[0]}\n")
+    import_manifest(services, manifest, progress=False)
+    assert sorted(weighed) == [(1, 0), (3, 0)]
+    weighed.clear()
+    more = tmp_path / "more.csv"
+    more.write_text(f"manufacturer,system,images\nAcme,Tapered Pro,{_write_images(tmp_path / 'refs', [5])[0]}\n")
+    import_manifest(services, more, progress=False)
+    assert weighed == [(1, 3)]

@@ -367,6 +367,15 @@ def catalog_summary(conn: Connection) -> list[ImplantReferences]:
     )
 
 
+def reference_vectors(conn: Connection, implant_ids: list[int], model_id: str) -> dict[int, list[np.ndarray]]:
+    """The stored reference vectors of these implants under `model_id`, per implant."""
+    found: dict[int, list[np.ndarray]] = {}
+    for row in conn.execute("SELECT implant_id, embedding FROM reference_images WHERE implant_id = ANY(%s) "
+                            "AND model_id = %s ORDER BY id", (implant_ids, model_id)):
+        found.setdefault(row["implant_id"], []).append(row["embedding"].to_numpy().astype(np.float32))
+    return found
+
+
 def existing_reference_shas(conn: Connection, implant_id: int, model_id: str) -> set[str]:
     rows = conn.execute(
         "SELECT sha256 FROM reference_images WHERE implant_id = %s AND model_id = %s", (implant_id, model_id)

@@ -298,6 +298,27 @@ class ShapeIdentifier:
         return result.embeddings[0]
 
 
+# A reference film stands for its first implant unless another agrees with the system's other reference films by
+# more than this (agreement: the mean, over the other films, of the best cosine with any of their implants): the
+# implant a lab labelled is not always the one in the film's middle (docs/quality.md, "What these numbers say").
+REFERENCE_AGREEMENT_MARGIN = 0.2
+
+
+def reference_implants(films: Sequence[np.ndarray], stored: Sequence[np.ndarray] = ()) -> list[int]:
+    """For one system's reference films, each an (implants, d) array of vectors (first implant first), which
+    implant each film stands for; `stored` are the system's references kept before (one vector each)."""
+    chosen = []
+    for k, vectors in enumerate(films):
+        rest = [other for j, other in enumerate(films) if j != k] + [vector[None, :] for vector in stored]
+        if len(vectors) < 2 or not rest:
+            chosen.append(0)
+            continue
+        agreement = np.mean([(vectors @ other.T).max(axis=1) for other in rest], axis=0)
+        best = int(np.argmax(agreement))
+        chosen.append(best if agreement[best] > agreement[0] + REFERENCE_AGREEMENT_MARGIN else 0)
+    return chosen
+
+
 def _turned(image: Image.Image, finding: Finding) -> Finding:
     crop = canonical_crop(image, finding.apex_xy, finding.platform_xy, finding.diameter_px)
     return Finding(crop, finding.apex_xy, finding.platform_xy, finding.diameter_px, finding.found, finding.score,

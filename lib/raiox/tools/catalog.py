@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from raiox.adapters.imaging import DICOM, ImageError, inspect_image, sniff, stor
 from raiox.adapters.storage import ObjectNotFound
 from raiox.repository import catalog
 from raiox.services import Services
+from raiox.shape.identifier import reference_implants
 
 log = logging.getLogger(__name__)
 
@@ -192,24 +193,24 @@ def import_manifest(services: Services, path: Path, *, progress: bool = True,
             present.add(stored.sha256)
             pending.append((implant.id, stored.key, stored.sha256, data))
 
-    batch = encoder.batch_size
+    # All at once: which implant a film stands for depends on its system's other films.
     with tqdm(total=len(pending), desc="embedding", unit="image", disable=not progress) as bar:
-        for start in range(0, len(pending), batch):
-            chunk = pending[start:start + batch]
-            embedded = embed_references(services, [data for *_, data in chunk])
-            if embedded.errors:
-                position, error = next(iter(embedded.errors.items()))
-                raise ManifestError(f"reference image {chunk[position][1]} does not decode: {error}")
-            with services.db.transaction() as conn:
-                for position, (implant_id, key, sha, _) in enumerate(chunk):
-                    reference = embedded.references[position]
-                    _, created = catalog.add_reference_image(
-                        conn, implant_id=implant_id, storage_key=key, sha256=sha, model_id=encoder.model_id,
-                        embedding=reference.embedding, source=source, crop_key=reference.crop_key,
-                        summary=reference.summary)
-                    report.references_added += created
-                    report.references_present += not created
-            bar.update(len(chunk))
+        embedded = embed_references(services, [data for *_, data in pending],
+                                    [implant_id for implant_id, *_ in pending], on_batch=bar.update)
+    if embedded.errors:
+        position, error = next(iter(embedded.errors.items()))
+        raise ManifestError(f"reference image {pending[position][1]} does not decode: {error}")
+    for start in range(0, len(pending), encoder.batch_size):
+        with services.db.transaction() as conn:
+            for position in range(start, min(start + encoder.batch_size, len(pending))):
+                implant_id, key, sha, _ = pending[position]
+                reference = embedded.references[position]
+                _, created = catalog.add_reference_image(
+                    conn, implant_id=implant_id, storage_key=key, sha256=sha, model_id=encoder.model_id,
+                    embedding=reference.embedding, source=source, crop_key=reference.crop_key,
+                    summary=reference.summary)
+                report.references_added += created
+                report.references_present += not created
     if report.references_added or report.references_present:
         report.index = index_model(services, encoder.model_id)
     log.info("imported %s: %s", path.name, report)
@@ -229,16 +230,39 @@ class EmbeddedReferences:
     errors: dict[int, ImageError]
 
 
-def embed_references(services: Services, films: list[bytes]) -> EmbeddedReferences:
-    """A reference film's most implant-like implant: its vector, its canonical crop (stored, private) and its
-    measurements, which the review page shows beside a case's implant."""
-    batch = services.encoder.identify(films)
+def embed_references(services: Services, films: Sequence[bytes], systems: Sequence[int] | None = None,
+                     on_batch: Callable[[int], object] | None = None) -> EmbeddedReferences:
+    """Each reference film's implant that stands for its system: its vector, its canonical crop (stored, private)
+    and its measurements, which the review page shows beside a case's implant. `systems` names each film's catalog
+    implant (None: all are one new system's); a film stands for its first implant unless another agrees far
+    better with the system's other films and stored references (`reference_implants`). `on_batch` hears how many
+    films each encoder batch took."""
+    encoder = services.encoder
+    identified: dict[int, Any] = {}
+    errors: dict[int, ImageError] = {}
+    for start in range(0, len(films), encoder.batch_size):
+        chunk = films[start:start + encoder.batch_size]
+        batch = encoder.identify(chunk)
+        identified.update({start + i: film for i, film in batch.films.items()})
+        errors.update({start + i: error for i, error in batch.errors.items()})
+        if on_batch is not None:
+            on_batch(len(chunk))
+    members: dict[int, list[int]] = {}
+    for position in sorted(identified):
+        members.setdefault(systems[position] if systems is not None else 0, []).append(position)
+    stored: dict[int, list[np.ndarray]] = {}
+    if systems is not None and members:
+        with services.db.transaction() as conn:
+            stored = catalog.reference_vectors(conn, list(members), encoder.model_id)
     references = {}
-    for position, film in batch.films.items():
-        implant = film.primary
-        crop = services.store.put(implant.crop_png(), namespace="crops", extension=".png")
-        references[position] = EmbeddedReference(implant.embedding, crop.key, implant.summary())
-    return EmbeddedReferences(references, batch.errors)
+    for system, positions in members.items():
+        implants = [identified[position].implants for position in positions]
+        vectors = [np.stack([implant.embedding for implant in film]) for film in implants]
+        chosen = reference_implants(vectors, stored.get(system, []))
+        for position, film, k in zip(positions, implants, chosen, strict=True):
+            crop = services.store.put(film[k].crop_png(), namespace="crops", extension=".png")
+            references[position] = EmbeddedReference(film[k].embedding, crop.key, film[k].summary())
+    return EmbeddedReferences(references, errors)
 
 
 def index_model(services: Services, model_id: str) -> catalog.IndexState:
@@ -328,7 +352,7 @@ def _embed_page(services: Services, rows: Page, blobs: list[bytes | None], repor
     encoder = services.encoder
     readable = {position: blob for position, blob in enumerate(blobs) if blob is not None}
     numbers = {position: number for number, position in enumerate(readable)}  # row → encoder input
-    embedded = embed_references(services, list(readable.values()))
+    embedded = embed_references(services, list(readable.values()), [rows[position].implant_id for position in readable])
     with services.db.transaction() as conn:
         for position, row in enumerate(rows):
             key = (row.implant_id, row.sha256)

@@ -164,17 +164,31 @@ def rank_systems(query: np.ndarray, references: np.ndarray, labels: Sequence[str
     return sorted(best.items(), key=lambda item: -item[1])
 
 
-# An embedder turns films into vectors: (per film, an array of vectors, one per implant) and errors by index.
+# An embedder turns films into vectors: (per film, an array of vectors, one per implant) and errors by index; a
+# reference embedder is also told each film's system.
 Embedder = Callable[[Sequence[bytes]], tuple[dict[int, np.ndarray], dict[int, str]]]
+ReferenceEmbedder = Callable[[Sequence[bytes], Sequence[str]], tuple[dict[int, np.ndarray], dict[int, str]]]
 
 
-def identifier_embedder(identifier: Any, *, seen: dict[int, Any] | None = None) -> tuple[Embedder, Embedder]:
-    """(references, queries) embedders of an identifier: a reference film is its most implant-like implant,
-    a new film every implant on it. `seen` collects what the identifier made of each new film."""
+def identifier_embedder(identifier: Any, *,
+                        seen: dict[int, Any] | None = None) -> tuple[ReferenceEmbedder, Embedder]:
+    """(references, queries) embedders of an identifier: a reference film is the implant that stands for its
+    system (as the catalog chooses it: `reference_implants`), a new film every implant on it. `seen` collects what
+    the identifier made of each new film."""
+    from raiox.shape.identifier import reference_implants
 
-    def references(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        batch = _chunked(identifier.identify, films)
-        return ({i: film.primary.embedding[None, :] for i, film in batch[0].items()}, batch[1])
+    def references(films: Sequence[bytes], labels: Sequence[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        identified, errors = _chunked(identifier.identify, films)
+        members: dict[str, list[int]] = {}
+        for position in sorted(identified):
+            members.setdefault(labels[position], []).append(position)
+        vectors = {}
+        for positions in members.values():
+            implants = [identified[position].implants for position in positions]
+            chosen = reference_implants([np.stack([i.embedding for i in film]) for film in implants])
+            vectors.update({position: film[k].embedding[None, :]
+                            for position, film, k in zip(positions, implants, chosen, strict=True)})
+        return vectors, errors
 
     def queries(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         batch = _chunked(identifier.identify, films)
@@ -196,17 +210,21 @@ def _chunked(identify: Callable[[Sequence[bytes]], Any], films: Sequence[bytes],
     return out, errors
 
 
-def whole_film_embedder(encoder: Any) -> Embedder:
-    """A whole-film open_clip encoder (how Raiox matched before identifying by shape)."""
+def whole_film_embedder(encoder: Any) -> tuple[ReferenceEmbedder, Embedder]:
+    """(references, queries) embedders of a whole-film open_clip encoder (how Raiox matched before identifying by
+    shape): one vector per film either way."""
 
     def embed(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         encoded = encoder.encode(films)
         return ({i: v[None, :] for i, v in encoded.embeddings.items()}, {i: str(e) for i, e in encoded.errors.items()})
 
-    return embed
+    def references(films: Sequence[bytes], labels: Sequence[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        return embed(films)
+
+    return references, embed
 
 
-def evaluate(name: str, model_id: str, films: RenderedSet, references: Embedder, queries: Embedder, *,
+def evaluate(name: str, model_id: str, films: RenderedSet, references: ReferenceEmbedder, queries: Embedder, *,
              low_margin: float = 0.02, query_mask: Sequence[bool] | None = None,
              extra: tuple[list[bytes], list[str]] | None = None) -> EvalReport:
     """Top-1/top-3 of the set's new films against its reference films, overall and per slice. `extra` adds
@@ -216,7 +234,7 @@ def evaluate(name: str, model_id: str, films: RenderedSet, references: Embedder,
     if extra:
         ref_films += extra[0]
         ref_labels += extra[1]
-    ref_vectors, ref_errors = references(ref_films)
+    ref_vectors, ref_errors = references(ref_films, ref_labels)
     kept = [i for i in range(len(ref_films)) if i not in ref_errors]
     matrix = np.concatenate([ref_vectors[i] for i in kept])
     labels = [ref_labels[i] for i in kept]
@@ -280,7 +298,7 @@ def suggest_margin(margins: Sequence[float], wrong_margins: Sequence[float]) -> 
 
 
 def approvals_effect(name: str, model_id: str, films: RenderedSet, designs: Sequence[ImplantDesign],
-                     base: EvalReport, references: Embedder, queries: Embedder, *,
+                     base: EvalReport, references: ReferenceEmbedder, queries: Embedder, *,
                      approvals: int = 3) -> dict[str, Any]:
     """Learning from approvals, measured: the quarter of systems with the lowest top-1 in `base` get
     `approvals` approved films each as extra references; their new films are evaluated before and after."""

@@ -293,8 +293,7 @@ def _previous_contender(previous: Path, identifier: Any) -> tuple[str, str, Any,
         encoder = Encoder.load(*resolve_weights("", str(previous)), device=identifier.device)
     except EncoderUnavailable as exc:
         raise click.BadParameter(str(exc), param_hint="--previous") from None
-    embed = whole_film_embedder(encoder)
-    return ("previous (whole film)", encoder.model_id, embed, embed)
+    return ("previous (whole film)", encoder.model_id, *whole_film_embedder(encoder))
 
 
 @click.command("render-cache")
