@@ -163,11 +163,11 @@ def test_a_systems_films_choose_their_implants_together_and_beside_its_stored_re
         services: Services, tiny_encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Which implant of a reference film stands for its system depends on the system's other films: all of one
     # import's films of a system are weighed together, and with the references already stored.
-    from raiox.tools import catalog as catalog_tools
+    from raiox.shape import identifier
 
     weighed: list[tuple[int, int]] = []  # (films, stored references) per system
-    choose = catalog_tools.reference_implants
-    monkeypatch.setattr(catalog_tools, "reference_implants",
+    choose = identifier.reference_implants
+    monkeypatch.setattr(identifier, "reference_implants",
                         lambda films, stored=(): weighed.append((len(films), len(stored))) or choose(films, stored))
     a, b = _write_images(tmp_path / "refs", [1, 2, 3]), _write_images(tmp_path / "refs", [4])
     manifest = tmp_path / "catalog.csv"

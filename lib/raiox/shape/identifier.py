@@ -14,12 +14,12 @@ import io
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -300,8 +300,24 @@ class ShapeIdentifier:
 
 # A reference film stands for its first implant unless another agrees with the system's other reference films by
 # more than this (agreement: the mean, over the other films, of the best cosine with any of their implants): the
-# implant a lab labelled is not always the one in the film's middle (docs/quality.md, "What these numbers say").
+# implant a lab labelled is not always the one in the film's middle (docs/quality.md, "Ranking systems").
 REFERENCE_AGREEMENT_MARGIN = 0.2
+System = TypeVar("System", bound=Hashable)  # how a caller names a system: a catalog implant id, a label
+
+
+def reference_choices(films: Mapping[int, IdentifiedFilm], systems: Sequence[System],
+                      stored: Mapping[System, Sequence[np.ndarray]] | None = None) -> dict[int, IdentifiedImplant]:
+    """The implant each identified reference film stands for (`films` by position, `systems[position]` its
+    system), each system's films weighed together and with its `stored` references (`reference_implants`)."""
+    members: dict[System, list[int]] = {}
+    for position in sorted(films):
+        members.setdefault(systems[position], []).append(position)
+    chosen = {}
+    for system, positions in members.items():
+        vectors = [np.stack([implant.embedding for implant in films[position].implants]) for position in positions]
+        for position, k in zip(positions, reference_implants(vectors, (stored or {}).get(system, ())), strict=True):
+            chosen[position] = films[position].implants[k]
+    return chosen
 
 
 def reference_implants(films: Sequence[np.ndarray], stored: Sequence[np.ndarray] = ()) -> list[int]:

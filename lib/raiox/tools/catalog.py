@@ -22,7 +22,7 @@ from raiox.adapters.imaging import DICOM, ImageError, inspect_image, sniff, stor
 from raiox.adapters.storage import ObjectNotFound
 from raiox.repository import catalog
 from raiox.services import Services
-from raiox.shape.identifier import reference_implants
+from raiox.shape.identifier import reference_choices
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def embed_references(services: Services, films: Sequence[bytes], systems: Sequen
     """Each reference film's implant that stands for its system: its vector, its canonical crop (stored, private)
     and its measurements, which the review page shows beside a case's implant. `systems` names each film's catalog
     implant (None: all are one new system's); a film stands for its first implant unless another agrees far
-    better with the system's other films and stored references (`reference_implants`). `on_batch` hears how many
+    better with the system's other films and stored references (`reference_choices`). `on_batch` hears how many
     films each encoder batch took."""
     encoder = services.encoder
     identified: dict[int, Any] = {}
@@ -247,21 +247,16 @@ def embed_references(services: Services, films: Sequence[bytes], systems: Sequen
         errors.update({start + i: error for i, error in batch.errors.items()})
         if on_batch is not None:
             on_batch(len(chunk))
-    members: dict[int, list[int]] = {}
-    for position in sorted(identified):
-        members.setdefault(systems[position] if systems is not None else 0, []).append(position)
     stored: dict[int, list[np.ndarray]] = {}
-    if systems is not None and members:
+    if systems is None:
+        systems = [0] * len(films)  # one new system: nothing stored to weigh
+    elif identified:
         with services.db.transaction() as conn:
-            stored = catalog.reference_vectors(conn, list(members), encoder.model_id)
+            stored = catalog.reference_vectors(conn, sorted({systems[p] for p in identified}), encoder.model_id)
     references = {}
-    for system, positions in members.items():
-        implants = [identified[position].implants for position in positions]
-        vectors = [np.stack([implant.embedding for implant in film]) for film in implants]
-        chosen = reference_implants(vectors, stored.get(system, []))
-        for position, film, k in zip(positions, implants, chosen, strict=True):
-            crop = services.store.put(film[k].crop_png(), namespace="crops", extension=".png")
-            references[position] = EmbeddedReference(film[k].embedding, crop.key, film[k].summary())
+    for position, implant in reference_choices(identified, systems, stored).items():
+        crop = services.store.put(implant.crop_png(), namespace="crops", extension=".png")
+        references[position] = EmbeddedReference(implant.embedding, crop.key, implant.summary())
     return EmbeddedReferences(references, errors)
 
 

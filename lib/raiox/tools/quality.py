@@ -173,22 +173,14 @@ ReferenceEmbedder = Callable[[Sequence[bytes], Sequence[str]], tuple[dict[int, n
 def identifier_embedder(identifier: Any, *,
                         seen: dict[int, Any] | None = None) -> tuple[ReferenceEmbedder, Embedder]:
     """(references, queries) embedders of an identifier: a reference film is the implant that stands for its
-    system (as the catalog chooses it: `reference_implants`), a new film every implant on it. `seen` collects what
+    system (as the catalog chooses it: `reference_choices`), a new film every implant on it. `seen` collects what
     the identifier made of each new film."""
-    from raiox.shape.identifier import reference_implants
+    from raiox.shape.identifier import reference_choices
 
     def references(films: Sequence[bytes], labels: Sequence[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         identified, errors = _chunked(identifier.identify, films)
-        members: dict[str, list[int]] = {}
-        for position in sorted(identified):
-            members.setdefault(labels[position], []).append(position)
-        vectors = {}
-        for positions in members.values():
-            implants = [identified[position].implants for position in positions]
-            chosen = reference_implants([np.stack([i.embedding for i in film]) for film in implants])
-            vectors.update({position: film[k].embedding[None, :]
-                            for position, film, k in zip(positions, implants, chosen, strict=True)})
-        return vectors, errors
+        chosen = reference_choices(identified, labels)
+        return {position: implant.embedding[None, :] for position, implant in chosen.items()}, errors
 
     def queries(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         batch = _chunked(identifier.identify, films)
