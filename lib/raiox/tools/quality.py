@@ -18,6 +18,7 @@ import numpy as np
 
 from raiox.repository import catalog
 from raiox.services import Services
+from raiox.shape.identifier import reference_choices
 from raiox.tools.implant_designs import FilmTruth, ImplantDesign, SceneOptions, demo_catalog, random_systems
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,6 @@ def identifier_embedder(identifier: Any, *,
     """(references, queries) embedders of an identifier: a reference film is the implant that stands for its
     system (as the catalog chooses it: `reference_choices`), a new film every implant on it. `seen` collects what
     the identifier made of each new film."""
-    from raiox.shape.identifier import reference_choices
 
     def references(films: Sequence[bytes], labels: Sequence[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         identified, errors = _chunked(identifier.identify, films)
