@@ -13,7 +13,7 @@ import pytest
 from raiox.shape import network
 from raiox.shape.attributes import TARGET_SIZE
 from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH
-from raiox.shape.identifier import ShapeIdentifier
+from raiox.shape.identifier import ShapeIdentifier, ShapeModel
 from raiox.tools.implant_designs import random_systems
 from raiox.tools.render import render
 from raiox.tools.shape_data import build_cache, load_cache
@@ -161,6 +161,35 @@ def test_fine_tuning_on_a_labs_films_reports_held_out_films_before_and_after(tmp
     statistics = [name for name in before if name.endswith(("running_mean", "running_var"))]
     assert statistics and all(torch.equal(before[name], after[name]) for name in statistics)
     assert any(not torch.allclose(before[name], after[name]) for name in before if name.endswith("weight"))
+
+
+def test_a_labs_film_trains_on_the_implant_its_systems_other_films_agree_with(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a catalog reference does (shape.identifier.reference_choices): each system's films are weighed
+    # together, and a film trains on the implant the rule picks, not always on its first.
+    import torch
+
+    from raiox.shape import identifier as shape_identifier
+    from raiox.tools.implant_designs import SceneOptions
+    from raiox.tools.shape_train import _lab_crops
+
+    weighed: list[int] = []
+
+    def last_implant(films: list[np.ndarray], stored: tuple[np.ndarray, ...] = ()) -> list[int]:
+        weighed.append(len(films))
+        return [len(vectors) - 1 for vectors in films]
+
+    monkeypatch.setattr(shape_identifier, "reference_implants", last_implant)
+    torch.manual_seed(0)
+    config = network.ShapeNetConfig.named("raiox-shape-s")
+    model = ShapeIdentifier(ShapeModel(network.build(config), "raiox-shape-s"))
+    films = [(system.system, render(system, seed, SceneOptions(neighbours=2, restoration="none")))
+             for system in random_systems(2, seed=12) for seed in range(3)]
+    prepared = _lab_crops(model, films, progress=False)
+    assert weighed == [3, 3]
+    last = [model.identify([data]).films[0].implants[-1].finding.crop for _, data in films]
+    assert len(model.identify([films[0][1]]).films[0].implants) > 1  # a film where the first is not the last
+    assert [np.array_equal(a, b) for a, b in zip(prepared.crops, last, strict=True)] == [True] * len(films)
 
 
 def test_a_fine_tuning_report_is_harmed_when_held_out_films_match_worse() -> None:

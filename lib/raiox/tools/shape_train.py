@@ -372,13 +372,16 @@ class _Crops:
 
 
 def _lab_crops(identifier: Any, films: Sequence[tuple[str, bytes]], progress: bool) -> _Crops:
-    """Each film's most implant-like implant, canonicalised as matching sees it (films that do not decode are
-    skipped with a warning)."""
+    """The implant each film stands for, canonicalised as matching sees it and chosen as a catalog reference's
+    is (`reference_choices`: the first implant unless the system's other films agree with another); films that
+    do not decode are skipped with a warning."""
     from tqdm import tqdm
+
+    from raiox.shape.identifier import reference_choices
 
     names = sorted({label for label, _ in films})
     index = {name: number for number, name in enumerate(names)}
-    crops, descriptors, labels = [], [], []
+    identified = {}
     with tqdm(total=len(films), desc="finding implants", unit="film", disable=not progress) as bar:
         for start in range(0, len(films), 32):
             chunk = films[start:start + 32]
@@ -386,15 +389,16 @@ def _lab_crops(identifier: Any, films: Sequence[tuple[str, bytes]], progress: bo
             for position, (label, _) in enumerate(chunk):
                 if position in batch.errors:
                     log.warning("skipping a film of %s: %s", label, batch.errors[position])
-                    continue
-                implant = batch.films[position].primary
-                crops.append(implant.finding.crop)
-                descriptors.append(implant.descriptor.vector())
-                labels.append(index[label])
+                else:
+                    identified[start + position] = batch.films[position]
             bar.update(len(chunk))
-    if not crops:
+    if not identified:
         raise ValueError("no film decodes")
-    return _Crops(np.stack(crops), np.stack(descriptors), np.asarray(labels, dtype=np.int64), names)
+    chosen = reference_choices(identified, [label for label, _ in films])
+    positions = sorted(chosen)
+    return _Crops(np.stack([chosen[p].finding.crop for p in positions]),
+                  np.stack([chosen[p].descriptor.vector() for p in positions]),
+                  np.asarray([index[films[p][0]] for p in positions], dtype=np.int64), names)
 
 
 def _split(films: _Crops, fraction: float, seed: int) -> tuple[_Crops, _Crops | None]:
