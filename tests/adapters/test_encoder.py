@@ -99,6 +99,16 @@ def test_tiff_and_cmyk_jpeg_decode() -> None:
         assert load_radiograph(make_xray(4, fmt=fmt, mode=mode)).mode == "RGB"
 
 
+def test_a_grey_decode_has_the_rgb_decodes_levels_in_every_mode() -> None:
+    # The shape identifier decodes straight to grey; its films must read as they did through RGB.
+    for fmt, mode in (("PNG", "L"), ("PNG", "I;16"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "CMYK"),
+                      ("TIFF", "L")):
+        data = make_xray(4, fmt=fmt, mode=mode)
+        grey = load_radiograph(data, grey=True)
+        assert grey.mode == "L", (fmt, mode)
+        assert np.array_equal(np.asarray(grey), np.asarray(load_radiograph(data).convert("L"))), (fmt, mode)
+
+
 def test_pixel_limit_guards_against_decompression_bombs() -> None:
     big = make_xray(5, size=(400, 400))
     assert inspect_image(big, max_pixels=400 * 400).width == 400

@@ -102,3 +102,22 @@ def test_a_reference_film_stands_for_the_implant_its_systems_other_films_agree_w
     assert reference_implants([centred_on_neighbour]) == [0]
     assert reference_implants([neighbour[None, :], other]) == [0, 0]
     assert reference_implants([centred_on_neighbour], stored=[system, system]) == [1]  # kept references count
+
+
+def test_the_inference_copy_gives_the_models_outputs_with_its_batch_norms_folded() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model = network.build(network.ShapeNetConfig.named("raiox-shape-s")).eval()
+    for module in model.modules():  # statistics as training leaves them, not the identity a new layer has
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    crops = torch.randint(0, 256, (3, 256, 64), dtype=torch.uint8)
+    fast = network.for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
+    with torch.inference_mode():
+        for slow, quick in zip(model(crops), fast(crops), strict=True):
+            assert torch.allclose(slow, quick, atol=1e-4)

@@ -439,9 +439,10 @@ def _to_8bit_grey(image: Image.Image) -> Image.Image:
 
 def load_radiograph(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None,
-    max_decoded_bytes: int | None = None,
+    max_decoded_bytes: int | None = None, grey: bool = False,
 ) -> Image.Image:
-    """Decode to an upright RGB image: EXIF orientation applied, 16-bit greyscale windowed, not clipped.
+    """Decode to an upright RGB image (`grey`: 8-bit greyscale, the same levels as that RGB image's): EXIF
+    orientation applied, 16-bit greyscale windowed, not clipped.
 
     `draft_size` lets JPEG decoding skip detail the encoder will throw away (it never goes below it)."""
     _, image = _decode(data, max_pixels, draft_size, limits=_limits(max_pixels, max_decoded_bytes, None))
@@ -453,7 +454,10 @@ def load_radiograph(
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
-    image = image.convert("RGB")
+    if not (grey and image.mode == "L"):  # every other mode reaches grey through RGB, as an RGB caller's does
+        image = image.convert("RGB")
+    if grey:
+        image = image.convert("L")
     if spacing is not None:
         image.info["pixel_spacing_mm"] = spacing
     return image

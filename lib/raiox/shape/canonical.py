@@ -83,8 +83,12 @@ class _Frame:
         return px + du * right[0] + dv * down[0], py + du * right[1] + dv * down[1]
 
 
-def _grey(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+def film_grey(film: Image.Image | np.ndarray) -> np.ndarray:
+    """A film's grey levels as float32 in 0…1, what finding and cropping read (an array is taken as that already:
+    a caller that crops one film several times converts it once)."""
+    if isinstance(film, np.ndarray):
+        return film
+    return np.asarray(film.convert("L"), dtype=np.float32) / 255.0
 
 
 def _sample(grey: np.ndarray, frame: _Frame, width: int, height: int) -> np.ndarray:
@@ -514,10 +518,10 @@ def _cavity(profile: _Profile, t0: int, t1: int, diameter: float, *, at_start: b
     return walls - axis
 
 
-def find_implants(image: Image.Image, *, limit: int = 4) -> list[Finding]:
+def find_implants(image: Image.Image | np.ndarray, *, limit: int = 4) -> list[Finding]:
     """The implants on a film, whole ones before those the film's edge cuts, the most implant-like and central first
     (at most `limit`); one fallback finding (found=False, the whole film) when nothing implant-like stands out."""
-    grey = _grey(image)
+    grey = film_grey(image)
     located: list[_Located] = []
     sample = grey[::4, ::4]
     film_median, film_high = (float(v) for v in np.percentile(sample, [50, 99.8]))
@@ -626,10 +630,10 @@ def whole_film(grey: np.ndarray) -> Finding:
                    float(width), False, 0.0, 0.0)
 
 
-def canonical_crop(image: Image.Image, platform_xy: tuple[float, float], apex_xy: tuple[float, float],
+def canonical_crop(image: Image.Image | np.ndarray, platform_xy: tuple[float, float], apex_xy: tuple[float, float],
                    diameter_px: float) -> np.ndarray:
     """The canonical crop of an implant whose axis and diameter are known (ground truth, a reviewer's mark)."""
-    return _crop(_grey(image), platform_xy, apex_xy, diameter_px)
+    return _crop(film_grey(image), platform_xy, apex_xy, diameter_px)
 
 
 def _crop(grey: np.ndarray, platform_xy: tuple[float, float], apex_xy: tuple[float, float],

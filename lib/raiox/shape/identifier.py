@@ -28,7 +28,15 @@ from raiox.adapters.encoder import Encoder, EncoderUnavailable
 from raiox.adapters.imaging import DEFAULT_MAX_PIXELS, ImageError, load_radiograph
 from raiox.shape import network
 from raiox.shape.attributes import ReadAttributes, read_attributes
-from raiox.shape.canonical import CROP_HEIGHT, CROP_WIDTH, FINDER_VERSION, Finding, canonical_crop, find_implants
+from raiox.shape.canonical import (
+    CROP_HEIGHT,
+    CROP_WIDTH,
+    FINDER_VERSION,
+    Finding,
+    canonical_crop,
+    film_grey,
+    find_implants,
+)
 from raiox.shape.descriptor import DESCRIPTOR_SIZE, ShapeDescriptor, describe
 
 log = logging.getLogger(__name__)
@@ -118,7 +126,8 @@ class ShapeModel:
     kind = "shape"
 
     def __init__(self, model: Any, name: str, device: str = "cpu") -> None:
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device)  # what the model id's digest names
+        self._net = network.for_inference(self.model) if device == "cpu" else self.model
         self.name = name
         self.device = device
 
@@ -126,7 +135,7 @@ class ShapeModel:
         import torch
 
         with torch.inference_mode():
-            embedding, heads, upside = self.model(torch.from_numpy(np.ascontiguousarray(crops)).to(self.device))
+            embedding, heads, upside = self._net(torch.from_numpy(np.ascontiguousarray(crops)).to(self.device))
         return embedding.float().cpu().numpy(), heads.float().cpu().numpy(), upside.float().cpu().numpy()
 
     def weights_digest(self) -> str:
@@ -209,12 +218,13 @@ class ShapeIdentifier:
 
     # Identifying ---------------------------------------------------------------------------------------------
 
-    def _canonical(self, data: bytes, spacing: tuple[float, float] | None) -> tuple[Image.Image, list[Finding],
+    def _canonical(self, data: bytes, spacing: tuple[float, float] | None) -> tuple[np.ndarray, list[Finding],
                                                                                    list[ShapeDescriptor]]:
-        image = load_radiograph(data, max_pixels=self.max_pixels)
-        findings = find_implants(image, limit=self.max_implants)
+        """The film's grey levels (kept to crop again from the other end), its findings and their measures."""
+        grey = film_grey(load_radiograph(data, max_pixels=self.max_pixels, grey=True))
+        findings = find_implants(grey, limit=self.max_implants)
         mm = (spacing[0] + spacing[1]) / 2 if spacing else None
-        return image, findings, [describe(f.crop, diameter_px=f.diameter_px, mm_per_px=mm) for f in findings]
+        return grey, findings, [describe(f.crop, diameter_px=f.diameter_px, mm_per_px=mm) for f in findings]
 
     def _canonical_or_error(self, data: bytes, spacing: tuple[float, float] | None) -> Any:
         try:
@@ -234,30 +244,30 @@ class ShapeIdentifier:
                                                                                      np.uint8))
         films: dict[int, IdentifiedFilm] = {}
         cursor = 0
-        turn: list[tuple[int, int, Image.Image, Finding]] = []  # (film, implant) the encoder wants turned
+        turn: list[tuple[int, int, np.ndarray, Finding]] = []  # (film, implant) the encoder wants turned
         results: dict[int, list[list[Any]]] = {}
-        for i, (image, findings, descriptors) in good:
+        for i, (grey, findings, descriptors) in good:
             rows = []
             for k, (finding, descriptor) in enumerate(zip(findings, descriptors, strict=True)):
                 head = heads[cursor] if heads is not None else None
                 flip = upside is not None and finding.found and upside[cursor] > 0
                 rows.append([finding, descriptor, head, embeddings[cursor], False])
                 if flip:
-                    turn.append((i, k, image, finding))
+                    turn.append((i, k, grey, finding))
                 cursor += 1
             results[i] = rows
         if turn:  # the ends swapped: crop again from the other end, measure and embed that
-            turned = [_turned(image, finding) for _, _, image, finding in turn]
+            turned = [_turned(grey, finding) for _, _, grey, finding in turn]
             again, again_heads, _ = self._run(np.stack([f.crop for f in turned]))
             for n, ((i, k, _, _), finding) in enumerate(zip(turn, turned, strict=True)):
                 mm = results[i][k][1].mm_per_px
                 results[i][k] = [finding, describe(finding.crop, diameter_px=finding.diameter_px, mm_per_px=mm),
                                  again_heads[n] if again_heads is not None else None, again[n], True]
-        for i, (image, _, _) in good:
+        for i, (grey, _, _) in good:
             implants = [IdentifiedImplant(k, finding, descriptor, read_attributes(head) if head is not None else None,
                                           self._compose(vector, descriptor), turned)
                         for k, (finding, descriptor, head, vector, turned) in enumerate(results[i])]
-            films[i] = IdentifiedFilm(image.width, image.height, implants)
+            films[i] = IdentifiedFilm(grey.shape[1], grey.shape[0], implants)
         return IdentifiedBatch(films, errors)
 
     def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -335,8 +345,8 @@ def reference_implants(films: Sequence[np.ndarray], stored: Sequence[np.ndarray]
     return chosen
 
 
-def _turned(image: Image.Image, finding: Finding) -> Finding:
-    crop = canonical_crop(image, finding.apex_xy, finding.platform_xy, finding.diameter_px)
+def _turned(grey: np.ndarray, finding: Finding) -> Finding:
+    crop = canonical_crop(grey, finding.apex_xy, finding.platform_xy, finding.diameter_px)
     return Finding(crop, finding.apex_xy, finding.platform_xy, finding.diameter_px, finding.found, finding.score,
                    finding.orientation_margin)
 

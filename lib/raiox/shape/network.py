@@ -104,6 +104,27 @@ def build(config: ShapeNetConfig) -> Any:
     return ShapeNet()
 
 
+def for_inference(model: Any) -> Any:
+    """A copy of a ShapeNet in evaluation mode that gives the same outputs in fewer passes: each batch norm folded
+    into the convolution before it, the tensors in channels-last order (measured faster on the CPU for a film's
+    few crops, docs/benchmarks.md)."""
+    import copy
+
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    fused.stem[0] = fuse_conv_bn_eval(fused.stem[0], fused.stem[1])
+    fused.stem[1] = torch.nn.Identity()
+    for block in fused.stages:
+        block.a, block.bn_a = fuse_conv_bn_eval(block.a, block.bn_a), torch.nn.Identity()
+        block.b, block.bn_b = fuse_conv_bn_eval(block.b, block.bn_b), torch.nn.Identity()
+        skip: Any = block.skip  # a strided 1×1 convolution and its batch norm, or the identity
+        if not isinstance(block.skip, torch.nn.Identity):
+            block.skip = fuse_conv_bn_eval(skip[0], skip[1])
+    return fused.to(memory_format=torch.channels_last)
+
+
 def save(model: Any, config: ShapeNetConfig, path: Path, *, meta: dict[str, Any]) -> None:
     """Weights in half precision (a few MB) and a sidecar naming the architecture and how they were made."""
     import torch
