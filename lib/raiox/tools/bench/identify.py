@@ -20,15 +20,15 @@ def _ms(function: Callable[[], Any], count: int) -> float:
 
 def _timed(identifier: Any, data: list[bytes]) -> dict[str, Any]:
     from raiox.adapters.imaging import load_radiograph
-    from raiox.shape.canonical import find_implants
+    from raiox.shape.canonical import film_grey, find_implants
     from raiox.shape.descriptor import describe
 
     count = len(data)
     identifier.identify(data[:4])  # warm-up: thread pools, first-call allocations
     started = time.perf_counter()
-    images = [load_radiograph(d, max_pixels=identifier.max_pixels) for d in data]
+    films = [film_grey(load_radiograph(d, max_pixels=identifier.max_pixels, grey=True)) for d in data]
     decode = time.perf_counter()
-    crops = [f.crop for image in images for f in find_implants(image)]
+    crops = [f.crop for film in films for f in find_implants(film)]
     canonical = time.perf_counter()
     for crop in crops:
         describe(crop)
@@ -41,7 +41,7 @@ def _timed(identifier: Any, data: list[bytes]) -> dict[str, Any]:
     def per_film(a: float, b: float) -> float:
         return round((b - a) * 1000 / count, 1)
 
-    return {"pixels_per_film": round(float(np.mean([i.width * i.height for i in images]))),
+    return {"pixels_per_film": round(float(np.mean([film.size for film in films]))),
             "implants_per_film": round(len(crops) / count, 2),
             "one_at_a_time_ms": round(one, 1), "batched_ms": round(batched, 1),
             "stages_ms": {"decode": per_film(started, decode), "find_and_straighten": per_film(decode, canonical),
