@@ -14,7 +14,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -268,6 +268,21 @@ class ShapeIdentifier:
                                           self._compose(vector, descriptor), turned)
                         for k, (finding, descriptor, head, vector, turned) in enumerate(results[i])]
             films[i] = IdentifiedFilm(grey.shape[1], grey.shape[0], implants)
+        return IdentifiedBatch(films, errors)
+
+    def identify_in_chunks(self, images: Sequence[bytes], *,
+                           on_chunk: Callable[[int], object] | None = None) -> IdentifiedBatch:
+        """`identify` over many films, `batch_size` at a time so that only one chunk's films are decoded at once
+        (positions as given); `on_chunk` hears how many films each chunk took."""
+        films: dict[int, IdentifiedFilm] = {}
+        errors: dict[int, ImageError] = {}
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = self.identify(chunk)
+            films.update({start + i: film for i, film in batch.films.items()})
+            errors.update({start + i: error for i, error in batch.errors.items()})
+            if on_chunk is not None:
+                on_chunk(len(chunk))
         return IdentifiedBatch(films, errors)
 
     def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -238,15 +238,8 @@ def embed_references(services: Services, films: Sequence[bytes], systems: Sequen
     better with the system's other films and stored references (`reference_choices`). `on_batch` hears how many
     films each encoder batch took."""
     encoder = services.encoder
-    identified: dict[int, Any] = {}
-    errors: dict[int, ImageError] = {}
-    for start in range(0, len(films), encoder.batch_size):
-        chunk = films[start:start + encoder.batch_size]
-        batch = encoder.identify(chunk)
-        identified.update({start + i: film for i, film in batch.films.items()})
-        errors.update({start + i: error for i, error in batch.errors.items()})
-        if on_batch is not None:
-            on_batch(len(chunk))
+    batch = encoder.identify_in_chunks(films, on_chunk=on_batch)
+    identified = batch.films
     stored: dict[int, list[np.ndarray]] = {}
     if systems is None:
         systems = [0] * len(films)  # one new system: nothing stored to weigh
@@ -257,7 +250,7 @@ def embed_references(services: Services, films: Sequence[bytes], systems: Sequen
     for position, implant in reference_choices(identified, systems, stored).items():
         crop = services.store.put(implant.crop_png(), namespace="crops", extension=".png")
         references[position] = EmbeddedReference(implant.embedding, crop.key, implant.summary())
-    return EmbeddedReferences(references, errors)
+    return EmbeddedReferences(references, batch.errors)
 
 
 def index_model(services: Services, model_id: str) -> catalog.IndexState:

@@ -178,28 +178,19 @@ def identifier_embedder(identifier: Any, *,
     the identifier made of each new film."""
 
     def references(films: Sequence[bytes], labels: Sequence[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        identified, errors = _chunked(identifier.identify, films)
-        chosen = reference_choices(identified, labels)
-        return {position: implant.embedding[None, :] for position, implant in chosen.items()}, errors
+        batch = identifier.identify_in_chunks(films)
+        chosen = reference_choices(batch.films, labels)
+        return ({position: implant.embedding[None, :] for position, implant in chosen.items()},
+                {i: str(e) for i, e in batch.errors.items()})
 
     def queries(films: Sequence[bytes]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        batch = _chunked(identifier.identify, films)
+        batch = identifier.identify_in_chunks(films)
         if seen is not None:
-            seen.update(batch[0])
-        return ({i: np.stack([imp.embedding for imp in film.implants]) for i, film in batch[0].items()}, batch[1])
+            seen.update(batch.films)
+        return ({i: np.stack([imp.embedding for imp in film.implants]) for i, film in batch.films.items()},
+                {i: str(e) for i, e in batch.errors.items()})
 
     return references, queries
-
-
-def _chunked(identify: Callable[[Sequence[bytes]], Any], films: Sequence[bytes],
-             size: int = 64) -> tuple[dict[int, Any], dict[int, str]]:
-    out: dict[int, Any] = {}
-    errors: dict[int, str] = {}
-    for start in range(0, len(films), size):
-        batch = identify(films[start:start + size])
-        out.update({start + i: film for i, film in batch.films.items()})
-        errors.update({start + i: str(e) for i, e in batch.errors.items()})
-    return out, errors
 
 
 def whole_film_embedder(encoder: Any) -> tuple[ReferenceEmbedder, Embedder]:

@@ -381,20 +381,13 @@ def _lab_crops(identifier: Any, films: Sequence[tuple[str, bytes]], progress: bo
 
     names = sorted({label for label, _ in films})
     index = {name: number for number, name in enumerate(names)}
-    identified = {}
     with tqdm(total=len(films), desc="finding implants", unit="film", disable=not progress) as bar:
-        for start in range(0, len(films), 32):
-            chunk = films[start:start + 32]
-            batch = identifier.identify([data for _, data in chunk])
-            for position, (label, _) in enumerate(chunk):
-                if position in batch.errors:
-                    log.warning("skipping a film of %s: %s", label, batch.errors[position])
-                else:
-                    identified[start + position] = batch.films[position]
-            bar.update(len(chunk))
-    if not identified:
+        batch = identifier.identify_in_chunks([data for _, data in films], on_chunk=bar.update)
+    for position, error in sorted(batch.errors.items()):
+        log.warning("skipping a film of %s: %s", films[position][0], error)
+    if not batch.films:
         raise ValueError("no film decodes")
-    chosen = reference_choices(identified, [label for label, _ in films])
+    chosen = reference_choices(batch.films, [label for label, _ in films])
     positions = sorted(chosen)
     return _Crops(np.stack([chosen[p].finding.crop for p in positions]),
                   np.stack([chosen[p].descriptor.vector() for p in positions]),
